@@ -1,0 +1,2474 @@
+"""poex_http: a single-file, zero-dependency HTTP/1.1 server.
+
+Handlers are plain callables chosen by regular expressions on the request
+path; one non-blocking reactor serves every connection.  Use it as a library::
+
+    import poex_http
+
+    def hello(req, resp):
+        resp.content_type = "text/plain"
+        resp.content = "Hello world\\n"
+        resp.done()
+
+    poex_http.spawn(port=8080, handlers=[("^/$", hello)], keepalive=100)
+    poex_http.run()
+
+Lineage: the Python heir of the Perl module POEx::HTTP::Server by Philip Gwyn;
+it keeps that module's model (spawn options, regex handlers, special handlers,
+request and response objects) and fixes what the Perl code got wrong.
+
+The module reads top to bottom; ``grep '^# ===' poex_http.py`` prints the
+table of contents.
+"""
+
+# === 1. Header ===
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Limits", "HTTPError", "ProtocolError", "BadRequest", "RequestTimeout",
+    "LengthRequired", "ContentTooLarge", "URITooLong", "ExpectationFailed",
+    "HeaderFieldsTooLarge", "NotImplementedByServer", "VersionNotSupported",
+    "RequestParser", "RequestHead", "EndOfMessage",
+    "Headers", "format_http_date", "parse_http_date",
+    "Reactor", "Timer", "default_reactor",
+    "Request", "Response", "Connection", "Error", "URI",
+    "Router", "Server", "spawn", "run", "stop", "post",
+    "HAS_SENDFILE", "HAS_REUSEPORT", "HAS_AF_UNIX",
+]
+
+import errno
+import heapq
+import itertools
+import logging
+import os
+import re
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from http import HTTPStatus
+
+HAS_SENDFILE = hasattr(os, "sendfile")
+HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
+HAS_AF_UNIX = hasattr(socket, "AF_UNIX")
+
+log = logging.getLogger("poex_http")
+
+
+# === 2. Limits ===
+
+class Limits:
+    """Every size and time bound of the server, each with its default.
+
+    ``Limits(max_body=10 * 2**20)`` overrides one bound and keeps the rest.
+    """
+
+    _DEFAULTS = {
+        # Request line (method, target, version); longer gets 414.  8 KiB is
+        # what nginx and most clients agree on.
+        "max_request_line": 8190,
+        # The whole request head (request line and header fields); larger
+        # gets 431.
+        "max_header_size": 65536,
+        # Number of header fields (and of trailer fields); more gets 431.
+        "max_header_count": 100,
+        # Request body in bytes, whatever its framing; larger gets 413 before
+        # the body is read.  1 MiB, as POE::Filter::HTTPD had it.
+        "max_body": 1048576,
+        # One chunk-size line of a chunked body, extensions included.
+        "max_chunk_line": 4096,
+        # Bytes read ahead from a client while its request is being handled
+        # (pipelining); reading pauses past this.
+        "max_pipeline": 262144,
+        # Bytes asked of the kernel per recv().
+        "recv_size": 65536,
+        # Bytes a response may queue before send() reports back-pressure,
+        # and the level at which the handler is told it may send again.
+        "output_high_water": 262144,
+        "output_low_water": 65536,
+        # SO_SNDBUF for a streaming response: small, so each flush reaches
+        # the client promptly (Linux raises it to its own minimum).
+        "stream_sndbuf": 576,
+        # Seconds to keep reading and discarding after the last response on
+        # a connection the server closes, so that unread client bytes do not
+        # turn the close into a reset that destroys the response.
+        "linger_timeout": 2.0,
+        # Seconds to stop accepting after the process runs out of file
+        # descriptors, instead of spinning on a listener that stays readable.
+        "accept_pause": 0.5,
+        # Listen backlog: clients beyond the concurrency limit wait here.
+        "backlog": 1024,
+    }
+    __slots__ = tuple(_DEFAULTS)
+
+    def __init__(self, **overrides):
+        unknown = set(overrides) - set(self._DEFAULTS)
+        if unknown:
+            raise TypeError("unknown limit(s): %s" % ", ".join(sorted(unknown)))
+        for name, default in self._DEFAULTS.items():
+            setattr(self, name, overrides.get(name, default))
+
+    def __repr__(self):
+        return "Limits(%s)" % ", ".join(
+            "%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
+
+
+# === 3. Errors ===
+
+class HTTPError(Exception):
+    """An HTTP failure carrying the status it should produce."""
+
+    status = 500
+
+    def __init__(self, status=None, message=""):
+        if status is not None:
+            self.status = status
+        self.message = message
+        super().__init__(self.status, message)
+
+    def __str__(self):
+        return "%d %s" % (self.status, self.message)
+
+
+class ProtocolError(HTTPError):
+    """The client broke the protocol; the connection closes after the reply."""
+
+    status = 400
+
+    def __init__(self, message=""):
+        super().__init__(None, message)
+
+
+class BadRequest(ProtocolError):
+    """400: a malformed request line, header field or body framing."""
+    status = 400
+
+
+class RequestTimeout(ProtocolError):
+    """408: the request did not arrive in time."""
+    status = 408
+
+
+class LengthRequired(ProtocolError):
+    """411: a body is announced without a length."""
+    status = 411
+
+
+class ContentTooLarge(ProtocolError):
+    """413: the body is larger than ``Limits.max_body``."""
+    status = 413
+
+
+class URITooLong(ProtocolError):
+    """414: the request line is longer than ``Limits.max_request_line``."""
+    status = 414
+
+
+class ExpectationFailed(ProtocolError):
+    """417: an ``Expect`` other than 100-continue."""
+    status = 417
+
+
+class HeaderFieldsTooLarge(ProtocolError):
+    """431: the head is larger than ``Limits.max_header_size`` or has too many fields."""
+    status = 431
+
+
+class NotImplementedByServer(ProtocolError):
+    """501: a transfer-coding this server does not decode."""
+    status = 501
+
+
+class VersionNotSupported(ProtocolError):
+    """505: an HTTP major version other than 1."""
+    status = 505
+
+
+# === 4. Protocol core (sans-IO) ===
+#
+# Bytes go in, events come out; nothing here touches a socket, a clock or the
+# file system.  The request head parser is the hottest code of the server
+# (benchmark: bench/bench.py, workload "hello"): it locates delimiters with
+# bytes.find, validates with one compiled regular expression per line kind,
+# and caches the decoding of header names it has seen.
+
+# RFC 9110 §5.6.2: token = 1*tchar.
+_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9112 §3: request-line = method SP request-target SP HTTP-version, with
+# exactly one SP between parts.  The target must be visible ASCII (RFC 3986
+# characters; anything else is rejected rather than guessed at).
+_REQUEST_LINE_RE = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+# RFC 9110 §5.5: field values must not hold NUL, CR or LF, and other
+# controls are invalid too; HTAB is allowed.  Checked once over a whole head,
+# where CR and LF may only appear as line ends (checked separately).
+_FORBIDDEN_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# RFC 9112 §7.1: chunk = chunk-size [ chunk-ext ] CRLF.  chunk-ext is
+# *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ).
+_CHUNK_LINE_RE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})"
+    rb"((?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+    rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+    rb"|\"(?:[^\"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x09\x20-\x7e\x80-\xff])*\"))?)*)"
+    rb"[ \t]*")
+
+# Header names seen before: raw bytes -> (name as sent, lower-case name).
+# Bounded, so a client cannot grow it without end.
+_FIELD_NAME_CACHE = {}
+_FIELD_NAME_CACHE_SIZE = 512
+# Methods seen before: raw bytes -> str.
+_METHOD_CACHE = {}
+
+# Header fields the parser itself must look at.
+_FRAMING_FIELDS = frozenset((
+    "content-length", "transfer-encoding", "host", "connection", "expect",
+    "content-encoding"))
+
+
+class RequestHead:
+    """A parsed request line and header section."""
+
+    __slots__ = ("method", "target", "path", "query", "version", "fields",
+                 "http11", "keep_alive", "content_length", "chunked",
+                 "expect_continue", "host")
+
+    def __init__(self, method, target, version, fields):
+        self.method = method
+        self.target = target
+        self.version = version
+        self.http11 = version == "HTTP/1.1"
+        self.fields = fields
+        self.keep_alive = self.http11
+        self.content_length = None
+        self.chunked = False
+        self.expect_continue = False
+        self.host = None
+        self.path, _, self.query = target.partition("?")
+
+    @property
+    def has_body(self):
+        """True when a body follows the head."""
+        return self.chunked or bool(self.content_length)
+
+    def __repr__(self):
+        return "<RequestHead %s %s %s>" % (self.method, self.target, self.version)
+
+
+class EndOfMessage:
+    """The end of a request body, with the trailer fields of a chunked body."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers=()):
+        self.trailers = trailers
+
+    def __repr__(self):
+        return "<EndOfMessage trailers=%r>" % (self.trailers,)
+
+
+_END_OF_MESSAGE = EndOfMessage()
+
+
+def _raise_bad_request_line(line, max_request_line):
+    """Raise the right error for a request line the fast regex refused."""
+    if len(line) > max_request_line:
+        raise URITooLong("Request line too long.")
+    parts = line.split(b" ")
+    if len(parts) == 3 and parts[2].startswith(b"HTTP/"):
+        version = parts[2][5:]
+        if re.fullmatch(rb"[0-9]\.[0-9]|[0-9]", version) and version[:1] != b"1":
+            raise VersionNotSupported(
+                "HTTP version %s not supported." % version.decode("ascii"))
+    if len(parts) == 2 and _TOKEN_RE.fullmatch(parts[0]):
+        raise BadRequest("HTTP/0.9 requests are not supported.")
+    raise BadRequest("Malformed request line.")
+
+
+def _parse_field_lines(lines, max_count):
+    """Header or trailer lines -> list of (name, value) str pairs and framing fields.
+
+    ``lines`` hold no line terminators.  Returns (fields, framing) where
+    framing maps a lower-case name from _FRAMING_FIELDS to its values.
+    """
+    if len(lines) > max_count:
+        raise HeaderFieldsTooLarge("Too many header fields.")
+    fields = []
+    framing = {}
+    cache = _FIELD_NAME_CACHE
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        names = cache.get(name)
+        if names is None:
+            if not colon:
+                raise BadRequest("Malformed header line.")
+            if not _TOKEN_RE.fullmatch(name):
+                if line[:1] in b" \t":
+                    # RFC 9112 §5.2: obs-fold is rejected, not unfolded.
+                    raise BadRequest("Obsolete line folding is not accepted.")
+                if name.rstrip(b" \t") != name:
+                    # RFC 9112 §5.1: no whitespace between name and colon.
+                    raise BadRequest("Whitespace before the colon of a header field.")
+                raise BadRequest("Malformed header field name.")
+            decoded = name.decode("ascii")
+            names = (decoded, decoded.lower())
+            if len(cache) < _FIELD_NAME_CACHE_SIZE:
+                cache[name] = names
+        value = value.strip(b" \t").decode("latin-1")
+        fields.append((names[0], value))
+        if names[1] in _FRAMING_FIELDS:
+            framing.setdefault(names[1], []).append(value)
+    return fields, framing
+
+
+def _split_lines(block):
+    """Split a head that ends with its line terminator into lines.
+
+    CRLF is the terminator (RFC 9112 §2.2); a bare LF is accepted as one
+    too, as the RFC allows, but a bare CR is an error.
+    """
+    crlf = block.count(b"\r\n")
+    if block.count(b"\r") != crlf:
+        raise BadRequest("Bare CR in the request head.")
+    if block.count(b"\n") == crlf:
+        lines = block.split(b"\r\n")
+    else:
+        lines = [line[:-1] if line[-1:] == b"\r" else line
+                 for line in block.split(b"\n")]
+    lines.pop()  # the empty string after the final terminator
+    return lines
+
+
+def _find_blank_line(buffer, limit):
+    """Index just past the blank line that ends a head, or -1.
+
+    A head ends at the first empty line: ``\\n\\r\\n`` or ``\\n\\n``.
+    Returns (end of head including its last terminator, end of blank line).
+    """
+    crlf = buffer.find(b"\n\r\n", 0, limit)
+    lf = buffer.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else limit)
+    if lf >= 0:
+        return lf + 1, lf + 2
+    if crlf >= 0:
+        return crlf + 1, crlf + 3
+    return -1, -1
+
+
+class _ContentLengthReader:
+    """Body framed by Content-Length (RFC 9112 §6.2)."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length):
+        self.remaining = length
+
+    def read(self, parser):
+        if not self.remaining:
+            return _END_OF_MESSAGE
+        buffer = parser._buffer
+        if not buffer:
+            return None
+        if len(buffer) <= self.remaining:
+            parser._buffer = b""
+            data = buffer
+        else:
+            data = buffer[:self.remaining]
+            parser._buffer = buffer[self.remaining:]
+        self.remaining -= len(data)
+        return data
+
+    @property
+    def incomplete(self):
+        return self.remaining > 0
+
+
+class _ChunkedReader:
+    """Body in chunked transfer-coding (RFC 9112 §7.1), trailers included."""
+
+    __slots__ = ("limits", "state", "remaining", "total", "incomplete")
+
+    SIZE, DATA, DATA_END, TRAILERS = range(4)
+
+    def __init__(self, limits):
+        self.limits = limits
+        self.state = self.SIZE
+        self.remaining = 0
+        self.total = 0
+        self.incomplete = True
+
+    def read(self, parser):
+        while True:
+            buffer = parser._buffer
+            if self.state == self.DATA:
+                if not buffer:
+                    return None
+                if len(buffer) <= self.remaining:
+                    parser._buffer = b""
+                    data = buffer
+                else:
+                    data = buffer[:self.remaining]
+                    parser._buffer = buffer[self.remaining:]
+                self.remaining -= len(data)
+                if not self.remaining:
+                    self.state = self.DATA_END
+                return data
+            if self.state == self.SIZE:
+                limit = self.limits.max_chunk_line
+                end = buffer.find(b"\r\n", 0, limit + 2)
+                if end < 0:
+                    if b"\n" in buffer[:limit + 2]:
+                        raise BadRequest("Chunk-size line not ended by CRLF.")
+                    if len(buffer) > limit:
+                        raise BadRequest("Chunk-size line too long.")
+                    return None
+                match = _CHUNK_LINE_RE.fullmatch(buffer, 0, end)
+                if match is None:
+                    raise BadRequest("Malformed chunk-size line.")
+                parser._buffer = buffer[end + 2:]
+                size = int(match.group(1), 16)
+                self.total += size
+                if self.total > self.limits.max_body:
+                    raise ContentTooLarge(
+                        "Content of more than %d octets not accepted." % self.limits.max_body)
+                if size:
+                    self.state = self.DATA
+                    self.remaining = size
+                else:
+                    self.state = self.TRAILERS
+            elif self.state == self.DATA_END:
+                if len(buffer) < 2:
+                    if buffer not in (b"", b"\r"):
+                        raise BadRequest("Chunk data not followed by CRLF.")
+                    return None
+                if buffer[:2] != b"\r\n":
+                    raise BadRequest("Chunk data not followed by CRLF.")
+                parser._buffer = buffer[2:]
+                self.state = self.SIZE
+            else:
+                return self._read_trailers(parser, buffer)
+
+    def _read_trailers(self, parser, buffer):
+        if buffer[:2] == b"\r\n":
+            parser._buffer = buffer[2:]
+            self.incomplete = False
+            return _END_OF_MESSAGE
+        limit = self.limits.max_header_size
+        if buffer[:1] == b"\n":
+            raise BadRequest("Chunked body not ended by CRLF.")
+        end = buffer.find(b"\r\n\r\n", 0, limit + 4)
+        if end < 0:
+            if len(buffer) > limit:
+                raise HeaderFieldsTooLarge("Trailer section too large.")
+            return None
+        block = buffer[:end + 2]
+        parser._buffer = buffer[end + 4:]
+        fields, _ = _parse_field_lines(_split_lines(block), self.limits.max_header_count)
+        self.incomplete = False
+        return EndOfMessage(fields)
+
+
+class RequestParser:
+    """Incremental HTTP/1.x request parser; bytes in, events out.
+
+    ``feed(data)`` adds bytes; ``next_event()`` returns a ``RequestHead``,
+    a non-empty ``bytes`` of body, an ``EndOfMessage``, or None when more
+    bytes are needed.  A violation raises an ``HTTPError`` subclass whose
+    ``status`` is the response to give; the parser is then unusable.  The
+    caller decides when to ask for the next pipelined request.
+    """
+
+    __slots__ = ("limits", "_buffer", "_reader")
+
+    def __init__(self, limits=None):
+        self.limits = limits or Limits()
+        self._buffer = b""
+        self._reader = None
+
+    def feed(self, data):
+        """Add received bytes."""
+        if self._buffer:
+            self._buffer += data
+        else:
+            self._buffer = data
+
+    @property
+    def buffered(self):
+        """Bytes received and not yet parsed."""
+        return len(self._buffer)
+
+    @property
+    def in_message(self):
+        """True when part of a request has arrived and the rest has not."""
+        if self._reader is not None:
+            return self._reader.incomplete or bool(self._buffer)
+        return bool(self._buffer.lstrip(b"\r\n"))
+
+    def next_event(self):
+        """The next event, or None when more bytes are needed."""
+        reader = self._reader
+        if reader is None:
+            return self._parse_head()
+        event = reader.read(self)
+        if event is not None and event.__class__ is EndOfMessage:
+            self._reader = None
+        return event
+
+    def _parse_head(self):
+        buffer = self._buffer
+        if not buffer:
+            return None
+        limits = self.limits
+        if buffer[:1] in b"\r\n":
+            # RFC 9112 §2.2: ignore empty lines before a request line.
+            buffer = self._buffer = buffer.lstrip(b"\r\n")
+            if not buffer:
+                return None
+        head_end, consumed = _find_blank_line(buffer, limits.max_header_size + 3)
+        if head_end < 0:
+            line_end = buffer.find(b"\n", 0, limits.max_request_line + 2)
+            if line_end < 0 and len(buffer) > limits.max_request_line + 1:
+                raise URITooLong("Request line too long.")
+            if len(buffer) > limits.max_header_size + 2:
+                raise HeaderFieldsTooLarge("Request header section too large.")
+            return None
+        block = buffer[:head_end]
+        self._buffer = buffer[consumed:]
+        if _FORBIDDEN_CONTROL_RE.search(block) is not None:
+            raise BadRequest("Control character in the request head.")
+        lines = _split_lines(block)
+        request_line = lines[0]
+        match = _REQUEST_LINE_RE.fullmatch(request_line)
+        if match is None or len(request_line) > limits.max_request_line:
+            _raise_bad_request_line(request_line, limits.max_request_line)
+        if head_end > limits.max_header_size:
+            raise HeaderFieldsTooLarge("Request header section too large.")
+        raw_method, raw_target, major, minor = match.groups()
+        if major != b"1":
+            raise VersionNotSupported(
+                "HTTP version %s.%s not supported." % (major.decode(), minor.decode()))
+        method = _METHOD_CACHE.get(raw_method)
+        if method is None:
+            method = raw_method.decode("ascii")
+            if len(_METHOD_CACHE) < 64:
+                _METHOD_CACHE[raw_method] = method
+        # RFC 9110 §6.2: a 1.x request with a minor version above 1 is
+        # handled as the highest minor version this server knows.
+        version = "HTTP/1.0" if minor == b"0" else "HTTP/1.1"
+        fields, framing = _parse_field_lines(lines[1:], limits.max_header_count)
+        head = RequestHead(method, raw_target.decode("ascii"), version, fields)
+        if framing:
+            self._apply_framing(head, framing)
+        elif head.http11:
+            raise BadRequest("Missing Host header.")
+        if head.target[0] != "/":
+            self._check_target_form(head)
+        return head
+
+    def _apply_framing(self, head, framing):
+        """Host, Connection, Expect and the body framing (RFC 9112 §6.3)."""
+        hosts = framing.get("host")
+        if hosts is not None:
+            if len(hosts) > 1:
+                raise BadRequest("More than one Host header.")
+            head.host = hosts[0]
+        elif head.http11:
+            raise BadRequest("Missing Host header.")
+        connection = framing.get("connection")
+        if connection is not None:
+            tokens = {token.strip().lower()
+                      for value in connection for token in value.split(",")}
+            if "close" in tokens:
+                head.keep_alive = False
+            elif "keep-alive" in tokens:
+                head.keep_alive = True
+        codings = framing.get("transfer-encoding")
+        lengths = framing.get("content-length")
+        if codings is not None:
+            if lengths is not None:
+                raise BadRequest("Both Content-Length and Transfer-Encoding.")
+            if not head.http11:
+                raise BadRequest("Transfer-Encoding in an HTTP/1.0 request.")
+            names = [coding.strip().lower()
+                     for value in codings for coding in value.split(",")]
+            for name in names:
+                if name != "chunked":
+                    raise NotImplementedByServer(
+                        "Transfer-coding %s is not supported." % name[:40])
+            if len(names) != 1:
+                raise BadRequest("Malformed Transfer-Encoding.")
+            head.chunked = True
+            self._reader = _ChunkedReader(self.limits)
+        elif lengths is not None:
+            values = {value.strip() for field in lengths for value in field.split(",")}
+            if len(values) != 1:
+                raise BadRequest("Conflicting Content-Length values.")
+            value = values.pop()
+            if not value.isdigit() or not value.isascii():
+                raise BadRequest("Content-Length is not a number.")
+            length = int(value)
+            if length > self.limits.max_body:
+                raise ContentTooLarge("Content of %d octets not accepted." % length)
+            head.content_length = length
+            if length:
+                self._reader = _ContentLengthReader(length)
+        elif "content-encoding" in framing and head.http11:
+            # As POE::Filter::HTTPD: a coded body announced without a length.
+            raise LengthRequired("No content length found.")
+        expect = framing.get("expect")
+        if expect is not None:
+            if [value.strip().lower() for value in expect] != ["100-continue"]:
+                raise ExpectationFailed("Unsupported expectation.")
+            head.expect_continue = head.http11 and head.has_body
+
+    def _check_target_form(self, head):
+        """Absolute-form and asterisk-form targets (RFC 9112 §3.2)."""
+        target = head.target
+        if target == "*":
+            if head.method != "OPTIONS":
+                raise BadRequest("Asterisk-form target is for OPTIONS only.")
+            return
+        scheme, sep, rest = target.partition("://")
+        if sep and scheme.lower() in ("http", "https"):
+            authority, slash, path = rest.partition("/")
+            if not authority:
+                raise BadRequest("Absolute-form target without a host.")
+            path_and_query = "/" + path if slash else "/"
+            if not slash and "?" in authority:
+                authority, _, query = authority.partition("?")
+                path_and_query = "/?" + query
+            # RFC 9112 §3.2.2: the target's authority replaces Host.
+            head.host = authority
+            head.path, _, head.query = path_and_query.partition("?")
+            return
+        if head.method == "CONNECT":
+            head.path = target
+            return
+        raise BadRequest("Malformed request target.")
+
+
+# Reason phrases of RFC 9110 §15, from the standard library's table.
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_STATUS_LINES = {}
+
+
+def reason_phrase(code):
+    """The standard reason phrase for a status code."""
+    return _REASONS.get(code, "Unknown")
+
+
+def status_line(code, message=None):
+    """The status line, CRLF included, as str."""
+    if message is None:
+        line = _STATUS_LINES.get(code)
+        if line is None:
+            line = _STATUS_LINES[code] = "HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code))
+        return line
+    return "HTTP/1.1 %d %s\r\n" % (code, message)
+
+
+def status_has_body(code):
+    """RFC 9110 §6.4.1: 1xx, 204 and 304 responses never carry content."""
+    return code >= 200 and code != 204 and code != 304
+
+
+def frame_chunk(data):
+    """One chunk of a chunked body (RFC 9112 §7.1)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+# === 5. HTTP utilities ===
+
+def _check_field(name, value):
+    """A header field safe to put on the wire (no response splitting)."""
+    name = str(name)
+    value = str(value)
+    if not _TOKEN_RE.fullmatch(name.encode("latin-1", "replace")):
+        raise ValueError("invalid header name %r" % name)
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError("header value for %s holds CR, LF or NUL" % name)
+    return name, value
+
+
+class Headers:
+    """Case-insensitive, ordered header fields; a name may repeat."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields=None):
+        self._fields = []
+        if fields:
+            items = fields.items() if hasattr(fields, "items") else fields
+            for name, value in items:
+                self.add(name, value)
+
+    @classmethod
+    def _wrap(cls, fields):
+        """Adopt a list of (name, value) pairs that are already checked."""
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
+
+    def get(self, name, default=None):
+        """The field's value; repeated fields joined with ", "."""
+        lower = name.lower()
+        values = [value for key, value in self._fields if key.lower() == lower]
+        if not values:
+            return default
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    def get_all(self, name):
+        """Every value of the field, in order."""
+        lower = name.lower()
+        return [value for key, value in self._fields if key.lower() == lower]
+
+    def set(self, name, value):
+        """Replace every field of that name with one."""
+        name, value = _check_field(name, value)
+        lower = name.lower()
+        fields = self._fields
+        for index, (key, _) in enumerate(fields):
+            if key.lower() == lower:
+                fields[index] = (name, value)
+                self._fields = fields[:index + 1] + [
+                    item for item in fields[index + 1:] if item[0].lower() != lower]
+                return
+        fields.append((name, value))
+
+    def add(self, name, value):
+        """Add a field, keeping any of the same name."""
+        self._fields.append(_check_field(name, value))
+
+    def remove(self, name):
+        """Remove every field of that name; returns how many went."""
+        lower = name.lower()
+        kept = [item for item in self._fields if item[0].lower() != lower]
+        removed = len(self._fields) - len(kept)
+        self._fields = kept
+        return removed
+
+    def items(self):
+        """(name, value) pairs in order."""
+        return list(self._fields)
+
+    def keys(self):
+        return [name for name, _ in self._fields]
+
+    def copy(self):
+        return Headers._wrap(list(self._fields))
+
+    def __contains__(self, name):
+        lower = name.lower()
+        return any(key.lower() == lower for key, _ in self._fields)
+
+    def __getitem__(self, name):
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __setitem__(self, name, value):
+        self.set(name, value)
+
+    def __delitem__(self, name):
+        if not self.remove(name):
+            raise KeyError(name)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self._fields)
+
+    def __eq__(self, other):
+        if isinstance(other, Headers):
+            other = other._fields
+        elif isinstance(other, dict):
+            other = list(other.items())
+        return [(k.lower(), v) for k, v in self._fields] == [(k.lower(), v) for k, v in other]
+
+    def __repr__(self):
+        return "Headers(%r)" % (self._fields,)
+
+
+_DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_http_date(timestamp):
+    """IMF-fixdate of RFC 9110 §5.6.7, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
+    t = time.gmtime(timestamp)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _DAY_NAMES[t.tm_wday], t.tm_mday, _MONTH_NAMES[t.tm_mon - 1], t.tm_year,
+        t.tm_hour, t.tm_min, t.tm_sec)
+
+
+_MONTH_NUMBERS = {name.lower(): number for number, name in enumerate(_MONTH_NAMES, 1)}
+_HTTP_DATE_RES = (
+    # IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+    re.compile(r"[A-Za-z]{3}, (\d{2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT"),
+    # obsolete RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
+    re.compile(r"[A-Za-z]{6,9}, (\d{2})-([A-Za-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT"),
+)
+# obsolete asctime: Sun Nov  6 08:49:37 1994
+_ASCTIME_RE = re.compile(r"[A-Za-z]{3} ([A-Za-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})")
+
+
+def parse_http_date(text):
+    """Seconds since the epoch for any of the three HTTP date forms, or None."""
+    import calendar
+    text = text.strip()
+    for number, pattern in enumerate(_HTTP_DATE_RES):
+        match = pattern.fullmatch(text)
+        if match:
+            day, month, year, hour, minute, second = match.groups()
+            year = int(year)
+            if number == 1:
+                # RFC 9110 §5.6.7: a two-digit year more than 50 years in
+                # the future is in the past century.
+                this_year = time.gmtime().tm_year
+                year += this_year - this_year % 100
+                if year > this_year + 50:
+                    year -= 100
+            break
+    else:
+        match = _ASCTIME_RE.fullmatch(text)
+        if not match:
+            return None
+        month, day, hour, minute, second, year = match.groups()
+        year = int(year)
+    month_number = _MONTH_NUMBERS.get(month.lower())
+    if month_number is None:
+        return None
+    try:
+        return calendar.timegm((year, month_number, int(day), int(hour), int(minute),
+                                int(second), 0, 0, 0))
+    except (ValueError, OverflowError):
+        return None
+
+
+class _DateCache:
+    """The ``Date:`` header line, formatted once a second (hot path)."""
+
+    __slots__ = ("second", "line")
+
+    def __init__(self):
+        self.second = None
+        self.line = ""
+
+    def get(self):
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.line = "Date: %s\r\n" % format_http_date(now)
+        return self.line
+
+
+_date_cache = _DateCache()
+
+
+def _html_escape(text):
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&#x27;"))
+
+
+def _quote_path(path):
+    """A path safe to echo in any content type: unsafe characters percent-encoded."""
+    from urllib.parse import quote
+    return quote(path, safe="/%:@!$&()*+,;=-._~")
+
+
+# === 6. Reactor ===
+
+class Timer:
+    """A callback due at a monotonic deadline; ``cancel()`` is lazy."""
+
+    __slots__ = ("deadline", "sequence", "callback", "args", "cancelled", "_reactor")
+
+    def __init__(self, reactor, deadline, sequence, callback, args):
+        self._reactor = reactor
+        self.deadline = deadline
+        self.sequence = sequence
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self):
+        """Forget the callback; the heap entry goes when it is reached or swept."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._reactor._cancelled_timers += 1
+
+    def __lt__(self, other):
+        # (deadline, sequence): equal deadlines keep the order they were set.
+        if self.deadline == other.deadline:
+            return self.sequence < other.sequence
+        return self.deadline < other.deadline
+
+
+class _Waker:
+    """The read end of the socketpair that interrupts select() from other threads."""
+
+    __slots__ = ("reactor", "sock")
+
+    def __init__(self, reactor, sock):
+        self.reactor = reactor
+        self.sock = sock
+
+    def _on_readable(self):
+        self.reactor._wake_pending = False
+        try:
+            while self.sock.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+
+class Reactor:
+    """Event loop on ``selectors``: file readiness, timers and callbacks.
+
+    Written for speed (benchmark: bench/bench.py): one select() per turn,
+    callbacks found through the selector key's data, no per-turn allocation
+    beyond what select() returns.
+    """
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+        self._ready = deque()
+        self._timers = []
+        self._cancelled_timers = 0
+        self._sequence = itertools.count()
+        self._servers = set()
+        self._stopping = False
+        self._thread_ident = None
+        self._wake_pending = False
+        wake_recv, self._wake_send = socket.socketpair()
+        wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
+        self._waker = _Waker(self, wake_recv)
+        self._selector.register(wake_recv, selectors.EVENT_READ, self._waker)
+        self.now = time.monotonic()
+
+    # -- callbacks and timers
+
+    def call_soon(self, callback, *args):
+        """Run ``callback(*args)`` on the next turn of the loop."""
+        self._ready.append((callback, args))
+
+    def call_soon_threadsafe(self, callback, *args):
+        """``call_soon`` from any thread; wakes the loop."""
+        self._ready.append((callback, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self._wake_send.send(b"\0")
+            except OSError:
+                pass  # full or closed: the loop is awake or gone anyway
+
+    def call_later(self, delay, callback, *args):
+        """Run ``callback(*args)`` after ``delay`` seconds; returns a ``Timer``."""
+        return self.call_at(time.monotonic() + delay, callback, *args)
+
+    def call_at(self, deadline, callback, *args):
+        """Run ``callback(*args)`` at a ``time.monotonic()`` deadline."""
+        timer = Timer(self, deadline, next(self._sequence), callback, args)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def in_reactor_thread(self):
+        """True when called from the thread running the loop (or none runs it)."""
+        ident = self._thread_ident
+        return ident is None or ident == threading.get_ident()
+
+    # -- file readiness
+
+    def register(self, fileobj, events, handler):
+        """Watch ``fileobj``; ``handler._on_readable()`` / ``_on_writable()`` are called."""
+        self._selector.register(fileobj, events, handler)
+
+    def modify(self, fileobj, events, handler):
+        self._selector.modify(fileobj, events, handler)
+
+    def unregister(self, fileobj):
+        self._selector.unregister(fileobj)
+
+    # -- servers keep the loop alive
+
+    def _add_server(self, server):
+        self._servers.add(server)
+
+    def _remove_server(self, server):
+        self._servers.discard(server)
+
+    # -- the loop
+
+    def _has_work(self):
+        return bool(self._servers or self._ready
+                    or len(self._timers) > self._cancelled_timers)
+
+    def run(self):
+        """Run until every server has shut down and no timer or callback is left."""
+        self._thread_ident = threading.get_ident()
+        self._stopping = False
+        try:
+            while not self._stopping and self._has_work():
+                self._run_once()
+        finally:
+            self._thread_ident = None
+
+    def stop(self):
+        """Make ``run()`` return after the current turn; callable from any thread."""
+        self._stopping = True
+        self.call_soon_threadsafe(lambda: None)
+
+    def _run_once(self):
+        timers = self._timers
+        if self._ready:
+            timeout = 0
+        elif timers:
+            timeout = max(0.0, timers[0].deadline - time.monotonic())
+        else:
+            timeout = None
+        try:
+            events = self._selector.select(timeout)
+        except InterruptedError:
+            events = ()
+        self.now = now = time.monotonic()
+        for key, mask in events:
+            handler = key.data
+            try:
+                if mask & selectors.EVENT_READ:
+                    handler._on_readable()
+                if mask & selectors.EVENT_WRITE:
+                    handler._on_writable()
+            except Exception:
+                log.exception("error in I/O callback of %r", handler)
+        while timers and timers[0].deadline <= now:
+            timer = heapq.heappop(timers)
+            if timer.cancelled:
+                self._cancelled_timers -= 1
+                continue
+            self._call(timer.callback, timer.args)
+        if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(timers):
+            self._timers = timers = [timer for timer in timers if not timer.cancelled]
+            heapq.heapify(timers)
+            self._cancelled_timers = 0
+        ready = self._ready
+        for _ in range(len(ready)):
+            callback, args = ready.popleft()
+            self._call(callback, args)
+
+    @staticmethod
+    def _call(callback, args):
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("error in callback %r", callback)
+
+    def close(self):
+        """Release the selector and the wake-up sockets."""
+        self._selector.close()
+        self._waker.sock.close()
+        self._wake_send.close()
+
+
+_default_reactor = None
+
+
+def default_reactor():
+    """The reactor that ``spawn``, ``run`` and ``stop`` use."""
+    global _default_reactor
+    if _default_reactor is None:
+        _default_reactor = Reactor()
+    return _default_reactor
+
+
+# === 7. Output ===
+
+_EVENT_READ = selectors.EVENT_READ
+_EVENT_WRITE = selectors.EVENT_WRITE
+_SEND_JOIN_LIMIT = 262144
+
+
+class _Transport:
+    """A non-blocking socket with an output queue.
+
+    Output is sent at once when the queue is empty; only what the kernel
+    refuses is queued, and write interest is registered only while bytes
+    are pending, so an idle or flushed connection costs the loop nothing.
+    """
+
+    __slots__ = ("reactor", "sock", "_events", "_out", "_out_size", "_reading", "closed")
+
+    def __init__(self, reactor, sock):
+        self.reactor = reactor
+        self.sock = sock
+        self._events = 0
+        self._out = deque()
+        self._out_size = 0
+        self._reading = True
+        self.closed = False
+
+    def _update_events(self):
+        """Register exactly the interest the state calls for."""
+        if self.closed:
+            return
+        events = (_EVENT_READ if self._reading else 0) | (_EVENT_WRITE if self._out else 0)
+        if events == self._events:
+            return
+        if not self._events:
+            self.reactor.register(self.sock, events, self)
+        elif not events:
+            self.reactor.unregister(self.sock)
+        else:
+            self.reactor.modify(self.sock, events, self)
+        self._events = events
+
+    def _pause_reading(self):
+        if self._reading:
+            self._reading = False
+            self._update_events()
+
+    def _resume_reading(self):
+        if not self._reading:
+            self._reading = True
+            self._update_events()
+
+    def _write(self, data):
+        """Send bytes now if possible, queue the rest."""
+        if self.closed or not data:
+            return
+        if self._out:
+            self._out.append(data)
+            self._out_size += len(data)
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._on_write_error(exc)
+            return
+        if sent < len(data):
+            rest = memoryview(data)[sent:]
+            self._out.append(rest)
+            self._out_size += len(rest)
+            self._update_events()
+            self._on_write_blocked()
+
+    def _on_writable(self):
+        out = self._out
+        while out:
+            data = out[0]
+            if len(out) > 1 and len(data) < _SEND_JOIN_LIMIT:
+                # Many small pieces: one send() of them all.
+                pieces = []
+                size = 0
+                while out and size < _SEND_JOIN_LIMIT:
+                    piece = out.popleft()
+                    pieces.append(piece)
+                    size += len(piece)
+                data = b"".join(pieces)
+                out.appendleft(data)
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._on_write_error(exc)
+                return
+            self._out_size -= sent
+            if sent < len(data):
+                out[0] = memoryview(data)[sent:]
+                self._on_write_progress()
+                return
+            out.popleft()
+        self._update_events()
+        self._on_drained()
+
+    @property
+    def output_pending(self):
+        """Bytes queued and not yet taken by the kernel."""
+        return self._out_size
+
+    # Hooks for the subclass.
+    def _on_write_blocked(self):
+        pass
+
+    def _on_write_progress(self):
+        pass
+
+    def _on_drained(self):
+        pass
+
+    def _on_write_error(self, exc):
+        pass
+
+    def _close_socket(self):
+        if self.closed:
+            return
+        if self._events:
+            self.reactor.unregister(self.sock)
+            self._events = 0
+        self.closed = True
+        self._out.clear()
+        self._out_size = 0
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# === 8. Connection ===
+
+# Phases of a connection.
+_READING = 0    # waiting for, or receiving, a request
+_HANDLING = 1   # a request is with its handler, or its response is going out
+_CLOSING = 2    # the last response is out; draining input before the close
+
+# Response body framing.
+_FRAME_LENGTH = 0   # Content-Length
+_FRAME_CHUNKED = 1  # Transfer-Encoding: chunked
+_FRAME_CLOSE = 2    # until the connection closes (HTTP/1.0)
+_FRAME_NONE = 3     # no body: HEAD, 1xx, 204, 304
+
+
+class _HTTPConnection(_Transport):
+    """One client socket: parser, output, timers, keep-alive and pipelining.
+
+    The application side is reached through ``self.server``, which builds
+    the request and response objects, routes, and fires special handlers.
+    """
+
+    __slots__ = ("server", "limits", "parser", "info", "phase", "keepalive_remaining",
+                 "deadline", "_timer", "_head", "_body", "_response", "_framing",
+                 "_remaining", "_will_close", "_linger", "_in_process_input",
+                 "_finished", "_eof", "_idle", "_trailers")
+
+    def __init__(self, server, sock, info):
+        super().__init__(server.reactor, sock)
+        self.server = server
+        self.limits = server.limits
+        self.parser = RequestParser(server.limits)
+        self.info = info
+        self.phase = _READING
+        self.keepalive_remaining = server.keepalive
+        self.deadline = None
+        self._timer = None
+        self._head = None
+        self._body = None
+        self._response = None
+        self._framing = _FRAME_NONE
+        self._remaining = 0
+        self._will_close = False
+        self._linger = False
+        self._in_process_input = False
+        self._finished = False
+        self._eof = False
+        self._idle = False
+        self._trailers = None
+
+    def start(self):
+        self._set_deadline(self.server.timeout)
+        self._update_events()
+
+    # -- timers: one deadline per connection, one lazily re-armed timer
+
+    def _set_deadline(self, seconds):
+        """Time out ``seconds`` from now; 0 or None means never."""
+        if not seconds:
+            self.deadline = None
+            return
+        deadline = self.reactor.now + seconds
+        self.deadline = deadline
+        timer = self._timer
+        if timer is None or timer.deadline > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.reactor.call_at(deadline, self._on_timer)
+
+    def _on_timer(self):
+        self._timer = None
+        deadline = self.deadline
+        if deadline is None or self.closed:
+            return
+        if time.monotonic() < deadline:
+            self._timer = self.reactor.call_at(deadline, self._on_timer)
+            return
+        self.deadline = None
+        if self.phase == _READING and self.parser.in_message:
+            self._reject(RequestTimeout("Request not received in time."))
+        else:
+            # Idle keep-alive, a blocked write or a lingering close: go quietly.
+            self._close(abort=True)
+
+    # -- input
+
+    def _on_readable(self):
+        try:
+            data = self.sock.recv(self.limits.recv_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.server._network_error(self, "read", exc)
+            self._close(abort=True)
+            return
+        if not data:
+            self._on_eof()
+            return
+        if self.phase == _CLOSING:
+            return  # lingering: discard
+        self.parser.feed(data)
+        if self.phase == _READING:
+            if self._idle:
+                # The next request has begun: `timeout` applies from here
+                # until all of it has arrived.
+                self._idle = False
+                self._set_deadline(self.server.timeout)
+            self._process_input()
+        elif self.parser.buffered > self.limits.max_pipeline:
+            self._pause_reading()
+
+    def _on_eof(self):
+        self._eof = True
+        if self.phase == _CLOSING:
+            self._close(abort=True)
+        elif self.phase == _HANDLING and self._finished:
+            # The response is complete and still flushing: finish, then close.
+            self._will_close = True
+            self._pause_reading()
+        else:
+            # The client left mid-request or while its handler works.
+            self._close(abort=True)
+
+    def _process_input(self):
+        """Parse and dispatch requests until one is in flight or bytes run out."""
+        if self._in_process_input:
+            return
+        self._in_process_input = True
+        parser = self.parser
+        try:
+            while self.phase == _READING and not self.closed:
+                try:
+                    event = parser.next_event()
+                except HTTPError as exc:
+                    self._reject(exc)
+                    return
+                if event is None:
+                    break
+                if event.__class__ is RequestHead:
+                    self._head = event
+                    if not event.has_body:
+                        self._body = b""
+                        self._dispatch()
+                        continue
+                    self._body = []
+                    if event.expect_continue and not parser.buffered:
+                        self._write(CONTINUE_RESPONSE)
+                elif event.__class__ is EndOfMessage:
+                    self._body = b"".join(self._body)
+                    self._trailers = event.trailers
+                    self._dispatch()
+                else:
+                    self._body.append(event)
+        finally:
+            self._in_process_input = False
+        if self.phase == _READING and not self.closed:
+            if self._eof:
+                self._close(abort=True)
+            elif self._head is None and not parser.in_message:
+                self._resume_reading()
+
+    def _dispatch(self):
+        self.phase = _HANDLING
+        self.deadline = None
+        self._finished = False
+        self._will_close = False
+        if self.parser.buffered > self.limits.max_pipeline:
+            self._pause_reading()
+        self.server._handle_request(self, self._head, self._body, self._trailers)
+
+    # -- the response, driven by Response
+
+    def _start_response(self, code, message, fields, body, complete):
+        """Send the head and the first body bytes of the current response.
+
+        ``complete`` is True when ``body`` is the whole body unless the
+        handler set a Content-Length (then the rest may follow by send()).
+        """
+        head = self._head
+        close = (not head.keep_alive or self.keepalive_remaining <= 1
+                 or self.server.shutting_down)
+        lines = []
+        user_names = set()
+        length = None
+        for name, value in fields:
+            lower = name.lower()
+            if lower == "content-length":
+                if value.isdigit():
+                    length = int(value)
+                continue
+            if lower == "transfer-encoding":
+                continue  # framing is the server's business
+            if lower == "connection":
+                if "close" in value.lower():
+                    close = True
+                continue
+            user_names.add(lower)
+            lines.append("%s: %s\r\n" % (name, value))
+        if head.method == "HEAD" or not status_has_body(code):
+            framing = _FRAME_NONE
+            if head.method == "HEAD" and status_has_body(code):
+                if length is None and body:
+                    length = len(body)
+            elif code != 304:
+                length = None
+            body = b""
+        elif length is not None:
+            framing = _FRAME_LENGTH
+        elif complete:
+            framing = _FRAME_LENGTH
+            length = len(body)
+        elif head.http11:
+            framing = _FRAME_CHUNKED
+        else:
+            framing = _FRAME_CLOSE
+            close = True
+        out = [status_line(code, message)]
+        if "date" not in user_names:
+            out.append(_date_cache.get())
+        for lower, line in self.server._default_header_lines:
+            if lower not in user_names:
+                out.append(line)
+        out.extend(lines)
+        if length is not None:
+            out.append("Content-Length: %d\r\n" % length)
+        elif framing == _FRAME_CHUNKED:
+            out.append("Transfer-Encoding: chunked\r\n")
+        if close:
+            out.append("Connection: close\r\n")
+        elif not head.http11:
+            out.append("Connection: keep-alive\r\n")
+        out.append("\r\n")
+        data = "".join(out).encode("latin-1")
+        self._framing = framing
+        self._remaining = length if framing == _FRAME_LENGTH else 0
+        self._will_close = close
+        self._write(data + self._frame_body(body) if body else data)
+
+    def _frame_body(self, data):
+        framing = self._framing
+        if framing == _FRAME_LENGTH:
+            if len(data) > self._remaining:
+                log.warning("%s: response body longer than its Content-Length; cut",
+                            self.info.ID)
+                data = data[:self._remaining]
+            self._remaining -= len(data)
+            return data
+        if framing == _FRAME_CHUNKED:
+            return frame_chunk(data)
+        if framing == _FRAME_CLOSE:
+            return data
+        return b""
+
+    def _send_body(self, data):
+        if data:
+            self._write(self._frame_body(data))
+
+    def _finish_response(self):
+        """The handler is done: end the body, and complete once it is flushed."""
+        self._finished = True
+        if self._framing == _FRAME_CHUNKED:
+            self._write(LAST_CHUNK)
+        elif self._framing == _FRAME_LENGTH and self._remaining:
+            log.warning("%s: response ended %d bytes short of its Content-Length",
+                        self.info.ID, self._remaining)
+            self._will_close = True
+        if not self._out and not self.closed:
+            self._complete_request()
+
+    def _abort_response(self):
+        """A response that cannot be finished properly: close after what is sent."""
+        self._finished = True
+        self._will_close = True
+        if not self._out:
+            self._complete_request()
+
+    def _on_write_blocked(self):
+        self._set_deadline(self.server.timeout)
+
+    def _on_write_progress(self):
+        self._set_deadline(self.server.timeout)
+
+    def _on_drained(self):
+        if self.phase == _HANDLING:
+            self.deadline = None
+            if self._finished:
+                self._complete_request()
+            elif self._response is not None:
+                self._response._flushed()
+        elif self.phase == _CLOSING:
+            self._linger_or_close()
+
+    def _on_write_error(self, exc):
+        self.server._network_error(self, "write", exc)
+        self._close(abort=True)
+
+    def _complete_request(self):
+        """The response is on the wire: post_request, then keep alive or close."""
+        response = self._response
+        self._response = None
+        self._head = None
+        self._body = None
+        self._trailers = None
+        self.phase = _READING
+        if self.keepalive_remaining > 0:
+            self.keepalive_remaining -= 1
+        self.server._request_done(self, response)
+        if self.closed:
+            return
+        if self._will_close or self._eof:
+            self._close()
+            return
+        if self.parser.buffered:
+            self._set_deadline(self.server.timeout)
+            self._process_input()
+        elif not self.server.keepalivetimeout:
+            self._close()  # a keep-alive timeout of 0 closes at once
+        else:
+            self._idle = True
+            self._set_deadline(self.server.keepalivetimeout)
+            self._resume_reading()
+
+    # -- errors and closing
+
+    def _reject(self, exc):
+        """Answer a protocol error and close: the one place errors become bytes."""
+        self.phase = _HANDLING
+        self._linger = True
+        self._finished = True
+        self._will_close = True
+        status, headers, content = self.server._protocol_error(self, exc)
+        if self.closed:
+            return
+        out = [status_line(status), _date_cache.get()]
+        names = {name.lower() for name, _ in headers}
+        for lower, line in self.server._default_header_lines:
+            if lower not in names:
+                out.append(line)
+        for name, value in headers:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                out.append("%s: %s\r\n" % (name, value))
+        out.append("Content-Length: %d\r\nConnection: close\r\n\r\n" % len(content))
+        self._write("".join(out).encode("latin-1") + content)
+        if not self._out and not self.closed:
+            self._complete_request()
+
+    def _close(self, abort=False):
+        """Close now (``abort``), or after the output drains, lingering if need be."""
+        if self.closed:
+            return
+        if abort:
+            self._shut()
+            return
+        self.phase = _CLOSING
+        if self._out:
+            self._set_deadline(self.server.timeout)
+            return  # _on_drained comes back here
+        self._linger_or_close()
+
+    def _linger_or_close(self):
+        if not (self._linger or self.parser.buffered) or self._eof:
+            self._shut()
+            return
+        # RFC 9112 §9.6: close in stages so unread input cannot reset the
+        # connection before the client has read our last response.
+        self._linger = False
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._shut()
+            return
+        self.parser = RequestParser(self.limits)
+        self._set_deadline(self.limits.linger_timeout)
+        self._resume_reading()
+
+    def _shut(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.deadline = None
+        response = self._response
+        self._response = None
+        self._close_socket()
+        self.info.aborted = True
+        self.server._connection_closed(self, response)
+
+
+# === 9. Request, response, connection info, error ===
+
+class URI:
+    """The request target: ``path``, ``query`` and ``query_form()``."""
+
+    __slots__ = ("target", "path", "query")
+
+    def __init__(self, target, path=None, query=None):
+        self.target = target
+        if path is None:
+            path, _, query = target.partition("?")
+        self.path = path
+        self.query = query or ""
+
+    def query_form(self):
+        """The query string as a dict (the last of repeated names wins)."""
+        from urllib.parse import parse_qsl
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    def __str__(self):
+        return self.target
+
+    def __eq__(self, other):
+        return str(self) == str(other)
+
+    def __hash__(self):
+        return hash(self.target)
+
+    def __repr__(self):
+        return "URI(%r)" % self.target
+
+
+class Connection:
+    """What is known of one client connection; shared by its requests."""
+
+    __slots__ = ("ID", "remote_ip", "remote_port", "_sock", "_local", "aborted",
+                 "fileno", "server")
+
+    def __init__(self, ID, sock, peer, server=None):
+        self.ID = ID
+        self._sock = sock
+        self.remote_ip, self.remote_port = _address_parts(peer)
+        self._local = None
+        self.aborted = False
+        self.fileno = sock.fileno()
+        self.server = server
+
+    def _local_address(self):
+        if self._local is None:
+            try:
+                self._local = _address_parts(self._sock.getsockname())
+            except OSError:
+                self._local = (None, None)
+        return self._local
+
+    @property
+    def local_ip(self):
+        return self._local_address()[0]
+
+    @property
+    def local_port(self):
+        return self._local_address()[1]
+
+    # Perl names for the same values.
+    remote_host = peerhost = property(lambda self: self.remote_ip)
+    peerport = property(lambda self: self.remote_port)
+    local_host = property(lambda self: self.local_ip)
+
+    def __repr__(self):
+        return "<Connection %s %s:%s>" % (self.ID, self.remote_ip, self.remote_port)
+
+
+def _address_parts(address):
+    """(ip, port) of a socket address; IPv4-mapped IPv6 shown as IPv4."""
+    if isinstance(address, tuple):
+        ip, port = address[0], address[1]
+        if ip.startswith("::ffff:") and "." in ip:
+            ip = ip[7:]
+        return ip, port
+    return (address or None), None  # Unix socket: the path, no port
+
+
+class Request:
+    """An HTTP request, complete with its body."""
+
+    __slots__ = ("method", "path", "protocol", "content", "connection", "trailers",
+                 "_head", "_headers", "_uri")
+
+    def __init__(self, head, content, connection, trailers=None):
+        self._head = head
+        self.method = head.method
+        self.path = head.path
+        self.protocol = head.version
+        self.content = content
+        self.connection = connection
+        self.trailers = Headers._wrap(list(trailers or ()))
+        self._headers = None
+        self._uri = None
+
+    @property
+    def headers(self):
+        """The request's header fields (a ``Headers``)."""
+        if self._headers is None:
+            self._headers = Headers._wrap(self._head.fields)
+        return self._headers
+
+    def header(self, name, default=None):
+        """One header's value (repeated fields joined with ", ")."""
+        return self.headers.get(name, default)
+
+    @property
+    def uri(self):
+        if self._uri is None:
+            head = self._head
+            self._uri = URI(head.target, head.path, head.query)
+        return self._uri
+
+    @property
+    def query(self):
+        return self._head.query
+
+    def query_form(self):
+        return self.uri.query_form()
+
+    @property
+    def host(self):
+        return self._head.host
+
+    @property
+    def content_type(self):
+        return self.headers.get("Content-Type")
+
+    @property
+    def content_length(self):
+        """The body's length in bytes (None when the request announced none)."""
+        if self._head.chunked:
+            return len(self.content)
+        return self._head.content_length
+
+    def form(self):
+        """Query and url-encoded body fields as a dict (the body wins)."""
+        from urllib.parse import parse_qsl
+        values = self.query_form()
+        content_type = (self.content_type or "").split(";")[0].strip().lower()
+        if content_type == "application/x-www-form-urlencoded":
+            values.update(parse_qsl(self.content.decode("latin-1"), keep_blank_values=True))
+        return values
+
+    def __repr__(self):
+        return "<Request %s %s %s>" % (self.method, self._head.target, self.protocol)
+
+
+class Response:
+    """The response to one request.
+
+    Set ``code``, headers and ``content``, then ``done()``; or ``send()``
+    pieces as they come and ``done()`` at the end.  Every method may be
+    called from any thread: off the reactor thread the call is handed to it.
+    """
+
+    __slots__ = ("request", "code", "message", "headers", "_content", "_conn",
+                 "_responded", "_headers_sent", "_finished", "_streaming")
+
+    def __init__(self, request=None, connection=None, code=200):
+        self.request = request
+        self.code = code
+        self.message = None
+        self.headers = Headers()
+        self._content = b""
+        self._conn = connection
+        self._responded = False
+        self._headers_sent = False
+        self._finished = False
+        self._streaming = False
+
+    # -- what the handler sets
+
+    def header(self, name, *value):
+        """``header(name)`` reads a field; ``header(name, value)`` sets it."""
+        if value:
+            self.headers.set(name, value[0])
+            return value[0]
+        return self.headers.get(name)
+
+    @property
+    def content_type(self):
+        return self.headers.get("Content-Type")
+
+    @content_type.setter
+    def content_type(self, value):
+        self.headers.set("Content-Type", value)
+
+    @property
+    def content(self):
+        """The body to send; a str is sent as UTF-8."""
+        return self._content
+
+    @content.setter
+    def content(self, value):
+        self._content = value if value is not None else b""
+
+    @property
+    def status_line(self):
+        return "%d %s" % (self.code, self.message or reason_phrase(self.code))
+
+    @property
+    def headers_sent(self):
+        return self._headers_sent
+
+    @property
+    def finished(self):
+        return self._finished
+
+    @property
+    def streaming(self):
+        return self._streaming
+
+    @streaming.setter
+    def streaming(self, value):
+        self._streaming = bool(value)
+
+    def _content_bytes(self):
+        content = self._content
+        if isinstance(content, str):
+            return content.encode("utf-8")
+        return bytes(content)
+
+    # -- sending
+
+    def _off_thread(self, method, *args):
+        """Hand a call to the reactor thread; True when it was handed over."""
+        conn = self._conn
+        if conn is None or conn.reactor.in_reactor_thread():
+            return False
+        conn.reactor.call_soon_threadsafe(method, self, *args)
+        return True
+
+    def respond(self):
+        """Send the status line, headers and ``content``; only once."""
+        if self._responded:
+            raise RuntimeError("respond() called more than once for this request")
+        self._responded = True
+        if self._off_thread(Response._respond_now):
+            return
+        self._respond_now()
+
+    def _respond_now(self):
+        if self._headers_sent:
+            self._content = b""
+            return
+        self._send_head(self._content_bytes(), complete=True)
+
+    def _send_head(self, body, complete):
+        self._headers_sent = True
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        conn._start_response(self.code, self.message, self.headers._fields, body, complete)
+
+    def send(self, data=b""):
+        """Send part of the body (the head goes first, with ``content``)."""
+        if self._finished:
+            raise RuntimeError("send() after done()")
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if self._off_thread(Response._send_now, data):
+            return
+        self._send_now(data)
+
+    def _send_now(self, data):
+        if not self._headers_sent:
+            self._send_head(self._content_bytes() + data, complete=False)
+            self._content = b""
+            return
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            conn._send_body(data)
+
+    def done(self):
+        """Finish the response (sending it first if that has not happened)."""
+        if self._finished:
+            log.warning("done() called more than once for %r", self.request)
+            return
+        self._finished = True
+        if not self._headers_sent:
+            self._responded = True
+        if self._off_thread(Response._done_now):
+            return
+        self._done_now()
+
+    def _done_now(self):
+        if not self._headers_sent:
+            self._send_head(self._content_bytes(), complete=True)
+        conn = self._conn
+        if conn is not None and not conn.closed and conn._response is self:
+            conn._finish_response()
+
+    def error(self, code, text=""):
+        """Answer with ``code`` and a plain-text body, and finish."""
+        self.code = code
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        self._content = text
+        if self.content_type is None:
+            self.headers.set("Content-Type", "text/plain; charset=utf-8")
+        self.headers.set("X-Content-Type-Options", "nosniff")
+        self.respond()
+        self.done()
+
+    def _flushed(self):
+        """All sent bytes have reached the kernel (a hook for streaming)."""
+
+    def __repr__(self):
+        return "<Response %s>" % self.status_line
+
+
+class Error:
+    """What ``on_error`` receives: a network error or an HTTP error.
+
+    For a network error ``op`` names the failed operation (``read``,
+    ``write``, ``accept``, ``bind``, ...) and ``errnum``/``errstr`` say why;
+    it is never sent.  For an HTTP error ``op`` is None and ``code``,
+    ``headers`` and ``content`` are what the client will get; ``on_error``
+    may change them.
+    """
+
+    def __init__(self, op=None, errnum=0, errstr="", code=500, message=None,
+                 content=b"", headers=None, request=None, connection=None):
+        self.op = op
+        self.errnum = errnum
+        self.errstr = errstr
+        self.code = code
+        self.message = message
+        self.headers = headers if headers is not None else Headers()
+        self.content = content
+        self.request = request
+        self.connection = connection
+
+    @property
+    def status_line(self):
+        return "%d %s" % (self.code, self.message or reason_phrase(self.code))
+
+    @property
+    def errstring(self):
+        return self.errstr
+
+    @property
+    def content_type(self):
+        return self.headers.get("Content-Type")
+
+    @content_type.setter
+    def content_type(self, value):
+        self.headers.set("Content-Type", value)
+
+    def header(self, name, *value):
+        if value:
+            self.headers.set(name, value[0])
+            return value[0]
+        return self.headers.get(name)
+
+    def is_error(self):
+        return self.code >= 400
+
+    def __repr__(self):
+        if self.op:
+            return "<Error %s [%s] %s>" % (self.op, self.errnum, self.errstr)
+        return "<Error %s>" % self.status_line
+
+
+def _error_page(code, text):
+    """The HTML page of an HTTP error; everything echoed is escaped."""
+    title = "Error %d: %s" % (code, reason_phrase(code))
+    return ("<html><head><title>%s</title></head><body><h1>%s</h1><p>%s</p></body></html>"
+            % (title, title, _html_escape(text))).encode("utf-8")
+
+
+# === 10. Routing ===
+
+SPECIAL_HANDLERS = ("on_connect", "on_disconnect", "pre_request", "post_request",
+                    "stream_request", "on_error")
+
+
+class _BoundSpec:
+    """A handler named by a string spec, called with its arguments first."""
+
+    __slots__ = ("spec", "func", "args")
+
+    def __init__(self, spec, func, args):
+        self.spec = spec
+        self.func = func
+        self.args = args
+
+    def __call__(self, *params):
+        return self.func(self.args, *params)
+
+    def __repr__(self):
+        return "<handler %s>" % self.spec
+
+
+def resolve_handler(spec):
+    """A callable for a handler: itself, or a ``"pkg.mod:func?a=b"`` string."""
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError("handler must be a callable or 'module:function', not %r" % (spec,))
+    import importlib
+    from urllib.parse import parse_qsl, unquote_plus
+    target, _, query = spec.partition("?")
+    module_name, colon, attribute = target.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ValueError("handler spec %r is not 'module:function'" % spec)
+    func = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        func = getattr(func, part)
+    if not callable(func):
+        raise TypeError("handler spec %r does not name a callable" % spec)
+    if not query:
+        return func
+    if "=" in query:
+        args = dict(parse_qsl(query, keep_blank_values=True))
+    else:
+        args = [unquote_plus(part) for part in query.split("+")]
+    return _BoundSpec(spec, func, args)
+
+
+def _handler_pairs(handlers):
+    """(regex, spec) pairs from a list of pairs, a dict, a callable or a spec."""
+    if handlers is None:
+        return []
+    if callable(handlers) or isinstance(handlers, str):
+        return [("", handlers)]
+    if isinstance(handlers, dict):
+        return list(handlers.items())
+    pairs = []
+    items = list(handlers)
+    if items and not isinstance(items[0], (tuple, list)):
+        # A flat list in the Perl style: [regex, handler, regex, handler, ...]
+        if len(items) % 2:
+            raise ValueError("a flat handler list needs regex/handler pairs")
+        items = list(zip(items[::2], items[1::2]))
+    for item in items:
+        regex, spec = item
+        pairs.append((regex, spec))
+    return pairs
+
+
+class Router:
+    """The ordered regex table of handlers, and the special handlers.
+
+    Regexes are unanchored and tried in order against the request path
+    (without the query); the first that matches wins; ``""`` matches all.
+    """
+
+    def __init__(self, handlers=None):
+        self.order = []       # regexes in matching order
+        self.specs = {}       # regex or special name -> what the user gave
+        self.specials = {}    # special name -> callable
+        self._handlers = {}   # regex -> callable
+        self._table = ()      # ((compiled regex, callable), ...): what requests use
+        if handlers is not None:
+            self.add(handlers)
+
+    def _rebuild(self):
+        self._table = tuple((re.compile(regex), self._handlers[regex]) for regex in self.order)
+
+    def find(self, path):
+        """The handler for ``path``, or None."""
+        for pattern, handler in self._table:
+            if pattern.search(path):
+                return handler
+        return None
+
+    def find_regex(self, path):
+        """The regex that wins for ``path``, or None."""
+        for regex in self.order:
+            if re.search(regex, path):
+                return regex
+        return None
+
+    def get(self):
+        """A dict of regex (or special name) -> handler as given."""
+        return dict(self.specs)
+
+    def set(self, handlers):
+        """Replace every handler, specials included."""
+        self.order = []
+        self.specs = {}
+        self.specials = {}
+        self._handlers = {}
+        self.add(handlers)
+
+    def add(self, handlers):
+        """Add handlers; a regex that exists already moves to the end."""
+        resolved = []
+        for regex, spec in _handler_pairs(handlers):
+            if not isinstance(regex, str):
+                raise TypeError("handler regex must be a str, not %r" % (regex,))
+            handler = resolve_handler(spec)
+            if regex not in SPECIAL_HANDLERS:
+                re.compile(regex)  # fail here, not on the first request
+            resolved.append((regex, spec, handler))
+        for regex, spec, handler in resolved:
+            self.specs[regex] = spec
+            if regex in SPECIAL_HANDLERS:
+                self.specials[regex] = handler
+                continue
+            if regex in self._handlers:
+                self.order.remove(regex)
+            self.order.append(regex)
+            self._handlers[regex] = handler
+        self._rebuild()
+
+    def remove(self, regexes):
+        """Remove by exact regex: one str, a list of them, or a dict's keys."""
+        if isinstance(regexes, str):
+            regexes = [regexes]
+        for regex in list(regexes):
+            self.specs.pop(regex, None)
+            if regex in SPECIAL_HANDLERS:
+                self.specials.pop(regex, None)
+            elif regex in self._handlers:
+                del self._handlers[regex]
+                self.order.remove(regex)
+        self._rebuild()
+
+
+# === 11. Server ===
+
+_servers_by_alias = {}
+
+
+def _keepalive_count(value):
+    """Perl semantics: false is off; True or 1 is 100; N is N requests."""
+    if value is True or value == 1:
+        return 100
+    if not value:
+        return 0
+    return int(value)
+
+
+class Server:
+    """An HTTP server: listening socket, connections, handlers.
+
+    ``Server(**config)`` prepares; ``start()`` binds and begins accepting on
+    its reactor (the default one unless ``reactor=`` is given).
+    """
+
+    # Option -> default, as in POEx::HTTP::Server where the option exists.
+    OPTIONS = {
+        "inet": None, "host": None, "port": None, "handlers": None, "handler": None,
+        "alias": "HTTPd", "blocksize": 7500, "concurrency": -1, "headers": None,
+        "keepalive": 0, "keepalivetimeout": 5, "options": None, "prefork": 0,
+        "retry": 60, "timeout": 300, "limits": None, "reactor": None,
+        "reuse_port": False, "access_log": None, "unix": None, "sock": None,
+        "fd": None, "ssl_context": None,
+    }
+
+    def __init__(self, **config):
+        unknown = set(config) - set(self.OPTIONS)
+        if unknown:
+            raise TypeError("unknown option(s): %s" % ", ".join(sorted(unknown)))
+        options = dict(self.OPTIONS, **config)
+        for name in ("prefork", "unix", "sock", "fd", "ssl_context", "access_log", "reuse_port"):
+            if options[name]:
+                raise NotImplementedError("option %r is not available yet" % name)
+        self.reactor = options["reactor"] or default_reactor()
+        self.alias = options["alias"]
+        self.limits = options["limits"] or Limits()
+        self.blocksize = int(options["blocksize"])
+        self.concurrency = int(options["concurrency"])
+        self.keepalive = _keepalive_count(options["keepalive"])
+        self.keepalivetimeout = options["keepalivetimeout"]
+        self.timeout = options["timeout"]
+        self.retry = options["retry"]
+        self.options = options["options"] or {}
+        self.host, self.port, self.reuse_address = self._address(options)
+        headers = options["headers"]
+        if headers is None:
+            headers = {"Server": "poex_http/%s" % __version__}
+        self.headers = Headers(headers)
+        self._default_header_lines = tuple(
+            (name.lower(), "%s: %s\r\n" % (name, value)) for name, value in self.headers.items())
+        if options["handlers"] is not None and options["handler"] is not None:
+            raise TypeError("give handlers or handler, not both")
+        handlers = options["handlers"] if options["handlers"] is not None else options["handler"]
+        if handlers is None:
+            raise TypeError("Missing required handler or handlers param")
+        self.router = Router(handlers)
+        self.shutting_down = False
+        self.connections = set()
+        self._listener = None
+        self._accepting = False
+        self._accept_paused_until = None
+        self._connection_ids = itertools.count(1)
+        self._started = False
+
+    @staticmethod
+    def _address(options):
+        """(host, port, reuse) from host/port and the Perl ``inet`` hash."""
+        inet = dict(options["inet"] or {})
+        port = options["port"]
+        for key in ("BindPort", "LocalPort"):
+            if port is None and inet.get(key) is not None:
+                port = inet[key]
+        host = options["host"]
+        for key in ("BindAddress", "BindAddr", "LocalAddr"):
+            if host is None and inet.get(key):
+                host = inet[key]
+        return host, int(80 if port is None else port), bool(inet.get("Reuse", 1))
+
+    # -- life cycle
+
+    def start(self):
+        """Bind, listen and start accepting; returns the server."""
+        if self._started:
+            return self
+        self._started = True
+        if self.alias:
+            _servers_by_alias[self.alias] = self
+        self._listener = self._bind()
+        self.port = self._listener.getsockname()[1]
+        self.reactor._add_server(self)
+        if self.reactor.in_reactor_thread():
+            self._resume_accepting()
+        else:
+            self.reactor.call_soon_threadsafe(self._resume_accepting)
+        return self
+
+    def _bind(self):
+        host = self.host
+        backlog = self.limits.backlog
+        if host in (None, "", "*"):
+            if socket.has_dualstack_ipv6():
+                return socket.create_server(("::", self.port), family=socket.AF_INET6,
+                                            backlog=backlog, dualstack_ipv6=True)
+            host = "0.0.0.0"
+        infos = socket.getaddrinfo(host, self.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                   0, socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if self.reuse_address and os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    @property
+    def address(self):
+        """The bound socket address."""
+        return self._listener.getsockname() if self._listener else None
+
+    def shutdown(self):
+        """Stop accepting; finish requests in flight; close idle connections."""
+        if not self.reactor.in_reactor_thread():
+            self.reactor.call_soon_threadsafe(self.shutdown)
+            return
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self._pause_accepting()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if _servers_by_alias.get(self.alias) is self:
+            del _servers_by_alias[self.alias]
+        for conn in list(self.connections):
+            if conn.phase == _READING and not conn.parser.in_message:
+                conn._close()
+        self._maybe_finished()
+
+    def _maybe_finished(self):
+        if self.shutting_down and not self.connections:
+            self.reactor._remove_server(self)
+
+    # -- accepting
+
+    def _resume_accepting(self):
+        if self._accepting or self._listener is None or self.shutting_down:
+            return
+        if 0 <= self.concurrency <= len(self.connections):
+            return
+        self._accepting = True
+        self._listener.setblocking(False)
+        self.reactor.register(self._listener, _EVENT_READ, self)
+
+    def _pause_accepting(self):
+        if self._accepting:
+            self._accepting = False
+            self.reactor.unregister(self._listener)
+
+    def _on_readable(self):
+        listener = self._listener
+        for _ in range(64):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            self._start_connection(sock, peer)
+            if not self._accepting:
+                return
+
+    def _accept_failed(self, exc):
+        self._network_error(None, "accept", exc)
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            # Out of descriptors: the listener stays readable, so stop
+            # watching it for a moment instead of spinning.
+            log.error("accept: %s; pausing %.1f s", exc.strerror, self.limits.accept_pause)
+            self._pause_accepting()
+            self.reactor.call_later(self.limits.accept_pause, self._resume_accepting)
+
+    def _start_connection(self, sock, peer):
+        sock.setblocking(False)
+        if sock.family != getattr(socket, "AF_UNIX", None):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        info = Connection("%s-%d" % (self.alias, next(self._connection_ids)), sock, peer, self)
+        conn = _HTTPConnection(self, sock, info)
+        self.connections.add(conn)
+        if 0 <= self.concurrency <= len(self.connections):
+            self._pause_accepting()
+        self._call_special("on_connect", info)
+        if not conn.closed:
+            conn.start()
+
+    def _connection_closed(self, conn, response):
+        self.connections.discard(conn)
+        self._call_special("on_disconnect", conn.info)
+        if not self.shutting_down and not self._accepting:
+            self._resume_accepting()
+        self._maybe_finished()
+
+    # -- requests
+
+    def _handle_request(self, conn, head, body, trailers):
+        request = Request(head, body, conn.info, trailers)
+        response = Response(request, conn)
+        conn._response = response
+        specials = self.router.specials
+        if specials:
+            self._call_special("pre_request", request)
+            if conn.closed:
+                return
+        handler = self.router.find(head.path)
+        if handler is None:
+            response.error(404, "No handler for path %s.\n" % _quote_path(head.path))
+            return
+        try:
+            handler(request, response)
+        except Exception:
+            log.exception("handler for %s %s raised", head.method, head.target)
+            self._handler_failed(conn, response)
+
+    def _handler_failed(self, conn, response):
+        if conn.closed or conn._response is not response:
+            return
+        if not response._headers_sent:
+            response._responded = response._finished = True
+            response.code = 500
+            response.headers = Headers({"Content-Type": "text/plain; charset=utf-8"})
+            response._content = b"Internal Server Error\n"
+            response._done_now()
+        elif not conn._finished:
+            if conn._framing == _FRAME_LENGTH and not conn._remaining:
+                response._finished = True
+                conn._finish_response()
+            else:
+                # Part of a body is out and the rest never will be.
+                response._finished = True
+                conn._abort_response()
+
+    def _request_done(self, conn, response):
+        if "post_request" in self.router.specials and response is not None:
+            response._content = b""
+            self._call_special("post_request", response.request, response)
+
+    def _protocol_error(self, conn, exc):
+        """(status, headers, content) for a protocol error, after ``on_error``."""
+        headers = Headers({"Content-Type": "text/html; charset=utf-8"})
+        error = Error(code=exc.status, content=_error_page(exc.status, exc.message),
+                      headers=headers, connection=conn.info)
+        if "on_error" in self.router.specials:
+            self._call_special("on_error", error)
+        content = error.content
+        if isinstance(content, str):
+            content = content.encode("utf-8")
+        return error.code, error.headers.items(), bytes(content)
+
+    def _network_error(self, conn, op, exc):
+        if "on_error" in self.router.specials:
+            error = Error(op=op, errnum=exc.errno or 0, errstr=exc.strerror or str(exc),
+                          connection=conn.info if conn is not None else None)
+            error.content = "%s error [%s] %s" % (op, error.errnum, error.errstr)
+            self._call_special("on_error", error)
+
+    def _call_special(self, name, *args):
+        special = self.router.specials.get(name)
+        if special is None:
+            return
+        try:
+            special(*args)
+        except Exception:
+            log.exception("special handler %s raised", name)
+
+    # -- handlers at run time
+
+    def handlers_get(self):
+        """A dict of regex (or special name) -> handler."""
+        return self.router.get()
+
+    def handlers_set(self, handlers):
+        """Replace every handler."""
+        self.router.set(handlers)
+
+    def handlers_add(self, handlers):
+        """Add handlers; a regex that exists moves to the end."""
+        self.router.add(handlers)
+
+    def handlers_remove(self, regexes):
+        """Remove handlers by regex: a str, a list, or a dict's keys."""
+        self.router.remove(regexes)
+
+    def __repr__(self):
+        return "<Server %s on %s:%s>" % (self.alias, self.host, self.port)
+
+
+def spawn(**config):
+    """Create a ``Server`` with these options and start it."""
+    return Server(**config).start()
+
+
+def run():
+    """Run the default reactor until every server has shut down."""
+    default_reactor().run()
+
+
+def stop():
+    """Make ``run()`` return; callable from any thread."""
+    default_reactor().stop()
+
+
+def post(alias, event, *args):
+    """Call a control event (``shutdown``, ``handlers_set``...) of a server by alias.
+
+    Safe from any thread: the call runs on the server's reactor.
+    """
+    server = _servers_by_alias.get(alias)
+    if server is None:
+        raise LookupError("no server with alias %r" % alias)
+    if event not in ("shutdown", "handlers_set", "handlers_add", "handlers_remove"):
+        raise ValueError("unknown event %r" % event)
+    server.reactor.call_soon_threadsafe(getattr(server, event), *args)
