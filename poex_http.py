@@ -30,7 +30,8 @@ __all__ = [
     "LengthRequired", "ContentTooLarge", "URITooLong", "ExpectationFailed",
     "HeaderFieldsTooLarge", "NotImplementedByServer", "VersionNotSupported",
     "RequestParser", "RequestHead", "EndOfMessage",
-    "Headers", "format_http_date", "parse_http_date",
+    "Headers", "format_http_date", "parse_http_date", "guess_type", "make_etag",
+    "etag_matches", "parse_range", "safe_join", "FileTruncated", "StaticFiles",
     "Reactor", "Timer", "default_reactor",
     "Request", "Response", "Connection", "Error", "URI",
     "Router", "Server", "spawn", "run", "stop", "post",
@@ -45,6 +46,7 @@ import os
 import re
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -883,6 +885,143 @@ def _quote_path(path):
     return quote(path, safe="/%:@!$&()*+,;=-._~")
 
 
+# MIME types for the common web formats, fixed so that a host's registry
+# (which may map .js to text/plain, or lack .wasm) cannot change them.
+_MIME_TYPES = {
+    ".html": "text/html", ".htm": "text/html", ".css": "text/css",
+    ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json",
+    ".map": "application/json", ".webmanifest": "application/manifest+json",
+    ".txt": "text/plain", ".md": "text/markdown", ".csv": "text/csv",
+    ".xml": "application/xml", ".svg": "image/svg+xml", ".png": "image/png",
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+    ".webp": "image/webp", ".avif": "image/avif", ".ico": "image/x-icon",
+    ".bmp": "image/bmp", ".wasm": "application/wasm", ".pdf": "application/pdf",
+    ".zip": "application/zip", ".gz": "application/gzip", ".tar": "application/x-tar",
+    ".woff": "font/woff", ".woff2": "font/woff2", ".ttf": "font/ttf", ".otf": "font/otf",
+    ".mp4": "video/mp4", ".webm": "video/webm", ".ogv": "video/ogg", ".mov": "video/quicktime",
+    ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".wav": "audio/wav",
+    ".flac": "audio/flac", ".m4a": "audio/mp4", ".vtt": "text/vtt",
+    ".py": "text/x-python", ".sh": "text/x-shellscript", ".rst": "text/x-rst",
+}
+# Types that are text without saying so in their major type.
+_TEXT_LIKE_TYPES = frozenset((
+    "application/json", "application/xml", "image/svg+xml", "application/manifest+json",
+    "application/javascript"))
+
+
+def guess_type(path):
+    """Content-Type for a file name: the fixed table, then ``mimetypes``,
+    then application/octet-stream; text types get ``; charset=utf-8``."""
+    extension = os.path.splitext(path)[1].lower()
+    content_type = _MIME_TYPES.get(extension)
+    if content_type is None:
+        import mimetypes
+        content_type = mimetypes.guess_type("x" + extension, strict=False)[0] \
+            or "application/octet-stream"
+    if content_type.startswith("text/") or content_type in _TEXT_LIKE_TYPES:
+        content_type += "; charset=utf-8"
+    return content_type
+
+
+def make_etag(stat):
+    """A strong validator from a file's identity, size and modification time."""
+    return '"%x-%x-%x"' % (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _entity_tags(header):
+    """The entity-tags of an If-None-Match/If-Match value (``*`` kept)."""
+    return [tag.strip() for tag in header.split(",") if tag.strip()]
+
+
+def etag_matches(header, etag, weak=True):
+    """RFC 9110 §8.8.3.2: does ``header`` (a list of tags or ``*``) match ``etag``?
+
+    Weak comparison ignores the ``W/`` prefix; strong comparison refuses
+    weak tags.
+    """
+    for tag in _entity_tags(header):
+        if tag == "*":
+            return True
+        if tag.startswith("W/"):
+            if weak and tag[2:] == etag:
+                return True
+        elif tag == etag:
+            return True
+    return False
+
+
+def parse_range(header, size, max_ranges=100):
+    """RFC 9110 §14.2: byte ranges of a representation of ``size`` bytes.
+
+    Returns a list of inclusive (first, last) pairs, overlapping and
+    adjacent ones merged and sorted; ``[]`` when none is satisfiable (416);
+    None when the header is malformed or not about bytes (ignore it, 200).
+    """
+    unit, _, specs = header.partition("=")
+    if unit.strip().lower() != "bytes" or not specs.strip():
+        return None
+    ranges = []
+    parts = specs.split(",")
+    if len(parts) > max_ranges:
+        return None
+    for part in parts:
+        part = part.strip()
+        if not part:
+            continue
+        first, dash, last = part.partition("-")
+        first, last = first.strip(), last.strip()
+        if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+            return None
+        if not first:
+            if not last:
+                return None
+            suffix = int(last)  # the last N bytes
+            if suffix and size:
+                ranges.append((max(0, size - suffix), size - 1))
+            continue
+        start = int(first)
+        end = int(last) if last else size - 1
+        if end < start:
+            return None
+        if start < size:
+            ranges.append((start, min(end, size - 1)))
+    ranges.sort()
+    merged = []
+    for start, end in ranges:
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def safe_join(root, url_path):
+    """The file system path for a URL path under ``root``, or None if unsafe.
+
+    The path is percent-decoded once; NUL, backslashes, and ``.``/``..``
+    segments are refused outright, then the resolved path (symlinks
+    followed) must still lie inside the resolved root.
+    """
+    from urllib.parse import unquote
+    path = unquote(url_path, errors="surrogateescape")
+    if "\0" in path or "\\" in path:
+        return None
+    segments = []
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            return None
+        if segment:
+            segments.append(segment)
+    if os.name == "nt" and any(":" in segment for segment in segments):
+        return None
+    real_root = os.path.realpath(root)
+    candidate = os.path.join(real_root, *segments)
+    resolved = os.path.realpath(candidate)
+    if resolved != real_root and not resolved.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None
+    return candidate
+
+
 # === 6. Reactor ===
 
 class Timer:
@@ -997,6 +1136,31 @@ class Reactor:
     def unregister(self, fileobj):
         self._selector.unregister(fileobj)
 
+    # -- signals
+
+    def _install_signal_handlers(self):
+        """SIGTERM/SIGINT: graceful shutdown; a second one exits at once.
+
+        Returns the previous handlers.  The first signal only queues the
+        shutdown, so the loop is never re-entered from a signal handler.
+        """
+        import signal
+        caught = []
+
+        def on_signal(number, frame):
+            if caught:
+                raise SystemExit(128 + number)
+            caught.append(number)
+            log.info("signal %d: shutting down (again to exit at once)", number)
+            self.call_soon_threadsafe(self.shutdown_servers)
+        return {number: signal.signal(number, on_signal)
+                for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def shutdown_servers(self):
+        """Shut down every server on this reactor gracefully."""
+        for server in list(self._servers):
+            server.shutdown()
+
     # -- servers keep the loop alive
 
     def _add_server(self, server):
@@ -1011,15 +1175,26 @@ class Reactor:
         return bool(self._servers or self._ready
                     or len(self._timers) > self._cancelled_timers)
 
-    def run(self):
-        """Run until every server has shut down and no timer or callback is left."""
+    def run(self, signals=False):
+        """Run until every server has shut down and no timer or callback is left.
+
+        With ``signals`` (main thread only), SIGTERM and SIGINT shut the
+        servers down gracefully and a second signal exits at once.
+        """
         self._thread_ident = threading.get_ident()
         self._stopping = False
+        previous = {}
+        if signals and threading.current_thread() is threading.main_thread():
+            previous = self._install_signal_handlers()
         try:
             while not self._stopping and self._has_work():
                 self._run_once()
         finally:
             self._thread_ident = None
+            if previous:
+                import signal
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
 
     def stop(self):
         """Make ``run()`` return after the current turn; callable from any thread."""
@@ -1093,6 +1268,74 @@ def default_reactor():
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
 _SEND_JOIN_LIMIT = 262144
+# os.sendfile errors that mean "not on this file or socket": fall back to
+# read/send, provided no byte has gone out yet.
+_SENDFILE_UNSUPPORTED = frozenset(
+    getattr(errno, name) for name in ("EINVAL", "ENOSYS", "ENOTSOCK", "EOPNOTSUPP", "ENOTSUP",
+                                      "EAFNOSUPPORT", "EBADF", "EOVERFLOW")
+    if hasattr(errno, name))
+
+
+class FileTruncated(OSError):
+    """A file ended before the bytes its response announced."""
+
+
+class _FileRegion:
+    """Bytes of an open file to send: ``os.sendfile``, or blocks of ``blocksize``.
+
+    Owns the descriptor and closes it exactly once, whatever happens.
+    """
+
+    __slots__ = ("fd", "offset", "remaining", "blocksize", "use_sendfile", "started")
+
+    def __init__(self, fd, offset, length, blocksize, use_sendfile):
+        self.fd = fd
+        self.offset = offset
+        self.remaining = length
+        self.blocksize = max(1, blocksize)
+        self.use_sendfile = use_sendfile
+        self.started = False
+
+    def send(self, sock):
+        """One send of the region; bytes sent.  Raises BlockingIOError when full."""
+        count = self.remaining
+        if self.use_sendfile:
+            try:
+                sent = os.sendfile(sock.fileno(), self.fd, self.offset, min(count, 0x7ffff000))
+            except (BlockingIOError, InterruptedError):
+                raise
+            except OSError as exc:
+                if self.started or exc.errno not in _SENDFILE_UNSUPPORTED:
+                    raise
+                self.use_sendfile = False
+                return self.send(sock)
+        else:
+            data = _pread(self.fd, min(count, self.blocksize), self.offset)
+            if not data:
+                raise FileTruncated(errno.EIO, "file shorter than announced")
+            sent = sock.send(data)
+        if not sent:
+            raise FileTruncated(errno.EIO, "file shorter than announced")
+        self.started = True
+        self.offset += sent
+        self.remaining -= sent
+        return sent
+
+    def close(self):
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __len__(self):
+        return self.remaining
+
+
+def _pread(fd, size, offset):
+    """Read ``size`` bytes at ``offset`` without moving the file position."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows
+    return os.read(fd, size)
 
 
 class _Transport:
@@ -1161,15 +1404,47 @@ class _Transport:
             self._update_events()
             self._on_write_blocked()
 
+    def _write_file(self, region):
+        """Queue a file region and start sending it."""
+        if self.closed:
+            region.close()
+            return
+        self._out.append(region)
+        if len(self._out) == 1 and not self._flush():
+            self._update_events()
+            if not self.closed:
+                self._on_write_blocked()
+
     def _on_writable(self):
+        if self._flush():
+            self._update_events()
+            self._on_drained()
+        elif not self.closed:
+            self._on_write_progress()
+
+    def _flush(self):
+        """Send what the kernel takes; True when the queue is empty."""
         out = self._out
         while out:
             data = out[0]
-            if len(out) > 1 and len(data) < _SEND_JOIN_LIMIT:
+            if data.__class__ is _FileRegion:
+                try:
+                    sent = data.send(self.sock)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                except OSError as exc:
+                    self._on_file_error(exc)
+                    return False
+                self._on_file_progress(sent)
+                if not data.remaining:
+                    data.close()
+                    out.popleft()
+                continue
+            if len(out) > 1 and len(data) < _SEND_JOIN_LIMIT and out[1].__class__ is not _FileRegion:
                 # Many small pieces: one send() of them all.
                 pieces = []
                 size = 0
-                while out and size < _SEND_JOIN_LIMIT:
+                while out and size < _SEND_JOIN_LIMIT and out[0].__class__ is not _FileRegion:
                     piece = out.popleft()
                     pieces.append(piece)
                     size += len(piece)
@@ -1178,18 +1453,16 @@ class _Transport:
             try:
                 sent = self.sock.send(data)
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError as exc:
                 self._on_write_error(exc)
-                return
+                return False
             self._out_size -= sent
             if sent < len(data):
                 out[0] = memoryview(data)[sent:]
-                self._on_write_progress()
-                return
+                return False
             out.popleft()
-        self._update_events()
-        self._on_drained()
+        return True
 
     @property
     def output_pending(self):
@@ -1209,6 +1482,12 @@ class _Transport:
     def _on_write_error(self, exc):
         pass
 
+    def _on_file_progress(self, sent):
+        pass
+
+    def _on_file_error(self, exc):
+        pass
+
     def _close_socket(self):
         if self.closed:
             return
@@ -1216,6 +1495,9 @@ class _Transport:
             self.reactor.unregister(self.sock)
             self._events = 0
         self.closed = True
+        for item in self._out:
+            if item.__class__ is _FileRegion:
+                item.close()
         self._out.clear()
         self._out_size = 0
         try:
@@ -1248,7 +1530,7 @@ class _HTTPConnection(_Transport):
     __slots__ = ("server", "limits", "parser", "info", "phase", "keepalive_remaining",
                  "deadline", "_timer", "_head", "_body", "_response", "_framing",
                  "_remaining", "_will_close", "_linger", "_in_process_input",
-                 "_finished", "_eof", "_idle", "_trailers")
+                 "_finished", "_eof", "_idle", "_trailers", "body_sent")
 
     def __init__(self, server, sock, info):
         super().__init__(server.reactor, sock)
@@ -1272,6 +1554,7 @@ class _HTTPConnection(_Transport):
         self._eof = False
         self._idle = False
         self._trailers = None
+        self.body_sent = 0
 
     def start(self):
         self._set_deadline(self.server.timeout)
@@ -1387,6 +1670,7 @@ class _HTTPConnection(_Transport):
     def _dispatch(self):
         self.phase = _HANDLING
         self.deadline = None
+        self.body_sent = 0
         self._finished = False
         self._will_close = False
         if self.parser.buffered > self.limits.max_pipeline:
@@ -1462,6 +1746,7 @@ class _HTTPConnection(_Transport):
         self._write(data + self._frame_body(body) if body else data)
 
     def _frame_body(self, data):
+        self.body_sent += len(data)
         framing = self._framing
         if framing == _FRAME_LENGTH:
             if len(data) > self._remaining:
@@ -1517,6 +1802,21 @@ class _HTTPConnection(_Transport):
 
     def _on_write_error(self, exc):
         self.server._network_error(self, "write", exc)
+        self._close(abort=True)
+
+    def _send_file(self, region):
+        """Queue the body of the current response from a file."""
+        self._remaining -= region.remaining
+        self._write_file(region)
+
+    def _on_file_progress(self, sent):
+        self.body_sent += sent
+
+    def _on_file_error(self, exc):
+        if isinstance(exc, FileTruncated):
+            log.warning("%s: file shrank while being sent; closing", self.info.ID)
+        else:
+            self.server._network_error(self, "sendfile", exc)
         self._close(abort=True)
 
     def _complete_request(self):
@@ -1907,6 +2207,125 @@ class Response:
         if conn is not None and not conn.closed and conn._response is self:
             conn._finish_response()
 
+    def sendfile(self, path, content_type=None):
+        """Send a file as the whole response, and finish: do not call ``done()``.
+
+        Answers 404 for a missing file or a directory, 403 for an unreadable
+        one; sets Content-Type (given, or guessed), Last-Modified, ETag and
+        Accept-Ranges; answers conditional requests with 304 and a single
+        byte range with 206 (416 when unsatisfiable).  The body goes out
+        with ``os.sendfile`` where possible, else in ``blocksize`` blocks,
+        never blocking the loop.
+        """
+        if self._headers_sent or self._responded:
+            raise RuntimeError("sendfile() after the response was sent")
+        self._responded = self._finished = True
+        if self._off_thread(Response._sendfile_now, path, content_type):
+            return
+        self._sendfile_now(path, content_type)
+
+    def _sendfile_now(self, path, content_type):
+        conn = self._conn
+        if conn is not None and conn.closed:
+            return
+        request = self.request
+        shown = request.path if request is not None else os.path.basename(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return self._finish_error(404, "No such file or directory %s" % _quote_path(shown))
+        except PermissionError:
+            return self._finish_error(403, "Denied %s" % _quote_path(shown))
+        except OSError as exc:
+            log.error("sendfile: cannot open %s: %s", path, exc)
+            return self._finish_error(500, "Unable to open %s" % _quote_path(shown))
+        try:
+            stat = os.fstat(fd)
+            import stat as stat_module
+            if not stat_module.S_ISREG(stat.st_mode):
+                os.close(fd)
+                return self._finish_error(404, "No such file or directory %s" % _quote_path(shown))
+            self._send_open_file(fd, stat, path, content_type)
+        except BaseException:
+            _close_quietly(fd)
+            raise
+
+    def _finish_error(self, code, text):
+        self._responded = self._finished = False
+        self.error(code, text)
+
+    def _send_open_file(self, fd, stat, path, content_type):
+        """Conditional, range and body handling for an open regular file."""
+        request = self.request
+        method = request.method if request is not None else "GET"
+        header = request.header if request is not None else (lambda name: None)
+        headers = self.headers
+        if content_type:
+            headers.set("Content-Type", content_type)
+        elif "Content-Type" not in headers:
+            headers.set("Content-Type", guess_type(path))
+        etag = make_etag(stat)
+        last_modified = format_http_date(stat.st_mtime)
+        headers.set("ETag", etag)
+        size = stat.st_size
+        offset, length = 0, size
+        if method in ("GET", "HEAD") and self.code == 200:
+            if _not_modified(header, etag, stat.st_mtime):
+                os.close(fd)
+                self.code = 304
+                headers.remove("Content-Type")
+                headers.remove("Content-Encoding")
+                return self._send_whole(b"")
+            headers.set("Last-Modified", last_modified)
+            headers.set("Accept-Ranges", "bytes")
+            range_header = header("Range")
+            if range_header and method == "GET" and _if_range_holds(
+                    header("If-Range"), etag, stat.st_mtime):
+                ranges = parse_range(range_header, size)
+                if ranges == []:
+                    os.close(fd)
+                    self.code = 416
+                    headers.set("Content-Range", "bytes */%d" % size)
+                    headers.set("Content-Type", "text/plain; charset=utf-8")
+                    return self._send_whole(b"Requested range not satisfiable.\n")
+                if ranges is not None and len(ranges) == 1:
+                    # Several ranges are answered with the whole file (200),
+                    # which RFC 9110 §14.2 allows.
+                    first, last = ranges[0]
+                    self.code = 206
+                    offset, length = first, last - first + 1
+                    headers.set("Content-Range", "bytes %d-%d/%d" % (first, last, size))
+        else:
+            headers.set("Last-Modified", last_modified)
+        headers.set("Content-Length", str(length))
+        conn = self._conn
+        if method == "HEAD" or not length or conn is None:
+            os.close(fd)
+            return self._send_whole(b"")
+        if length <= _SMALL_FILE:
+            # Head and body in one send: cheaper than sendfile for small files.
+            try:
+                data = _pread(fd, length, offset)
+            finally:
+                os.close(fd)
+            return self._send_whole(data)
+        server = conn.server
+        region = _FileRegion(fd, offset, length, server.blocksize,
+                             HAS_SENDFILE and server.use_sendfile)
+        self._headers_sent = True
+        conn._start_response(self.code, self.message, headers._fields, b"", False)
+        conn._send_file(region)
+        conn._finish_response()
+
+    def _send_whole(self, body):
+        self._headers_sent = True
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        conn._start_response(self.code, self.message, self.headers._fields, body, True)
+        if conn._response is self:
+            conn._finish_response()
+
     def error(self, code, text=""):
         """Answer with ``code`` and a plain-text body, and finish."""
         self.code = code
@@ -1977,6 +2396,40 @@ class Error:
         if self.op:
             return "<Error %s [%s] %s>" % (self.op, self.errnum, self.errstr)
         return "<Error %s>" % self.status_line
+
+
+# Files up to this size are read and sent with their head in one write.
+_SMALL_FILE = 65536
+
+
+def _close_quietly(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _not_modified(header, etag, mtime):
+    """RFC 9110 §13.2.2: If-None-Match first, else If-Modified-Since."""
+    if_none_match = header("If-None-Match")
+    if if_none_match is not None:
+        return etag_matches(if_none_match, etag, weak=True)
+    if_modified_since = header("If-Modified-Since")
+    if if_modified_since:
+        since = parse_http_date(if_modified_since)
+        return since is not None and int(mtime) <= since
+    return False
+
+
+def _if_range_holds(if_range, etag, mtime):
+    """RFC 9110 §13.1.5: a Range applies only if If-Range still matches."""
+    if not if_range:
+        return True
+    if_range = if_range.strip()
+    if if_range.startswith('"') or if_range.startswith("W/"):
+        return if_range == etag  # strong comparison
+    since = parse_http_date(if_range)
+    return since is not None and int(mtime) == since
 
 
 def _error_page(code, text):
@@ -2136,7 +2589,146 @@ class Router:
         self._rebuild()
 
 
-# === 11. Server ===
+# === 11. Static files ===
+
+def _accepts_encoding(header, coding):
+    """RFC 9110 §12.5.3: does Accept-Encoding allow ``coding`` (q > 0)?"""
+    for item in header.split(","):
+        name, _, params = item.partition(";")
+        name = name.strip().lower()
+        if name != coding and name != "*":
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        return quality > 0
+    return False
+
+
+# Precompressed siblings, in order of preference: (coding, file suffix).
+_PRECOMPRESSED = (("br", ".br"), ("gzip", ".gz"))
+
+
+class StaticFiles:
+    """A handler serving the files under ``root``, and nothing outside it.
+
+    ``prefix`` is the URL path it is mounted at (``"/static"``); a directory
+    answers with its ``index`` file, else an HTML listing (or 403 when
+    ``listing`` is off); ``x.js.br`` or ``x.js.gz`` is sent in place of
+    ``x.js`` to a client that accepts that coding.
+    """
+
+    def __init__(self, root, index="index.html", listing=True, prefix=""):
+        self.root = os.path.realpath(root)
+        self.index = index
+        self.listing = listing
+        self.prefix = prefix.rstrip("/")
+
+    def __call__(self, req, resp):
+        if req.method not in ("GET", "HEAD"):
+            resp.headers.set("Allow", "GET, HEAD")
+            resp.error(405, "Method %s not allowed.\n" % req.method)
+            return
+        path = req.path
+        if self.prefix:
+            if path != self.prefix and not path.startswith(self.prefix + "/"):
+                resp.error(404, "No such file or directory %s\n" % _quote_path(path))
+                return
+            path = path[len(self.prefix):] or "/"
+        fs_path = safe_join(self.root, path)
+        if fs_path is None:
+            resp.error(403, "Forbidden path %s\n" % _quote_path(req.path))
+            return
+        try:
+            is_directory = os.path.isdir(fs_path)
+        except (OSError, ValueError):
+            is_directory = False
+        if not is_directory:
+            self._send_file(req, resp, fs_path)
+            return
+        if not req.path.endswith("/"):
+            location = _quote_path(req.path) + "/"
+            if req.query:
+                location += "?" + req.query
+            resp.code = 301
+            resp.headers.set("Location", location)
+            resp.content_type = "text/plain; charset=utf-8"
+            resp.content = "Moved to %s\n" % location
+            resp.done()
+            return
+        if self.index:
+            index = os.path.join(fs_path, self.index)
+            if os.path.isfile(index):
+                self._send_file(req, resp, index)
+                return
+        if not self.listing:
+            resp.error(403, "Directory listing is off.\n")
+            return
+        self._list(req, resp, fs_path)
+
+    def _send_file(self, req, resp, fs_path):
+        accept = req.header("Accept-Encoding")
+        if accept:
+            for coding, suffix in _PRECOMPRESSED:
+                sibling = fs_path + suffix
+                if os.path.isfile(sibling) and safe_join(self.root, _relative(self.root, sibling)):
+                    resp.headers.set("Vary", "Accept-Encoding")
+                    if _accepts_encoding(accept, coding):
+                        resp.headers.set("Content-Encoding", coding)
+                        resp.sendfile(sibling, guess_type(fs_path))
+                        return
+        resp.sendfile(fs_path)
+
+    def _list(self, req, resp, fs_path):
+        try:
+            names = os.listdir(fs_path)
+        except OSError:
+            resp.error(403, "Cannot list %s\n" % _quote_path(req.path))
+            return
+        entries = []
+        for name in names:
+            try:
+                stat = os.stat(os.path.join(fs_path, name))
+            except OSError:
+                continue  # a dangling symlink, or a race with a delete
+            import stat as stat_module
+            is_directory = stat_module.S_ISDIR(stat.st_mode)
+            entries.append((not is_directory, name.lower(), name, is_directory, stat))
+        entries.sort()
+        title = "Index of %s" % _html_escape(_display_path(req.path))
+        rows = []
+        if req.path != (self.prefix or "") + "/":
+            rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>')
+        for _, _, name, is_directory, stat in entries:
+            from urllib.parse import quote
+            href = quote(name, errors="surrogateescape") + ("/" if is_directory else "")
+            shown = _html_escape(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            rows.append('<tr><td><a href="%s">%s%s</a></td><td>%s</td><td>%s</td></tr>' % (
+                href, shown, "/" if is_directory else "", "-" if is_directory else stat.st_size,
+                time.strftime("%Y-%m-%d %H:%M", time.gmtime(stat.st_mtime))))
+        resp.content_type = "text/html; charset=utf-8"
+        resp.content = (
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title></head>\n'
+            "<body><h1>%s</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
+            "%s\n</table></body></html>\n" % (title, title, "\n".join(rows)))
+        resp.done()
+
+
+def _relative(root, path):
+    return "/" + os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def _display_path(path):
+    from urllib.parse import unquote
+    return unquote(path, errors="replace")
+
+
+# === 12. Server ===
 
 _servers_by_alias = {}
 
@@ -2150,35 +2742,87 @@ def _keepalive_count(value):
     return int(value)
 
 
+class _Option:
+    """One server option: keyword, default, help, and its command-line flag."""
+
+    __slots__ = ("name", "default", "doc", "flag", "cli")
+
+    def __init__(self, name, default, doc, flag=None, **cli):
+        self.name = name
+        self.default = default
+        self.doc = doc
+        self.flag = flag
+        self.cli = cli
+
+
+# Every spawn() keyword, with the default of POEx::HTTP::Server where it had
+# the option.  The command line is built from the entries that have a flag.
+SERVER_OPTIONS = (
+    _Option("handlers", None, "list of (regex, handler) pairs, a dict, or one handler"),
+    _Option("handler", None, "one handler for every path"),
+    _Option("host", None, "address to listen on (default: all interfaces, IPv6 too "
+            "where the host has it)", "--bind", metavar="ADDR"),
+    _Option("port", None, "TCP port (default 80)", "--port", type=int,
+            help="TCP port [default: %d]" % 8000),
+    _Option("inet", None, "the Perl form of the address: {'LocalPort': 8080, "
+            "'LocalAddr': '127.0.0.1', 'Reuse': 1}"),
+    _Option("alias", "HTTPd", "name for post(); prefix of connection IDs"),
+    _Option("keepalive", 0, "most requests per connection (0: keep-alive off)",
+            "--keepalive", type=int, metavar="N"),
+    _Option("keepalivetimeout", 5, "seconds to wait for the next request on a kept connection",
+            "--keepalivetimeout", type=float, metavar="S"),
+    _Option("timeout", 300, "seconds from accept until a full request has arrived, and "
+            "while a write is blocked (0: never)", "--timeout", type=float, metavar="S"),
+    _Option("concurrency", -1, "most open connections (-1: no limit)",
+            "--concurrency", type=int, metavar="N"),
+    _Option("blocksize", 7500, "bytes per block when a file is sent without os.sendfile",
+            "--blocksize", type=int, metavar="N"),
+    _Option("sendfile", True, "send files with os.sendfile where the platform has it",
+            "--no-sendfile", action="store_false",
+            help="send files in --blocksize blocks, without os.sendfile"),
+    _Option("headers", None, "headers for every response that lacks them "
+            "(default: {'Server': 'poex_http/VERSION'})"),
+    _Option("access_log", None, "one Common Log Format line per request through the "
+            "poex_http.access logger: True (logger only), '-' (stderr) or a file to append to",
+            "--access-log", metavar="FILE|-",
+            help="append the access log (Common Log Format) to FILE, or - for stderr "
+                 "[default: stderr]"),
+    _Option("retry", 60, "seconds before a failed bind is tried again, when an on_error "
+            "handler is set (0: raise at once)"),
+    _Option("limits", None, "a Limits object with every size and time bound"),
+    _Option("reactor", None, "the Reactor to run on (default: the module's)"),
+    _Option("options", None, "reactor options (kept for compatibility)"),
+    _Option("prefork", 0, "worker processes"),
+    _Option("reuse_port", False, "SO_REUSEPORT on the listening socket"),
+    _Option("unix", None, "path of a Unix domain socket to listen on"),
+    _Option("sock", None, "an already bound listening socket"),
+    _Option("fd", None, "file descriptor of an already bound listening socket"),
+    _Option("ssl_context", None, "an ssl.SSLContext for HTTPS"),
+)
+_OPTION_DEFAULTS = {option.name: option.default for option in SERVER_OPTIONS}
+
+
 class Server:
     """An HTTP server: listening socket, connections, handlers.
 
     ``Server(**config)`` prepares; ``start()`` binds and begins accepting on
-    its reactor (the default one unless ``reactor=`` is given).
+    its reactor (the default one unless ``reactor=`` is given).  The
+    options are those of ``SERVER_OPTIONS``.
     """
 
-    # Option -> default, as in POEx::HTTP::Server where the option exists.
-    OPTIONS = {
-        "inet": None, "host": None, "port": None, "handlers": None, "handler": None,
-        "alias": "HTTPd", "blocksize": 7500, "concurrency": -1, "headers": None,
-        "keepalive": 0, "keepalivetimeout": 5, "options": None, "prefork": 0,
-        "retry": 60, "timeout": 300, "limits": None, "reactor": None,
-        "reuse_port": False, "access_log": None, "unix": None, "sock": None,
-        "fd": None, "ssl_context": None,
-    }
-
     def __init__(self, **config):
-        unknown = set(config) - set(self.OPTIONS)
+        unknown = set(config) - set(_OPTION_DEFAULTS)
         if unknown:
             raise TypeError("unknown option(s): %s" % ", ".join(sorted(unknown)))
-        options = dict(self.OPTIONS, **config)
-        for name in ("prefork", "unix", "sock", "fd", "ssl_context", "access_log", "reuse_port"):
+        options = dict(_OPTION_DEFAULTS, **config)
+        for name in ("prefork", "unix", "sock", "fd", "ssl_context", "reuse_port"):
             if options[name]:
                 raise NotImplementedError("option %r is not available yet" % name)
         self.reactor = options["reactor"] or default_reactor()
         self.alias = options["alias"]
         self.limits = options["limits"] or Limits()
         self.blocksize = int(options["blocksize"])
+        self.use_sendfile = bool(options["sendfile"])
         self.concurrency = int(options["concurrency"])
         self.keepalive = _keepalive_count(options["keepalive"])
         self.keepalivetimeout = options["keepalivetimeout"]
@@ -2198,6 +2842,7 @@ class Server:
         if handlers is None:
             raise TypeError("Missing required handler or handlers param")
         self.router = Router(handlers)
+        self.access_log = _open_access_log(options["access_log"])
         self.shutting_down = False
         self.connections = set()
         self._listener = None
@@ -2392,12 +3037,28 @@ class Server:
                 conn._abort_response()
 
     def _request_done(self, conn, response):
-        if "post_request" in self.router.specials and response is not None:
+        if response is None:
+            return
+        if self.access_log is not None:
+            self._log_access(conn, response)
+        if "post_request" in self.router.specials:
             response._content = b""
             self._call_special("post_request", response.request, response)
 
+    def _log_access(self, conn, response):
+        request = response.request
+        head = request._head
+        line = "-" if head.method == "ERROR" else "%s %s %s" % (
+            head.method, head.target, head.version)
+        self.access_log.info('%s - - [%s] "%s" %d %s', conn.info.remote_ip or "-",
+                             _clf_time(), line, response.code, conn.body_sent or "-")
+
     def _protocol_error(self, conn, exc):
-        """(status, headers, content) for a protocol error, after ``on_error``."""
+        """(status, headers, content) for a protocol error, after ``on_error``.
+
+        As in the Perl module, post_request then sees a stand-in request
+        with method ERROR and target /.
+        """
         headers = Headers({"Content-Type": "text/html; charset=utf-8"})
         error = Error(code=exc.status, content=_error_page(exc.status, exc.message),
                       headers=headers, connection=conn.info)
@@ -2406,7 +3067,14 @@ class Server:
         content = error.content
         if isinstance(content, str):
             content = content.encode("utf-8")
-        return error.code, error.headers.items(), bytes(content)
+        content = bytes(content)
+        request = Request(RequestHead("ERROR", "/", "HTTP/1.1", []), b"", conn.info)
+        response = Response(request, None, error.code)
+        response.headers = error.headers
+        response._responded = response._headers_sent = response._finished = True
+        conn._response = response
+        conn.body_sent = len(content)
+        return error.code, error.headers.items(), content
 
     def _network_error(self, conn, op, exc):
         if "on_error" in self.router.specials:
@@ -2446,14 +3114,53 @@ class Server:
         return "<Server %s on %s:%s>" % (self.alias, self.host, self.port)
 
 
+_clf_cache = [None, ""]
+
+
+def _clf_time():
+    """Local time as Common Log Format writes it, formatted once a second."""
+    now = int(time.time())
+    if _clf_cache[0] != now:
+        _clf_cache[0] = now
+        _clf_cache[1] = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+    return _clf_cache[1]
+
+
+def _open_access_log(setting):
+    """The access logger for the ``access_log`` option, or None when off."""
+    if not setting:
+        return None
+    logger = logging.getLogger("poex_http.access")
+    logger.setLevel(logging.INFO)
+    if setting is True:
+        return logger
+    if setting == "-":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(setting, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for old in list(logger.handlers):
+        if getattr(old, "_poex_access", False):
+            logger.removeHandler(old)
+            old.close()
+    handler._poex_access = True
+    logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
 def spawn(**config):
     """Create a ``Server`` with these options and start it."""
     return Server(**config).start()
 
 
-def run():
-    """Run the default reactor until every server has shut down."""
-    default_reactor().run()
+def run(signals=True):
+    """Run the default reactor until every server has shut down.
+
+    In the main thread, SIGTERM and SIGINT start a graceful shutdown; a
+    second one exits at once (SystemExit).
+    """
+    default_reactor().run(signals=signals)
 
 
 def stop():
@@ -2472,3 +3179,91 @@ def post(alias, event, *args):
     if event not in ("shutdown", "handlers_set", "handlers_add", "handlers_remove"):
         raise ValueError("unknown event %r" % event)
     server.reactor.call_soon_threadsafe(getattr(server, event), *args)
+
+
+# === 13. Command line ===
+
+# Where the command line's defaults differ from spawn()'s: it is for a person
+# at a terminal, who wants keep-alive and a port that needs no privileges.
+_CLI_DEFAULTS = {"port": 8000, "keepalive": 100}
+
+
+def _argument_parser():
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog="python -m poex_http",
+        description="Serve a directory over HTTP/1.1 (poex_http %s)." % __version__,
+        epilog="Stop with Ctrl-C or SIGTERM: requests in flight finish first; "
+               "a second signal exits at once.")
+    parser.add_argument("port_arg", nargs="?", type=int, metavar="PORT",
+                        help="TCP port (same as --port; default %d)" % _CLI_DEFAULTS["port"])
+    parser.add_argument("--root", default=".", metavar="DIR",
+                        help="directory to serve (default: the current one)")
+    parser.add_argument("--no-listing", dest="listing", action="store_false",
+                        help="answer 403 for a directory without index.html "
+                             "instead of listing it")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="add a header to every response (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no access log")
+    for option in SERVER_OPTIONS:
+        if option.flag:
+            default = _CLI_DEFAULTS.get(option.name, option.default)
+            cli = dict(option.cli)
+            help_text = cli.pop("help", None)
+            if help_text is None:
+                help_text = option.doc
+                if default is not None:
+                    help_text += " [default: %s]" % default
+            parser.add_argument(option.flag, dest=option.name, default=default,
+                                help=help_text, **cli)
+    return parser
+
+
+def _listen_url(server):
+    host, port = server.address[:2]
+    if ":" in host:
+        host = "[%s]" % host
+    return "http://%s:%d/" % (host, port)
+
+
+def main(argv=None):
+    """The command line: ``python -m poex_http [PORT] [--root DIR] ...``; returns the exit status."""
+    args = _argument_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="poex_http: %(message)s")
+    root = os.path.abspath(args.root)
+    if not os.path.isdir(root):
+        print("poex_http: root directory %s does not exist" % root, file=sys.stderr)
+        return 1
+    config = {option.name: getattr(args, option.name) for option in SERVER_OPTIONS if option.flag}
+    if args.port_arg is not None:
+        config["port"] = args.port_arg
+    config["access_log"] = None if args.quiet else (args.access_log or "-")
+    headers = Headers({"Server": "poex_http/%s" % __version__})
+    try:
+        for line in args.header:
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise ValueError("--header needs 'Name: value', not %r" % line)
+            headers.set(name.strip(), value.strip())
+    except ValueError as exc:
+        print("poex_http: %s" % exc, file=sys.stderr)
+        return 1
+    config["headers"] = headers.items()
+    handler = StaticFiles(root, listing=args.listing)
+    try:
+        server = Server(handlers=[("", handler)], retry=0, **config).start()
+    except (OSError, ValueError, OverflowError) as exc:
+        where = "%s:%s" % (config["host"] or "*", config["port"])
+        errnum = getattr(exc, "errno", None)
+        reason = os.strerror(errnum) if isinstance(errnum, int) and errnum > 0 else str(exc)
+        if isinstance(exc, socket.gaierror):
+            reason = exc.strerror
+        print("poex_http: cannot listen on %s: %s" % (where, reason), file=sys.stderr)
+        return 1
+    print("Serving %s on %s" % (root, _listen_url(server)), flush=True)
+    server.reactor.run(signals=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

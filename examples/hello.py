@@ -28,7 +28,7 @@ def main(argv=None):
     parser.add_argument("--root", help="directory to serve under /static/")
     args = parser.parse_args(argv)
     handlers = [("^/$", hello)]
-    if args.root and hasattr(poex_http, "StaticFiles"):
+    if args.root:
         handlers.append(("^/static/", poex_http.StaticFiles(args.root, prefix="/static")))
     poex_http.spawn(host=args.host, port=args.port, handlers=handlers, keepalive=100)
     poex_http.run()
