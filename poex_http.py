@@ -699,10 +699,11 @@ def _check_field(name, value):
 class Headers:
     """Case-insensitive, ordered header fields; a name may repeat."""
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_index")
 
     def __init__(self, fields=None):
         self._fields = []
+        self._index = None
         if fields:
             items = fields.items() if hasattr(fields, "items") else fields
             for name, value in items:
@@ -713,44 +714,69 @@ class Headers:
         """Adopt a list of (name, value) pairs that are already checked."""
         headers = cls.__new__(cls)
         headers._fields = fields
+        headers._index = None
         return headers
+
+    def _lookup(self):
+        """Lower-case name -> list of values, built on first use (hot path:
+        a request's fields are looked up several times, never changed)."""
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for name, value in self._fields:
+                lower = name.lower()
+                values = index.get(lower)
+                if values is None:
+                    index[lower] = [value]
+                else:
+                    values.append(value)
+        return index
 
     def get(self, name, default=None):
         """The field's value; repeated fields joined with ", "."""
-        lower = name.lower()
-        values = [value for key, value in self._fields if key.lower() == lower]
-        if not values:
+        values = self._lookup().get(name.lower())
+        if values is None:
             return default
         return values[0] if len(values) == 1 else ", ".join(values)
 
     def get_all(self, name):
         """Every value of the field, in order."""
-        lower = name.lower()
-        return [value for key, value in self._fields if key.lower() == lower]
+        return list(self._lookup().get(name.lower(), ()))
 
     def set(self, name, value):
-        """Replace every field of that name with one."""
+        """Replace every field of that name with one, where the first one was."""
         name, value = _check_field(name, value)
+        self._put(name, value)
+
+    def _put(self, name, value):
+        """``set`` for a name and value known to be valid."""
         lower = name.lower()
         fields = self._fields
-        for index, (key, _) in enumerate(fields):
-            if key.lower() == lower:
-                fields[index] = (name, value)
-                self._fields = fields[:index + 1] + [
-                    item for item in fields[index + 1:] if item[0].lower() != lower]
-                return
+        if self._index is None or lower in self._index:
+            for index, (key, _) in enumerate(fields):
+                if key.lower() == lower:
+                    self._fields = fields[:index] + [(name, value)] + [
+                        item for item in fields[index + 1:] if item[0].lower() != lower]
+                    self._index = None
+                    return
         fields.append((name, value))
+        if self._index is not None:
+            self._index[lower] = [value]
 
     def add(self, name, value):
         """Add a field, keeping any of the same name."""
         self._fields.append(_check_field(name, value))
+        self._index = None
 
     def remove(self, name):
         """Remove every field of that name; returns how many went."""
         lower = name.lower()
+        if self._index is not None and lower not in self._index:
+            return 0
         kept = [item for item in self._fields if item[0].lower() != lower]
         removed = len(self._fields) - len(kept)
         self._fields = kept
+        self._index = None
         return removed
 
     def items(self):
@@ -764,8 +790,7 @@ class Headers:
         return Headers._wrap(list(self._fields))
 
     def __contains__(self, name):
-        lower = name.lower()
-        return any(key.lower() == lower for key, _ in self._fields)
+        return name.lower() in self._lookup()
 
     def __getitem__(self, name):
         value = self.get(name)
@@ -913,14 +938,21 @@ def guess_type(path):
     """Content-Type for a file name: the fixed table, then ``mimetypes``,
     then application/octet-stream; text types get ``; charset=utf-8``."""
     extension = os.path.splitext(path)[1].lower()
-    content_type = _MIME_TYPES.get(extension)
+    content_type = _guessed_types.get(extension)
     if content_type is None:
-        import mimetypes
-        content_type = mimetypes.guess_type("x" + extension, strict=False)[0] \
-            or "application/octet-stream"
-    if content_type.startswith("text/") or content_type in _TEXT_LIKE_TYPES:
-        content_type += "; charset=utf-8"
+        content_type = _MIME_TYPES.get(extension)
+        if content_type is None:
+            import mimetypes
+            content_type = mimetypes.guess_type("x" + extension, strict=False)[0] \
+                or "application/octet-stream"
+        if content_type.startswith("text/") or content_type in _TEXT_LIKE_TYPES:
+            content_type += "; charset=utf-8"
+        if len(_guessed_types) < 512:
+            _guessed_types[extension] = content_type
     return content_type
+
+
+_guessed_types = {}
 
 
 def make_etag(stat):
@@ -999,27 +1031,52 @@ def safe_join(root, url_path):
     """The file system path for a URL path under ``root``, or None if unsafe.
 
     The path is percent-decoded once; NUL, backslashes, and ``.``/``..``
-    segments are refused outright, then the resolved path (symlinks
-    followed) must still lie inside the resolved root.
+    segments are refused outright, then the path with symlinks resolved
+    must still lie inside the resolved root.
     """
-    from urllib.parse import unquote
-    path = unquote(url_path, errors="surrogateescape")
-    if "\0" in path or "\\" in path:
+    found = _resolve_under(os.path.realpath(root), url_path)
+    return found[0] if found else None
+
+
+def _resolve_under(real_root, url_path):
+    """(path, lstat or None) for a URL path under an already resolved root.
+
+    Only the components below the root are examined, one ``lstat`` each
+    (hot path of static files: a full ``os.path.realpath`` costs several
+    times more); a symlink among them sends the whole path through
+    ``realpath`` and the result must stay inside the root.  Returns None
+    when the path is unsafe.
+    """
+    if "%" in url_path:
+        from urllib.parse import unquote
+        url_path = unquote(url_path, errors="surrogateescape")
+    if "\0" in url_path or "\\" in url_path:
         return None
-    segments = []
-    for segment in path.split("/"):
-        if segment in (".", ".."):
-            return None
-        if segment:
-            segments.append(segment)
+    segments = [segment for segment in url_path.split("/") if segment]
+    if "." in segments or ".." in segments:
+        return None
     if os.name == "nt" and any(":" in segment for segment in segments):
         return None
-    real_root = os.path.realpath(root)
-    candidate = os.path.join(real_root, *segments)
-    resolved = os.path.realpath(candidate)
-    if resolved != real_root and not resolved.startswith(real_root.rstrip(os.sep) + os.sep):
-        return None
-    return candidate
+    path = real_root
+    stat = None
+    for number, segment in enumerate(segments):
+        path = path + os.sep + segment
+        try:
+            stat = os.lstat(path)
+        except (OSError, ValueError):
+            # Missing: nothing further down exists to be resolved.
+            return os.path.join(path, *segments[number + 1:]), None
+        if stat.st_mode & 0o170000 == 0o120000:  # S_ISLNK
+            candidate = os.path.join(real_root, *segments)
+            resolved = os.path.realpath(candidate)
+            if resolved != real_root and not resolved.startswith(
+                    real_root.rstrip(os.sep) + os.sep):
+                return None
+            try:
+                return candidate, os.stat(candidate)
+            except (OSError, ValueError):
+                return candidate, None
+    return path, stat
 
 
 # === 6. Reactor ===
@@ -2263,10 +2320,10 @@ class Response:
         if content_type:
             headers.set("Content-Type", content_type)
         elif "Content-Type" not in headers:
-            headers.set("Content-Type", guess_type(path))
+            headers._put("Content-Type", guess_type(path))
         etag = make_etag(stat)
-        last_modified = format_http_date(stat.st_mtime)
-        headers.set("ETag", etag)
+        last_modified = _last_modified(stat.st_mtime)
+        headers._put("ETag", etag)
         size = stat.st_size
         offset, length = 0, size
         if method in ("GET", "HEAD") and self.code == 200:
@@ -2276,8 +2333,8 @@ class Response:
                 headers.remove("Content-Type")
                 headers.remove("Content-Encoding")
                 return self._send_whole(b"")
-            headers.set("Last-Modified", last_modified)
-            headers.set("Accept-Ranges", "bytes")
+            headers._put("Last-Modified", last_modified)
+            headers._put("Accept-Ranges", "bytes")
             range_header = header("Range")
             if range_header and method == "GET" and _if_range_holds(
                     header("If-Range"), etag, stat.st_mtime):
@@ -2296,8 +2353,8 @@ class Response:
                     offset, length = first, last - first + 1
                     headers.set("Content-Range", "bytes %d-%d/%d" % (first, last, size))
         else:
-            headers.set("Last-Modified", last_modified)
-        headers.set("Content-Length", str(length))
+            headers._put("Last-Modified", last_modified)
+        headers._put("Content-Length", str(length))
         conn = self._conn
         if method == "HEAD" or not length or conn is None:
             os.close(fd)
@@ -2407,6 +2464,20 @@ def _close_quietly(fd):
         os.close(fd)
     except OSError:
         pass
+
+
+_last_modified_cache = {}
+
+
+def _last_modified(mtime):
+    """Last-Modified for an mtime; files served often share a few mtimes."""
+    seconds = int(mtime)
+    text = _last_modified_cache.get(seconds)
+    if text is None:
+        if len(_last_modified_cache) > 256:
+            _last_modified_cache.clear()
+        text = _last_modified_cache[seconds] = format_http_date(seconds)
+    return text
 
 
 def _not_modified(header, etag, mtime):
@@ -2640,15 +2711,12 @@ class StaticFiles:
                 resp.error(404, "No such file or directory %s\n" % _quote_path(path))
                 return
             path = path[len(self.prefix):] or "/"
-        fs_path = safe_join(self.root, path)
-        if fs_path is None:
+        found = _resolve_under(self.root, path)
+        if found is None:
             resp.error(403, "Forbidden path %s\n" % _quote_path(req.path))
             return
-        try:
-            is_directory = os.path.isdir(fs_path)
-        except (OSError, ValueError):
-            is_directory = False
-        if not is_directory:
+        fs_path, stat = found
+        if stat is None or stat.st_mode & 0o170000 != 0o040000:  # not S_ISDIR
             self._send_file(req, resp, fs_path)
             return
         if not req.path.endswith("/"):
@@ -2676,7 +2744,8 @@ class StaticFiles:
         if accept:
             for coding, suffix in _PRECOMPRESSED:
                 sibling = fs_path + suffix
-                if os.path.isfile(sibling) and safe_join(self.root, _relative(self.root, sibling)):
+                if os.path.isfile(sibling) and _resolve_under(
+                        self.root, _relative(self.root, sibling)):
                     resp.headers.set("Vary", "Accept-Encoding")
                     if _accepts_encoding(accept, coding):
                         resp.headers.set("Content-Encoding", coding)
