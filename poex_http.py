@@ -50,7 +50,6 @@ import sys
 import threading
 import time
 from collections import deque
-from http import HTTPStatus
 
 HAS_SENDFILE = hasattr(os, "sendfile")
 HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
@@ -216,6 +215,11 @@ _CHUNK_LINE_RE = re.compile(
     rb"|\"(?:[^\"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x09\x20-\x7e\x80-\xff])*\"))?)*)"
     rb"[ \t]*")
 
+# RFC 9110 §7.2, RFC 3986 §3.2.2: Host = uri-host [ ":" port ], where the
+# host is a reg-name, an IPv4 address or a bracketed IPv6 literal (may be
+# empty when the target has no authority).
+_HOST_RE = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+(?:%25[0-9A-Za-z._~-]+)?\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 # Header names seen before: raw bytes -> (name as sent, lower-case name).
 # Bounded, so a client cannot grow it without end.
 _FIELD_NAME_CACHE = {}
@@ -421,7 +425,7 @@ class _ChunkedReader:
                 if end < 0:
                     if b"\n" in buffer[:limit + 2]:
                         raise BadRequest("Chunk-size line not ended by CRLF.")
-                    if len(buffer) > limit:
+                    if len(buffer) > limit + 1:
                         raise BadRequest("Chunk-size line too long.")
                     return None
                 match = _CHUNK_LINE_RE.fullmatch(buffer, 0, end)
@@ -458,13 +462,17 @@ class _ChunkedReader:
         limit = self.limits.max_header_size
         if buffer[:1] == b"\n":
             raise BadRequest("Chunked body not ended by CRLF.")
-        end = buffer.find(b"\r\n\r\n", 0, limit + 4)
+        # The same bound as a head: the fields with their line ends, the
+        # final empty line not counted, may take ``max_header_size`` bytes.
+        end = buffer.find(b"\r\n\r\n", 0, limit + 2)
         if end < 0:
-            if len(buffer) > limit:
+            if len(buffer) > limit + 1:
                 raise HeaderFieldsTooLarge("Trailer section too large.")
             return None
         block = buffer[:end + 2]
         parser._buffer = buffer[end + 4:]
+        if _FORBIDDEN_CONTROL_RE.search(block) is not None:
+            raise BadRequest("Control character in the trailer section.")
         fields, _ = _parse_field_lines(_split_lines(block), self.limits.max_header_count)
         self.incomplete = False
         return EndOfMessage(fields)
@@ -573,6 +581,8 @@ class RequestParser:
         if hosts is not None:
             if len(hosts) > 1:
                 raise BadRequest("More than one Host header.")
+            if not _HOST_RE.fullmatch(hosts[0]):
+                raise BadRequest("Invalid Host header.")
             head.host = hosts[0]
         elif head.http11:
             raise BadRequest("Missing Host header.")
@@ -608,6 +618,8 @@ class RequestParser:
             value = values.pop()
             if not value.isdigit() or not value.isascii():
                 raise BadRequest("Content-Length is not a number.")
+            if len(value) > 18:
+                raise ContentTooLarge("Content of %s... octets not accepted." % value[:20])
             length = int(value)
             if length > self.limits.max_body:
                 raise ContentTooLarge("Content of %d octets not accepted." % length)
@@ -632,13 +644,16 @@ class RequestParser:
             return
         scheme, sep, rest = target.partition("://")
         if sep and scheme.lower() in ("http", "https"):
-            authority, slash, path = rest.partition("/")
-            if not authority:
-                raise BadRequest("Absolute-form target without a host.")
-            path_and_query = "/" + path if slash else "/"
-            if not slash and "?" in authority:
-                authority, _, query = authority.partition("?")
-                path_and_query = "/?" + query
+            end = len(rest)
+            for delimiter in "/?#":
+                index = rest.find(delimiter)
+                if 0 <= index < end:
+                    end = index
+            authority, path_and_query = rest[:end], rest[end:].partition("#")[0]
+            if not authority or not _HOST_RE.fullmatch(authority):
+                raise BadRequest("Absolute-form target without a valid host.")
+            if not path_and_query.startswith("/"):
+                path_and_query = "/" + path_and_query
             # RFC 9112 §3.2.2: the target's authority replaces Host.
             head.host = authority
             head.path, _, head.query = path_and_query.partition("?")
@@ -650,7 +665,28 @@ class RequestParser:
 
 
 # Reason phrases of RFC 9110 §15, from the standard library's table.
-_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_REASONS = {
+    100: "Continue", 101: "Switching Protocols", 103: "Early Hints",
+    200: "OK", 201: "Created", 202: "Accepted", 203: "Non-Authoritative Information",
+    204: "No Content", 205: "Reset Content", 206: "Partial Content", 207: "Multi-Status",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Found", 303: "See Other",
+    304: "Not Modified", 305: "Use Proxy", 307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 409: "Conflict",
+    410: "Gone", 411: "Length Required", 412: "Precondition Failed",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    416: "Range Not Satisfiable", 417: "Expectation Failed", 418: "I'm a teapot",
+    421: "Misdirected Request", 422: "Unprocessable Content", 423: "Locked",
+    424: "Failed Dependency", 425: "Too Early", 426: "Upgrade Required",
+    428: "Precondition Required", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 451: "Unavailable For Legal Reasons",
+    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+    506: "Variant Also Negotiates", 507: "Insufficient Storage", 508: "Loop Detected",
+    511: "Network Authentication Required",
+}
 _STATUS_LINES = {}
 
 
@@ -664,8 +700,12 @@ def status_line(code, message=None):
     if message is None:
         line = _STATUS_LINES.get(code)
         if line is None:
+            if not 100 <= code <= 999:
+                raise ValueError("status code %r is not three digits" % (code,))
             line = _STATUS_LINES[code] = "HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code))
         return line
+    if "\r" in message or "\n" in message or "\0" in message:
+        raise ValueError("reason phrase holds CR, LF or NUL")
     return "HTTP/1.1 %d %s\r\n" % (code, message)
 
 
@@ -816,6 +856,8 @@ class Headers:
             other = other._fields
         elif isinstance(other, dict):
             other = list(other.items())
+        elif not isinstance(other, list):
+            return NotImplemented
         return [(k.lower(), v) for k, v in self._fields] == [(k.lower(), v) for k, v in other]
 
     def __repr__(self):
@@ -872,11 +914,16 @@ def parse_http_date(text):
     month_number = _MONTH_NUMBERS.get(month.lower())
     if month_number is None:
         return None
+    fields = (year, month_number, int(day), int(hour), int(minute), int(second))
     try:
-        return calendar.timegm((year, month_number, int(day), int(hour), int(minute),
-                                int(second), 0, 0, 0))
-    except (ValueError, OverflowError):
+        timestamp = calendar.timegm(fields + (0, 0, 0))
+        # timegm() normalises "32 Nov" into December: refuse what does not
+        # come back unchanged.
+        if tuple(time.gmtime(timestamp)[:6]) != fields:
+            return None
+    except (ValueError, OverflowError, OSError):
         return None
+    return timestamp
 
 
 class _DateCache:
@@ -1098,7 +1145,8 @@ class Timer:
         """Forget the callback; the heap entry goes when it is reached or swept."""
         if not self.cancelled:
             self.cancelled = True
-            self._reactor._cancelled_timers += 1
+            if self._reactor is not None:  # None once it has fired
+                self._reactor._cancelled_timers += 1
 
     def __lt__(self, other):
         # (deadline, sequence): equal deadlines keep the order they were set.
@@ -1285,6 +1333,7 @@ class Reactor:
             if timer.cancelled:
                 self._cancelled_timers -= 1
                 continue
+            timer._reactor = None
             self._call(timer.callback, timer.args)
         if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(timers):
             self._timers = timers = [timer for timer in timers if not timer.cancelled]
