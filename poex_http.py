@@ -1636,7 +1636,7 @@ class _HTTPConnection(_Transport):
     __slots__ = ("server", "limits", "parser", "info", "phase", "keepalive_remaining",
                  "deadline", "_timer", "_head", "_body", "_response", "_framing",
                  "_remaining", "_will_close", "_linger", "_in_process_input",
-                 "_finished", "_eof", "_idle", "_trailers", "body_sent")
+                 "_finished", "_eof", "_idle", "_trailers", "body_sent", "_drain_waiters")
 
     def __init__(self, server, sock, info):
         super().__init__(server.reactor, sock)
@@ -1661,6 +1661,7 @@ class _HTTPConnection(_Transport):
         self._idle = False
         self._trailers = None
         self.body_sent = 0
+        self._drain_waiters = None
 
     def start(self):
         self._set_deadline(self.server.timeout)
@@ -1792,8 +1793,9 @@ class _HTTPConnection(_Transport):
         handler set a Content-Length (then the rest may follow by send()).
         """
         head = self._head
+        server = self.server
         close = (not head.keep_alive or self.keepalive_remaining <= 1
-                 or self.server.shutting_down)
+                 or server.shutting_down or not server.keepalivetimeout)
         lines = []
         user_names = set()
         length = None
@@ -1846,10 +1848,22 @@ class _HTTPConnection(_Transport):
             out.append("Connection: keep-alive\r\n")
         out.append("\r\n")
         data = "".join(out).encode("latin-1")
+        response = self._response
+        if response is not None and response._streaming:
+            self._make_hot()
         self._framing = framing
         self._remaining = length if framing == _FRAME_LENGTH else 0
         self._will_close = close
         self._write(data + self._frame_body(body) if body else data)
+
+    def _make_hot(self):
+        """A streaming socket: no Nagle delay, a small send buffer, so each
+        flush reaches the client promptly and paces the handler."""
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.stream_sndbuf)
+        except OSError:
+            pass  # a Unix socket has no TCP options
 
     def _frame_body(self, data):
         self.body_sent += len(data)
@@ -1893,18 +1907,47 @@ class _HTTPConnection(_Transport):
     def _on_write_blocked(self):
         self._set_deadline(self.server.timeout)
 
-    def _on_write_progress(self):
-        self._set_deadline(self.server.timeout)
-
     def _on_drained(self):
+        if self._drain_waiters:
+            self._wake_drain_waiters()
         if self.phase == _HANDLING:
             self.deadline = None
             if self._finished:
                 self._complete_request()
-            elif self._response is not None:
-                self._response._flushed()
+            elif self._response is not None and self._response._streaming:
+                self._stream_flushed()
         elif self.phase == _CLOSING:
             self._linger_or_close()
+
+    def _on_write_progress(self):
+        self._set_deadline(self.server.timeout)
+        if self._drain_waiters and self._out_size <= self.limits.output_low_water:
+            self._wake_drain_waiters()
+
+    # -- back-pressure and streaming
+
+    def _wait_drain(self, callback):
+        """Call ``callback()`` once queued output is at the low watermark."""
+        if self.closed or self._out_size <= self.limits.output_low_water:
+            self.reactor.call_soon(callback)
+        else:
+            if self._drain_waiters is None:
+                self._drain_waiters = []
+            self._drain_waiters.append(callback)
+
+    def _wake_drain_waiters(self):
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for callback in waiters or ():
+            self.reactor.call_soon(callback)
+
+    def _stream_flushed(self):
+        """A streaming response's output reached the kernel: tell the handler."""
+        response = self._response
+        self.reactor.call_soon(self.server._stream_request, self, response)
+
+    def _after_stream_write(self):
+        if not self._out and not self.closed:
+            self._stream_flushed()
 
     def _on_write_error(self, exc):
         self.server._network_error(self, "write", exc)
@@ -2013,6 +2056,8 @@ class _HTTPConnection(_Transport):
         self._response = None
         self._close_socket()
         self.info.aborted = True
+        if self._drain_waiters:
+            self._wake_drain_waiters()
         self.server._connection_closed(self, response)
 
 
@@ -2177,7 +2222,7 @@ class Response:
     """
 
     __slots__ = ("request", "code", "message", "headers", "_content", "_conn",
-                 "_responded", "_headers_sent", "_finished", "_streaming")
+                 "_responded", "_headers_sent", "_finished", "_streaming", "_unsent", "_lock")
 
     def __init__(self, request=None, connection=None, code=200):
         self.request = request
@@ -2190,6 +2235,8 @@ class Response:
         self._headers_sent = False
         self._finished = False
         self._streaming = False
+        self._unsent = 0
+        self._lock = None
 
     # -- what the handler sets
 
@@ -2235,6 +2282,10 @@ class Response:
 
     @streaming.setter
     def streaming(self, value):
+        """Set before the first ``send``: each send is flushed at once and
+        ``stream_request`` fires after every flush."""
+        if self._headers_sent and bool(value) != self._streaming:
+            raise RuntimeError("streaming must be set before the first send()")
         self._streaming = bool(value)
 
     def _content_bytes(self):
@@ -2276,23 +2327,67 @@ class Response:
         conn._start_response(self.code, self.message, self.headers._fields, body, complete)
 
     def send(self, data=b""):
-        """Send part of the body (the head goes first, with ``content``)."""
+        """Send part of the body (the head goes first, with ``content``).
+
+        Returns True while the output queued for the client is under
+        ``Limits.output_high_water``; past it, wait for ``on_drain`` before
+        sending more.  Called from another thread, ``send`` itself waits
+        until the client has taken enough, so a slow reader holds back the
+        thread instead of growing the server's memory.
+        """
         if self._finished:
             raise RuntimeError("send() after done()")
         if isinstance(data, str):
             data = data.encode("utf-8")
-        if self._off_thread(Response._send_now, data):
-            return
+        conn = self._conn
+        if conn is None:
+            return True
+        if conn.reactor.in_reactor_thread():
+            self._send_now(data)
+            return conn._out_size < conn.limits.output_high_water
+        with self._thread_lock():
+            self._unsent += len(data)
+        conn.reactor.call_soon_threadsafe(Response._send_from_thread, self, data)
+        while (not conn.closed
+               and conn._out_size + self._unsent > conn.limits.output_high_water):
+            drained = threading.Event()
+            conn.reactor.call_soon_threadsafe(conn._wait_drain, drained.set)
+            drained.wait(1.0)
+        return not conn.closed
+
+    def _thread_lock(self):
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = threading.Lock()
+        return lock
+
+    def _send_from_thread(self, data):
+        with self._lock:
+            self._unsent -= len(data)
         self._send_now(data)
 
     def _send_now(self, data):
+        conn = self._conn
         if not self._headers_sent:
             self._send_head(self._content_bytes() + data, complete=False)
             self._content = b""
-            return
-        conn = self._conn
-        if conn is not None and not conn.closed:
+        elif conn is not None and not conn.closed:
             conn._send_body(data)
+        else:
+            return
+        if self._streaming and not self._finished and conn is not None:
+            conn._after_stream_write()
+
+    def on_drain(self, callback):
+        """Call ``callback()`` on the reactor once the queued output is down
+        to ``Limits.output_low_water`` (at once if it is already)."""
+        conn = self._conn
+        if conn is None:
+            callback()
+        elif conn.reactor.in_reactor_thread():
+            conn._wait_drain(callback)
+        else:
+            conn.reactor.call_soon_threadsafe(conn._wait_drain, callback)
 
     def done(self):
         """Finish the response (sending it first if that has not happened)."""
@@ -2443,9 +2538,6 @@ class Response:
         self.headers.set("X-Content-Type-Options", "nosniff")
         self.respond()
         self.done()
-
-    def _flushed(self):
-        """All sent bytes have reached the kernel (a hook for streaming)."""
 
     def __repr__(self):
         return "<Response %s>" % self.status_line
@@ -2851,6 +2943,24 @@ def _display_path(path):
 _servers_by_alias = {}
 
 
+def _systemd_socket():
+    """The first socket passed by systemd socket activation, or None.
+
+    sd_listen_fds(3): LISTEN_PID names this process and LISTEN_FDS counts
+    descriptors from 3.  The variables are removed so that children do not
+    take the socket for their own.
+    """
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return 3 if count > 0 else None
+
+
 def _keepalive_count(value):
     """Perl semantics: false is off; True or 1 is 100; N is N requests."""
     if value is True or value == 1:
@@ -2910,11 +3020,20 @@ SERVER_OPTIONS = (
     _Option("limits", None, "a Limits object with every size and time bound"),
     _Option("reactor", None, "the Reactor to run on (default: the module's)"),
     _Option("options", None, "reactor options (kept for compatibility)"),
-    _Option("prefork", 0, "worker processes"),
-    _Option("reuse_port", False, "SO_REUSEPORT on the listening socket"),
-    _Option("unix", None, "path of a Unix domain socket to listen on"),
-    _Option("sock", None, "an already bound listening socket"),
-    _Option("fd", None, "file descriptor of an already bound listening socket"),
+    _Option("prefork", 0, "worker processes sharing the listening socket (0: serve "
+            "in this process)", "--workers", type=int, metavar="N"),
+    _Option("recycle", 0, "connections a worker serves before it is replaced (0: never)",
+            "--recycle", type=int, metavar="N"),
+    _Option("reuse_port", False, "with prefork, each worker binds its own socket with "
+            "SO_REUSEPORT and the kernel spreads connections", "--reuse-port",
+            action="store_true"),
+    _Option("unix", None, "path of a Unix domain socket to listen on (a stale socket "
+            "file is replaced)", "--unix", metavar="PATH"),
+    _Option("unix_mode", None, "permissions of the Unix socket file, e.g. 0o660",
+            "--unix-mode", type=lambda text: int(text, 8), metavar="MODE"),
+    _Option("sock", None, "an already bound, listening socket"),
+    _Option("fd", None, "file descriptor of an already bound, listening socket "
+            "(systemd's LISTEN_FDS is used when present)", "--fd", type=int, metavar="FD"),
     _Option("ssl_context", None, "an ssl.SSLContext for HTTPS"),
 )
 _OPTION_DEFAULTS = {option.name: option.default for option in SERVER_OPTIONS}
@@ -2933,9 +3052,8 @@ class Server:
         if unknown:
             raise TypeError("unknown option(s): %s" % ", ".join(sorted(unknown)))
         options = dict(_OPTION_DEFAULTS, **config)
-        for name in ("prefork", "unix", "sock", "fd", "ssl_context", "reuse_port"):
-            if options[name]:
-                raise NotImplementedError("option %r is not available yet" % name)
+        if options["ssl_context"] is not None:
+            raise NotImplementedError("option 'ssl_context' is not available yet")
         self.reactor = options["reactor"] or default_reactor()
         self.alias = options["alias"]
         self.limits = options["limits"] or Limits()
@@ -2948,6 +3066,18 @@ class Server:
         self.retry = options["retry"]
         self.options = options["options"] or {}
         self.host, self.port, self.reuse_address = self._address(options)
+        self.unix = options["unix"]
+        self.unix_mode = options["unix_mode"]
+        self.sock = options["sock"]
+        self.fd = options["fd"]
+        if self.sock is None and self.fd is None and not self.unix and config.get("port") is None \
+                and not options["inet"]:
+            self.fd = _systemd_socket()
+        self.reuse_port = bool(options["reuse_port"])
+        self.prefork = int(options["prefork"] or 0)
+        self.recycle = int(options["recycle"] or 0)
+        self._is_worker = False
+        self._retry_timer = None
         headers = options["headers"]
         if headers is None:
             headers = {"Server": "poex_http/%s" % __version__}
@@ -2965,8 +3095,8 @@ class Server:
         self.connections = set()
         self._listener = None
         self._accepting = False
-        self._accept_paused_until = None
         self._connection_ids = itertools.count(1)
+        self._accepted = 0
         self._started = False
 
     @staticmethod
@@ -2986,28 +3116,79 @@ class Server:
     # -- life cycle
 
     def start(self):
-        """Bind, listen and start accepting; returns the server."""
+        """Bind, listen and start accepting; returns the server.
+
+        When the bind fails and both ``retry`` and an ``on_error`` handler
+        are set, ``on_error`` gets an Error with ``op="bind"`` and the bind
+        is tried again every ``retry`` seconds; otherwise the OSError is
+        raised.
+        """
         if self._started:
             return self
         self._started = True
         if self.alias:
             _servers_by_alias[self.alias] = self
-        self._listener = self._bind()
-        self.port = self._listener.getsockname()[1]
         self.reactor._add_server(self)
+        try:
+            self._listen()
+        except OSError as exc:
+            if not (self.retry and "on_error" in self.router.specials):
+                self.reactor._remove_server(self)
+                if _servers_by_alias.get(self.alias) is self:
+                    del _servers_by_alias[self.alias]
+                raise
+            self._bind_failed(exc)
+        return self
+
+    def _listen(self):
+        self._listener = self._open_listener()
+        address = self._listener.getsockname()
+        if isinstance(address, tuple):
+            self.port = address[1]
+        if self.prefork and not self._is_worker:
+            return  # the supervisor forks the workers that accept (see run())
         if self.reactor.in_reactor_thread():
             self._resume_accepting()
         else:
             self.reactor.call_soon_threadsafe(self._resume_accepting)
-        return self
 
-    def _bind(self):
+    def _bind_failed(self, exc):
+        log.error("cannot listen on %s: %s; trying again in %s s",
+                  self._where(), exc.strerror or exc, self.retry)
+        self._network_error(None, "bind", exc)
+        self._retry_timer = self.reactor.call_later(self.retry, self._retry_bind)
+
+    def _retry_bind(self):
+        self._retry_timer = None
+        if self.shutting_down:
+            return
+        try:
+            self._listen()
+        except OSError as exc:
+            self._bind_failed(exc)
+
+    def _where(self):
+        if self.unix:
+            return self.unix
+        return "%s:%s" % (self.host or "*", self.port)
+
+    def _open_listener(self):
+        """The listening socket: given, inherited, Unix, or TCP."""
+        if self.sock is not None:
+            return self.sock
+        if self.fd is not None:
+            return socket.socket(fileno=self.fd)
+        if self.unix:
+            return self._open_unix_listener()
+        if self.reuse_port and not HAS_REUSEPORT:
+            raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
         host = self.host
         backlog = self.limits.backlog
         if host in (None, "", "*"):
             if socket.has_dualstack_ipv6():
                 return socket.create_server(("::", self.port), family=socket.AF_INET6,
-                                            backlog=backlog, dualstack_ipv6=True)
+                                            backlog=backlog, dualstack_ipv6=True,
+                                            reuse_port=self.reuse_port)
             host = "0.0.0.0"
         infos = socket.getaddrinfo(host, self.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
                                    0, socket.AI_PASSIVE)
@@ -3016,8 +3197,41 @@ class Server:
         try:
             if self.reuse_address and os.name == "posix":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                # An explicit IPv6 address means IPv6 only.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
             sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _open_unix_listener(self):
+        """A Unix domain socket at ``unix``; a stale socket file is replaced."""
+        import stat as stat_module
+        path = self.unix
+        try:
+            if stat_module.S_ISSOCK(os.stat(path).st_mode):
+                probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    probe.connect(path)
+                except OSError:
+                    os.unlink(path)  # nobody listens there: stale
+                else:
+                    raise OSError(errno.EADDRINUSE, "%s: a server listens there" % path)
+                finally:
+                    probe.close()
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            if self.unix_mode is not None:
+                os.chmod(path, self.unix_mode)
+            sock.listen(self.limits.backlog)
         except OSError:
             sock.close()
             raise
@@ -3037,9 +3251,19 @@ class Server:
             return
         self.shutting_down = True
         self._pause_accepting()
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
         if self._listener is not None:
+            unix_path = self.unix if self._listener.family == getattr(socket, "AF_UNIX", None) \
+                and self.sock is None and self.fd is None and not self._is_worker else None
             self._listener.close()
             self._listener = None
+            if unix_path:
+                try:
+                    os.unlink(unix_path)
+                except OSError:
+                    pass
         if _servers_by_alias.get(self.alias) is self:
             del _servers_by_alias[self.alias]
         for conn in list(self.connections):
@@ -3153,6 +3377,13 @@ class Server:
                 # Part of a body is out and the rest never will be.
                 response._finished = True
                 conn._abort_response()
+
+    def _stream_request(self, conn, response):
+        """After a flush of a streaming response: the ``stream_request`` special."""
+        if (response is None or response._finished or conn.closed
+                or conn._response is not response):
+            return
+        self._call_special("stream_request", response.request, response)
 
     def _request_done(self, conn, response):
         if response is None:

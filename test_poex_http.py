@@ -4,15 +4,23 @@ servers over loopback spoken to with exact bytes and with real clients.
 Run: python -m pytest test_poex_http.py
 """
 import collections
+import http.client
+import json
 import logging
 import os
 import random
 import re
+import resource
+import shutil
 import socket
+import struct
+import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -69,9 +77,12 @@ class LiveServer:
 
     def stop(self):
         if self.thread.is_alive():
-            self.server.shutdown()
-            # Connections left open by a test are closed by force.
-            self.call(lambda: [c._close(abort=True) for c in list(self.server.connections)])
+            def shut_everything():
+                self.server.shutdown()
+                # Connections left open by a test are closed by force.
+                for conn in list(self.server.connections):
+                    conn._close(abort=True)
+            self.reactor.call_soon_threadsafe(shut_everything)
             self.thread.join(DEADLINE)
             assert not self.thread.is_alive(), "reactor did not stop"
         self.reactor.close()
@@ -1697,3 +1708,1164 @@ def test_hello_over_loopback(serve):
             assert headers["content-type"] == "text/plain"
             assert headers["server"] == "poex_http/%s" % poex_http.__version__
             assert "date" in headers
+
+
+# --------------------------------------------------------------- live server: helpers
+
+DATE_RE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT\Z")
+DEFAULT_SERVER = "poex_http/%s" % poex_http.__version__
+
+
+def get(path="/", method="GET", version="HTTP/1.1", headers=(), body=b""):
+    """The exact bytes of a request (with ``Host: x`` on HTTP/1.1)."""
+    lines = ["%s %s %s" % (method, path, version)]
+    if version == "HTTP/1.1":
+        lines.append("Host: x")
+    lines.extend("%s: %s" % item for item in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def split_response(data):
+    """One raw response -> (status line, [(name, value)], bytes after the head)."""
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    assert sep, "no end of head in %r" % data[:300]
+    lines = head.decode("latin-1").split("\r\n")
+    fields = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        assert colon and name == name.strip() and name, "bad header line %r" % line
+        fields.append((name, value.strip()))
+    return lines[0], fields, rest
+
+
+def field_dict(fields):
+    """Lower-case name -> value; every name must appear once."""
+    names = [name.lower() for name, _ in fields]
+    assert len(names) == len(set(names)), "repeated header in %r" % (fields,)
+    return {name.lower(): value for name, value in fields}
+
+
+def head_fields(client):
+    """The header fields of the last response read by a RawClient, checked for repeats."""
+    return field_dict(split_response(client.raw_head + b"\r\n\r\n")[1])
+
+
+def decode_chunked(data):
+    """Strictly decode a chunked body -> (body, trailer lines, bytes after it)."""
+    body = b""
+    while True:
+        line, sep, data = data.partition(b"\r\n")
+        assert sep, "chunk-size line not ended"
+        assert re.fullmatch(rb"[0-9a-fA-F]+", line), "bad chunk-size line %r" % line
+        size = int(line, 16)
+        if size == 0:
+            trailers = []
+            while True:
+                line, sep, data = data.partition(b"\r\n")
+                assert sep, "trailer section not ended"
+                if not line:
+                    return body, trailers, data
+                trailers.append(line)
+        assert len(data) >= size + 2, "chunk cut short"
+        body += data[:size]
+        assert data[size:size + 2] == b"\r\n", "chunk data not followed by CRLF"
+        data = data[size + 2:]
+
+
+def check_common(fields):
+    """Date and the default Server header, as every response must have."""
+    assert DATE_RE.match(fields["date"]), fields["date"]
+    assert fields["server"] == DEFAULT_SERVER
+
+
+def fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def assert_silent(sock, seconds):
+    """Nothing arrives on ``sock`` for ``seconds`` (a blocking read with a timeout)."""
+    old = sock.gettimeout()
+    sock.settimeout(seconds)
+    try:
+        with pytest.raises(socket.timeout):
+            data = sock.recv(1)
+            raise AssertionError("unexpected bytes or EOF: %r" % data)
+    finally:
+        sock.settimeout(old)
+
+
+def conn_id(req, resp):
+    resp.content_type = "text/plain"
+    resp.content = req.connection.ID
+    resp.done()
+
+
+def path_echo(req, resp):
+    resp.content_type = "text/plain"
+    resp.content = "%s %s" % (req.method, req.uri.target)
+    resp.done()
+
+
+def named(name):
+    """A handler answering its own name, to see which route won."""
+    def handler(req, resp):
+        resp.content = name
+        resp.done()
+    return handler
+
+
+def sent_close(data):
+    """True when the bytes are a response with Connection: close followed by EOF."""
+    _, fields, _ = split_response(data)
+    return field_dict(fields).get("connection") == "close"
+
+
+# --------------------------------------------------------------- framing
+
+def test_live_exact_response_keepalive_off(serve):
+    live = serve(handlers=[("^/$", hello)])
+    data = exchange(live.port, get("/"))
+    status, fields, body = split_response(data)
+    assert status == "HTTP/1.1 200 OK"
+    headers = field_dict(fields)
+    check_common(headers)
+    assert set(headers) == {"date", "server", "content-type", "content-length", "connection"}
+    assert headers["content-type"] == "text/plain"
+    assert headers["content-length"] == "12"
+    assert headers["connection"] == "close"
+    assert body == b"Hello world\n"
+
+
+def test_live_headers_option_replaces_default_server(serve):
+    live = serve(handlers=[("", hello)], headers={"X-Served-By": "me"})
+    _, fields, body = split_response(exchange(live.port, get("/")))
+    headers = field_dict(fields)
+    assert "server" not in headers
+    assert headers["x-served-by"] == "me"
+    assert DATE_RE.match(headers["date"])
+    assert body == b"Hello world\n"
+
+    live2 = serve(handlers=[("", hello)], headers={"Server": "custom/1.0"})
+    _, fields, _ = split_response(exchange(live2.port, get("/")))
+    assert field_dict(fields)["server"] == "custom/1.0"
+
+
+def _framing_handler(req, resp):
+    path = req.path
+    if path == "/send":
+        resp.content_type = "text/plain"
+        resp.send("hello")
+        resp.send(" ")
+        resp.send(b"world")
+        resp.done()
+    elif path == "/content-send":
+        resp.content = "C"
+        resp.send("part1,")
+        resp.send("part2")
+        resp.done()
+    elif path == "/empty":
+        resp.done()
+    elif path == "/empty-send":
+        resp.send()
+        resp.done()
+    elif path == "/fixed-length":
+        resp.header("Content-Length", "10")
+        resp.send("hello")
+        resp.send("world")
+        resp.done()
+    elif path == "/utf8":
+        resp.content = "\u00e9"
+        resp.done()
+    elif path == "/fine":
+        resp.message = "Fine"
+        resp.content = "ok"
+        resp.done()
+    elif path == "/created":
+        resp.code = 201
+        resp.content = "made"
+        resp.done()
+    elif path == "/unavailable":
+        resp.code = 503
+        resp.content = "later"
+        resp.done()
+    elif path in ("/204", "/304", "/103"):
+        resp.code = int(path[1:])
+        resp.content = "must not be sent"
+        resp.done()
+    elif path == "/204-send":
+        resp.code = 204
+        resp.send("must not be sent")
+        resp.done()
+    elif path == "/close":
+        resp.header("Connection", "close")
+        resp.content = "bye"
+        resp.done()
+    else:
+        hello(req, resp)
+
+
+def test_live_chunked_send_on_http11(serve):
+    live = serve(handlers=[("", _framing_handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/send"))
+        while True:
+            try:
+                status, fields, rest = split_response(client.buffer)
+                body, trailers, after = decode_chunked(rest)
+                break
+            except AssertionError:
+                client._fill()
+        assert status == "HTTP/1.1 200 OK"
+        headers = field_dict(fields)
+        check_common(headers)
+        assert headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in headers
+        assert "connection" not in headers
+        assert (body, trailers, after) == (b"hello world", [], b"")
+        client.buffer = b""
+        # The connection is still in step: the next response parses.
+        client.send(get("/content-send"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"Cpart1,part2")
+        assert headers["transfer-encoding"] == "chunked"
+        client.send(get("/empty-send"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"")
+        client.send(get("/"))
+        assert client.response()[2] == b"Hello world\n"
+
+
+def test_live_send_on_http10_is_close_delimited(serve):
+    live = serve(handlers=[("", _framing_handler)], keepalive=10)
+    data = exchange(live.port, get("/send", version="HTTP/1.0"))
+    status, fields, body = split_response(data)
+    headers = field_dict(fields)
+    assert status == "HTTP/1.1 200 OK"
+    check_common(headers)
+    assert "content-length" not in headers
+    assert "transfer-encoding" not in headers
+    assert headers["connection"] == "close"
+    assert body == b"hello world"
+
+
+def test_live_head_has_get_length_and_no_body(serve):
+    live = serve(handlers=[("", _framing_handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/", method="HEAD"))
+        status, headers, body = client.response(method="HEAD")
+        assert (status, body) == (200, b"")
+        assert headers["content-length"] == "12"
+        assert "transfer-encoding" not in headers
+        # No body bytes followed the head: the next response starts clean.
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert client.status_line == "HTTP/1.1 200 OK"
+        assert body == b"Hello world\n"
+        # HEAD of a send()-style response: no chunked body either.
+        client.send(get("/send", method="HEAD"))
+        status, headers, body = client.response(method="HEAD")
+        assert status == 200
+        assert "transfer-encoding" not in headers
+        client.send(get("/fine"))
+        assert client.response()[2] == b"ok"
+        assert client.buffer == b""
+
+
+@pytest.mark.parametrize("path", ["/204", "/304", "/103", "/204-send"])
+def test_live_no_body_statuses(serve, path):
+    live = serve(handlers=[("", _framing_handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get(path))
+        status, headers, body = client.response()
+        assert status == int(path[1:4])
+        assert client.status_line == "HTTP/1.1 %s %s" % (
+            path[1:4], poex_http.reason_phrase(int(path[1:4])))
+        assert "transfer-encoding" not in headers
+        if status != 304:
+            assert "content-length" not in headers
+        head_fields(client)  # no repeated fields
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert client.status_line == "HTTP/1.1 200 OK", "body bytes leaked: %r" % client.raw_head
+        assert body == b"Hello world\n"
+
+
+def test_live_status_lines(serve):
+    live = serve(handlers=[("^/(fine|created|unavailable)$", _framing_handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        expected = [("/fine", "HTTP/1.1 200 Fine", b"ok"),
+                    ("/created", "HTTP/1.1 201 Created", b"made"),
+                    ("/unavailable", "HTTP/1.1 503 Service Unavailable", b"later"),
+                    ("/x", "HTTP/1.1 404 Not Found", b"No handler for path /x.\n")]
+        for path, line, content in expected:
+            client.send(get(path))
+            _, headers, body = client.response()
+            assert client.status_line == line
+            assert body == content
+            check_common(head_fields(client))
+
+
+def test_live_empty_body_gets_content_length_zero(serve):
+    live = serve(handlers=[("", _framing_handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/empty"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"")
+        assert headers["content-length"] == "0"
+        assert "transfer-encoding" not in headers
+        client.send(get("/"))
+        assert client.response()[2] == b"Hello world\n"
+
+
+def test_live_handler_content_length_frames_send(serve):
+    live = serve(handlers=[("", _framing_handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/fixed-length"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"helloworld")
+        assert headers["content-length"] == "10"
+        assert "transfer-encoding" not in headers
+        assert "connection" not in headers
+        head_fields(client)
+        client.send(get("/"))
+        assert client.response()[2] == b"Hello world\n"
+        assert client.buffer == b""
+
+
+def test_live_str_content_is_utf8(serve):
+    live = serve(handlers=[("", _framing_handler)])
+    _, fields, body = split_response(exchange(live.port, get("/utf8")))
+    assert field_dict(fields)["content-length"] == "2"
+    assert body == b"\xc3\xa9"
+
+
+def test_live_handler_connection_close_closes_once(serve):
+    live = serve(handlers=[("", _framing_handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/close"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"bye")
+        assert head_fields(client)["connection"] == "close"  # once, not "close, close"
+        assert client.closed_by_server()
+
+
+# --------------------------------------------------------------- routing
+
+def test_live_routing_list_order_first_match_wins(serve):
+    live = serve(handlers=[("^/a", named("A")), ("^/a/b", named("B")), ("honk", named("H"))],
+                 keepalive=10)
+    with RawClient(live.port) as client:
+        for path, want in [("/a/b", b"A"), ("/a", b"A"), ("/path/to/honk", b"H"),
+                           ("/honk/x?y", b"H")]:
+            client.send(get(path))
+            assert client.response()[2] == want
+
+
+def test_live_routing_dict_order(serve):
+    live = serve(handlers={"^/a/b": named("B"), "^/a": named("A")}, keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/a/b"))
+        assert client.response()[2] == b"B"
+        client.send(get("/a/c"))
+        assert client.response()[2] == b"A"
+    live2 = serve(handlers={"^/a": named("A"), "^/a/b": named("B")})
+    assert split_response(exchange(live2.port, get("/a/b")))[2] == b"A"
+
+
+def test_live_handler_option_alone(serve):
+    live = serve(handler=named("only"), keepalive=10)
+    with RawClient(live.port) as client:
+        for path in ("/", "/anything/at/all", "/q?x=1"):
+            client.send(get(path))
+            assert client.response()[:3:2] == (200, b"only")
+
+
+def test_live_catch_all_and_unanchored_on_path_without_query(serve):
+    live = serve(handlers=[("^/x$", named("X")), ("bar$", named("BAR")),
+                           ("q=1", named("QUERY")), ("", named("ALL"))], keepalive=10)
+    with RawClient(live.port) as client:
+        for path, want in [("/x", b"X"), ("/x?y=2", b"X"), ("/foo/bar?z=1", b"BAR"),
+                           ("/p?q=1", b"ALL"), ("/x/y", b"ALL")]:
+            client.send(get(path))
+            assert client.response()[2] == want, path
+
+
+def test_live_no_match_is_404_with_escaped_path(serve):
+    live = serve(handlers=[("^/only$", hello)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/x?secret=1"))
+        status, headers, body = client.response()
+        assert client.status_line == "HTTP/1.1 404 Not Found"
+        assert body == b"No handler for path /x.\n"
+        assert headers["content-length"] == str(len(body))
+        client.send(get("/<script>alert(1)</script>"))
+        status, headers, body = client.response()
+        assert status == 404
+        assert b"<script>" not in body and b"</script>" not in body
+        assert body.startswith(b"No handler for path /") and body.endswith(b".\n")
+        # Still in step.
+        client.send(get("/only"))
+        assert client.response()[2] == b"Hello world\n"
+
+
+def test_live_string_handler_specs(serve, tmp_path, monkeypatch):
+    (tmp_path / "poex_live_spec_mod.py").write_text(
+        "import json\n"
+        "def with_args(args, req, resp):\n"
+        "    resp.content = json.dumps([args, req.path])\n"
+        "    resp.done()\n"
+        "def plain(req, resp):\n"
+        "    resp.content = 'plain ' + req.path\n"
+        "    resp.done()\n"
+        "class Views:\n"
+        "    @staticmethod\n"
+        "    def nested(req, resp):\n"
+        "        resp.content = 'nested'\n"
+        "        resp.done()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "poex_live_spec_mod", raising=False)
+    live = serve(handlers=[("^/dict", "poex_live_spec_mod:with_args?a=b&honk=bonk"),
+                           ("^/list", "poex_live_spec_mod:with_args?x+y"),
+                           ("^/nested", "poex_live_spec_mod:Views.nested"),
+                           ("", "poex_live_spec_mod:plain")], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/dict/1?q=2"))
+        assert json.loads(client.response()[2]) == [{"a": "b", "honk": "bonk"}, "/dict/1"]
+        client.send(get("/list"))
+        assert json.loads(client.response()[2]) == [["x", "y"], "/list"]
+        client.send(get("/nested"))
+        assert client.response()[2] == b"nested"
+        client.send(get("/other"))
+        assert client.response()[2] == b"plain /other"
+
+
+# --------------------------------------------------------------- keep-alive
+
+def test_live_keepalive_default_off_closes_each(serve):
+    live = serve(handlers=[("", hello)])
+    assert live.server.keepalive == 0
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"Hello world\n")
+        assert headers["connection"] == "close"
+        assert client.closed_by_server()
+
+
+def test_live_keepalive_counts_requests(serve):
+    live = serve(handlers=[("", hello)], keepalive=3)
+    with RawClient(live.port) as client:
+        for number in (1, 2):
+            client.send(get("/"))
+            status, headers, body = client.response()
+            assert (status, body) == (200, b"Hello world\n")
+            assert "connection" not in headers, "request %d" % number
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"Hello world\n")
+        assert headers["connection"] == "close"
+        assert client.closed_by_server()
+
+
+@pytest.mark.parametrize("value", [True, 1])
+def test_live_keepalive_true_means_100(serve, value):
+    live = serve(handlers=[("", path_echo)], keepalive=value)
+    assert live.server.keepalive == 100
+    with RawClient(live.port) as client:
+        client.send(b"".join(get("/%d" % n) for n in range(1, 101)))
+        for n in range(1, 101):
+            status, headers, body = client.response()
+            assert body == b"GET /%d" % n
+            if n < 100:
+                assert "connection" not in headers
+        assert headers["connection"] == "close"
+        assert client.closed_by_server()
+
+
+def test_live_http10_keepalive(serve):
+    live = serve(handlers=[("", hello)], keepalive=10)
+    with RawClient(live.port) as client:
+        for _ in range(2):
+            client.send(get("/", version="HTTP/1.0", headers=[("Connection", "keep-alive")]))
+            status, headers, body = client.response()
+            assert (status, body) == (200, b"Hello world\n")
+            assert headers["connection"] == "keep-alive"
+            assert headers["content-length"] == "12"
+        client.send(get("/", version="HTTP/1.0"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"Hello world\n")
+        assert headers["connection"] == "close"
+        assert client.closed_by_server()
+
+
+def test_live_client_connection_close(serve):
+    live = serve(handlers=[("", hello)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/", headers=[("Connection", "close")]))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"Hello world\n")
+        assert headers["connection"] == "close"
+        assert client.closed_by_server()
+
+
+def test_live_pipelined_answered_in_order(serve):
+    live = serve(handlers=[("", path_echo)], keepalive=3)
+    with RawClient(live.port) as client:
+        client.send(get("/1") + get("/2?x", method="POST",
+                                    headers=[("Content-Length", "3")], body=b"abc") + get("/3"))
+        bodies = []
+        for _ in range(3):
+            status, headers, body = client.response()
+            bodies.append(body)
+        assert bodies == [b"GET /1", b"POST /2?x", b"GET /3"]
+        assert headers["connection"] == "close"
+        assert client.closed_by_server()
+
+
+def test_live_connection_ids(serve):
+    live = serve(handlers=[("", conn_id)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        first = client.response()[2]
+        client.send(get("/"))
+        assert client.response()[2] == first == b"HTTPd-1"
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[2] == b"HTTPd-2"
+    other = serve(handlers=[("", conn_id)], alias="web-server")
+    assert split_response(exchange(other.port, get("/")))[2] == b"web-server-1"
+
+
+def test_live_keepalivetimeout_closes_idle(serve):
+    live = serve(handlers=[("", hello)], keepalive=10, keepalivetimeout=0.3)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[2] == b"Hello world\n"
+        started = time.monotonic()
+        assert client.closed_by_server()  # blocking read, DEADLINE timeout
+        elapsed = time.monotonic() - started
+        assert 0.2 <= elapsed < 3.0, elapsed
+    wait_until(lambda: not live.server.connections)
+
+
+def test_live_keepalivetimeout_zero_closes_at_once(serve):
+    live = serve(handlers=[("", hello)], keepalive=10, keepalivetimeout=0)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert body == b"Hello world\n"
+        started = time.monotonic()
+        assert client.closed_by_server()
+        assert time.monotonic() - started < 1.0
+        # The server closes, so it must say so.
+        assert headers.get("connection") == "close"
+
+
+# --------------------------------------------------------------- timeouts
+
+def test_live_timeout_silent_connection_closed_without_response(serve):
+    live = serve(handlers=[("", hello)], timeout=0.3)
+    with RawClient(live.port) as client:
+        started = time.monotonic()
+        assert client.read_all() == b""
+        assert 0.2 <= time.monotonic() - started < 3.0
+    wait_until(lambda: not live.server.connections)
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET / HTTP/1.1\r\nHost: x\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+], ids=["half-head", "slow-body", "slow-chunked"])
+def test_live_timeout_incomplete_request_gets_408(serve, raw):
+    live = serve(handlers=[("", echo)], timeout=0.3)
+    with RawClient(live.port) as client:
+        started = time.monotonic()
+        client.send(raw)
+        status, headers, body = client.response()
+        assert 0.2 <= time.monotonic() - started < 3.0
+        assert client.status_line == "HTTP/1.1 408 Request Timeout"
+        assert headers["connection"] == "close"
+        check_common(head_fields(client))
+        assert client.closed_by_server()
+    wait_until(lambda: not live.server.connections)
+
+
+# --------------------------------------------------------------- bodies
+
+def _body_report(req, resp):
+    resp.content_type = "application/json"
+    resp.content = json.dumps({
+        "body": req.content.decode("latin-1"),
+        "length": req.content_length,
+        "trailers": [list(item) for item in req.trailers.items()],
+    })
+    resp.done()
+
+
+def test_live_post_content_length_echoed(serve):
+    live = serve(handlers=[("", echo)], keepalive=10)
+    payloads = [b"x", b"hello world", bytes(range(256)) * 400]
+    with RawClient(live.port) as client:
+        for payload in payloads:
+            client.send(get("/", method="POST", headers=[("Content-Length", str(len(payload)))],
+                            body=payload))
+            status, headers, body = client.response()
+            assert (status, body) == (200, payload)
+            assert headers["content-length"] == str(len(payload))
+
+
+def test_live_chunked_request_with_trailers(serve):
+    live = serve(handlers=[("", _body_report)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n"
+                    b"X-Checksum: abc\r\nX-More: 1\r\n\r\n")
+        status, headers, body = client.response()
+        assert status == 200
+        assert json.loads(body) == {"body": "hello world", "length": 11,
+                                    "trailers": [["X-Checksum", "abc"], ["X-More", "1"]]}
+        client.send(b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"3\r\nabc\r\n0\r\n\r\n")
+        assert json.loads(client.response()[2]) == {"body": "abc", "length": 3, "trailers": []}
+
+
+def test_live_expect_100_continue_before_body(serve):
+    live = serve(handlers=[("", echo)], keepalive=10)
+    continue_line = b"HTTP/1.1 100 Continue\r\n\r\n"
+    with RawClient(live.port) as client:
+        client.send(get("/", method="POST",
+                        headers=[("Content-Length", "5"), ("Expect", "100-continue")]))
+        assert client._take(len(continue_line)) == continue_line  # before any body byte
+        client.send(b"hello")
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"hello")
+        assert client.status_line == "HTTP/1.1 200 OK"
+
+
+def test_live_413_before_body_is_sent(serve):
+    live = serve(handlers=[("", echo)], keepalive=10,
+                 limits=poex_http.Limits(max_body=100))
+    for extra in ([], [("Expect", "100-continue")]):
+        with RawClient(live.port) as client:
+            client.send(get("/", method="POST", headers=[("Content-Length", "1000")] + extra))
+            status, headers, body = client.response()
+            assert client.status_line == "HTTP/1.1 413 Content Too Large" or \
+                client.status_line == "HTTP/1.1 413 Request Entity Too Large"
+            assert status == 413
+            assert headers["connection"] == "close"
+            assert client.closed_by_server()
+    # Chunked: refused once the running total passes the limit.
+    with RawClient(live.port) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"c8\r\n" + b"a" * 200 + b"\r\n")
+        status, headers, body = client.response()
+        assert status == 413
+        assert headers["connection"] == "close"
+        assert client.closed_by_server()
+    wait_until(lambda: not live.server.connections)
+
+
+REJECTIONS = [
+    ("bad-line", b"BOGUS\r\n\r\n", 400),
+    ("no-host", b"GET / HTTP/1.1\r\n\r\n", 400),
+    ("cl-and-te", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\nabc", 400),
+    ("conflicting-cl", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                       b"Content-Length: 4\r\n\r\nabcd", 400),
+    ("obs-fold", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  b\r\n\r\n", 400),
+    ("space-before-colon", b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    ("bad-chunk", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"zz\r\n", 400),
+    ("length-required", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n\r\n", 411),
+    ("too-large", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413),
+    ("uri-too-long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("too-many-fields", b"GET / HTTP/1.1\r\nHost: x\r\n"
+                        + b"".join(b"X-F%d: v\r\n" % n for n in range(120)) + b"\r\n", 431),
+    ("unknown-coding", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    ("version", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    ("expectation", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                    b"Expect: 200-ok\r\n\r\nx", 417),
+]
+
+
+@pytest.mark.parametrize("raw,code", [case[1:] for case in REJECTIONS],
+                         ids=[case[0] for case in REJECTIONS])
+def test_live_parser_rejections(serve, raw, code):
+    ran = []
+    live = serve(handlers=[("", lambda req, resp: (ran.append(req), hello(req, resp)))],
+                 keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(raw)
+        status, headers, body = client.response()
+        assert status == code
+        assert client.status_line == "HTTP/1.1 %d %s" % (code, poex_http.reason_phrase(code))
+        fields = head_fields(client)
+        check_common(fields)
+        assert fields["connection"] == "close"
+        assert fields["content-length"] == str(len(body))
+        assert b"<html>" in body
+        assert client.closed_by_server()
+    assert not ran
+    wait_until(lambda: not live.server.connections)
+
+
+def test_live_error_page_escapes_echoed_input(serve):
+    live = serve(handlers=[("", hello)])
+    data = exchange(live.port, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                               b"Transfer-Encoding: <script>alert(1)</script>\r\n\r\n")
+    status, fields, body = split_response(data)
+    assert status == "HTTP/1.1 501 Not Implemented"
+    assert b"<script>" not in body and b"</script>" not in body
+    assert b"&lt;script&gt;" in body
+    assert field_dict(fields)["content-length"] == str(len(body))
+
+
+# --------------------------------------------------------------- failures
+
+def test_live_handler_exception_gives_500_and_keeps_serving(serve, caplog):
+    caplog.set_level(logging.ERROR, logger="poex_http")
+
+    def boom(req, resp):
+        resp.content = "half-set content"
+        raise ValueError("secret-detail-xyz")
+    live = serve(handlers=[("^/boom", boom), ("", hello)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/boom"))
+        status, headers, body = client.response()
+        assert client.status_line == "HTTP/1.1 500 Internal Server Error"
+        assert body == b"Internal Server Error\n"
+        assert headers["content-length"] == str(len(body))
+        assert "connection" not in headers
+        assert b"secret" not in client.raw_head
+        client.send(get("/"))
+        assert client.response()[:3:2] == (200, b"Hello world\n")
+    records = [r for r in caplog.records if r.exc_info and r.name == "poex_http"]
+    assert records, "the traceback was not logged"
+    assert "secret-detail-xyz" in str(records[0].exc_info[1])
+    assert "ValueError" in records[0].getMessage() + caplog.text
+
+
+@pytest.mark.parametrize("reraise", [False, True], ids=["caught", "propagated"])
+def test_live_respond_twice_raises_in_handler(serve, reraise):
+    errors = []
+
+    def twice(req, resp):
+        resp.content = "first"
+        resp.respond()
+        try:
+            resp.content = "second"
+            resp.respond()
+        except RuntimeError as exc:
+            errors.append(exc)
+            if reraise:
+                raise
+        resp.done()
+    live = serve(handlers=[("^/twice", twice), ("", hello)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/twice"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"first")
+        assert headers["content-length"] == "5"
+        client.send(get("/"))
+        assert client.response()[:3:2] == (200, b"Hello world\n")
+        assert client.buffer == b""
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+
+
+# --------------------------------------------------------------- deferred answers
+
+def test_live_deferred_from_call_later(serve):
+    reactor = []
+
+    def later(req, resp):
+        def finish():
+            resp.content = "later " + req.path
+            resp.done()
+        reactor[0].call_later(0.05, finish)
+    live = serve(handlers=[("", later)], keepalive=10)
+    reactor.append(live.reactor)
+    with RawClient(live.port) as client:
+        for path in ("/a", "/b"):
+            client.send(get(path))
+            status, headers, body = client.response()
+            assert (status, body) == (200, b"later " + path.encode())
+            assert headers["content-length"] == str(len(body))
+
+
+def test_live_answer_from_thread(serve):
+    threads = []
+
+    def threaded(req, resp):
+        def work():
+            if req.path == "/respond":
+                resp.content = "from thread"
+                resp.respond()
+                resp.done()
+            else:
+                resp.content_type = "text/plain"
+                for part in ("one,", "two,", "three"):
+                    resp.send(part)
+                resp.done()
+        thread = threading.Thread(target=work)
+        threads.append(thread)
+        thread.start()
+    live = serve(handlers=[("", threaded)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/respond"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"from thread")
+        assert headers["content-length"] == "11"
+        client.send(get("/send"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"one,two,three")
+        assert headers["transfer-encoding"] == "chunked"
+        client.send(get("/respond"))
+        assert client.response()[2] == b"from thread"
+    for thread in threads:
+        thread.join(DEADLINE)
+
+
+# --------------------------------------------------------------- disconnects
+
+@pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
+def test_live_client_gone_while_handler_pending(serve, caplog, reset):
+    caplog.set_level(logging.WARNING, logger="poex_http")
+    pending = []
+    live = serve(handlers=[("^/wait", lambda req, resp: pending.append(resp)), ("", hello)],
+                 keepalive=10)
+    baseline = fd_count()
+    sock = live.connect()
+    sock.sendall(get("/wait"))
+    wait_until(lambda: pending)
+    assert len(live.server.connections) == 1
+    if reset:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    wait_until(lambda: len(live.server.connections) == 0, timeout=2.0)
+    wait_until(lambda: fd_count() == baseline, timeout=2.0)  # no CLOSE-WAIT socket left
+    # The handler answers late: harmless.
+    resp = pending[0]
+    resp.content = "too late"
+    resp.done()
+    live.call(lambda: None)  # the handed-over done() has run
+    assert live.thread.is_alive()
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[:3:2] == (200, b"Hello world\n")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# --------------------------------------------------------------- concurrency
+
+def test_live_concurrency_pauses_accept_without_busy_loop(serve):
+    live = serve(handlers=[("", conn_id)], concurrency=1, keepalive=10)
+    first = RawClient(live.port)
+    second = None
+    try:
+        first.send(get("/"))
+        assert first.response()[2] == b"HTTPd-1"
+        second = RawClient(live.port)  # the kernel backlog takes it
+        second.send(get("/"))
+        before = cpu_seconds()
+        assert_silent(second.sock, 0.5)
+        used = cpu_seconds() - before
+        assert len(live.server.connections) == 1
+        assert used < 0.2, "busy loop while accept is paused: %.3f s CPU" % used
+        # The first connection still works meanwhile.
+        first.send(get("/"))
+        assert first.response()[2] == b"HTTPd-1"
+        first.close()
+        status, headers, body = second.response()
+        assert (status, body) == (200, b"HTTPd-2")
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+# --------------------------------------------------------------- special handlers
+
+def test_live_specials_order_two_connections(serve):
+    calls = []
+
+    def record(name):
+        def special(*args):
+            calls.append((name, args))
+        return special
+
+    def root(req, resp):
+        calls.append(("handler", (req,)))
+        hello(req, resp)
+    live = serve(handlers=[("on_connect", record("on_connect")),
+                           ("pre_request", record("pre_request")),
+                           ("post_request", record("post_request")),
+                           ("on_disconnect", record("on_disconnect")),
+                           ("", root)])
+    for number in (1, 2):
+        data = exchange(live.port, get("/") if number == 1 else get("/shutdown"))
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+        wait_until(lambda: len(calls) == 5 * number)
+    names = [name for name, _ in calls]
+    assert names == ["on_connect", "pre_request", "handler", "post_request",
+                     "on_disconnect"] * 2
+    specials_only = [name for name in names if name != "handler"]
+    assert specials_only == ["on_connect", "pre_request", "post_request", "on_disconnect"] * 2
+    infos = []
+    for group in (calls[:5], calls[5:]):
+        on_connect, pre, handler, post, on_disconnect = [args for _, args in group]
+        info = on_connect[0]
+        assert isinstance(info, poex_http.Connection)
+        assert isinstance(pre[0], poex_http.Request)
+        assert isinstance(post[0], poex_http.Request) and isinstance(post[1], poex_http.Response)
+        assert pre[0].connection is info
+        assert handler[0].connection is info
+        assert post[0].connection is info
+        assert on_disconnect[0] is info
+        infos.append(info)
+    assert infos[0] is not infos[1]
+    assert [info.ID for info in infos] == ["HTTPd-1", "HTTPd-2"]
+
+
+def test_live_on_error_connect_close_is_not_an_error(serve):
+    calls = []
+    live = serve(handlers=[("on_error", lambda err: calls.append(("on_error", err))),
+                           ("on_disconnect", lambda info: calls.append(("on_disconnect", info))),
+                           ("", hello)])
+    sock = live.connect()
+    sock.close()
+    wait_until(lambda: calls)
+    wait_until(lambda: not live.server.connections)
+    assert [name for name, _ in calls] == ["on_disconnect"]
+
+
+def test_live_on_error_bogus_request(serve):
+    calls = []
+    ran = []
+    live = serve(handlers=[("on_error", lambda err: calls.append(("on_error", err))),
+                           ("post_request", lambda req, resp: calls.append(("post_request", req))),
+                           ("on_disconnect", lambda info: calls.append(("on_disconnect", info))),
+                           ("", lambda req, resp: (ran.append(req), hello(req, resp)))])
+    data = exchange(live.port, b"BOGUSREQUEST\n\n")
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert sent_close(data)
+    wait_until(lambda: calls and calls[-1][0] == "on_disconnect")
+    assert [name for name, _ in calls] == ["on_error", "post_request", "on_disconnect"]
+    error = calls[0][1]
+    assert isinstance(error, poex_http.Error)
+    assert error.op is None
+    assert error.is_error()
+    assert error.code == 400
+    assert calls[1][1].method == "ERROR"
+    assert not ran
+
+
+def test_live_on_error_length_required(serve):
+    errors = []
+    ran = []
+    live = serve(handlers=[("on_error", errors.append),
+                           ("", lambda req, resp: (ran.append(req), hello(req, resp)))])
+    data = exchange(live.port, b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+                               b"Content-Encoding: fragged\r\n\r\n")
+    assert b"411 Length" in data
+    assert b"<html>" in data
+    assert sent_close(data)
+    assert len(errors) == 1 and errors[0].code == 411 and errors[0].op is None
+    assert not ran
+
+
+def test_live_on_error_rewrites_content(serve):
+    def rewrite(err):
+        err.content = "short & plain"
+        err.content_type = "text/plain"
+    live = serve(handlers=[("on_error", rewrite), ("", hello)])
+    status, fields, body = split_response(exchange(live.port, b"BOGUS\r\n\r\n"))
+    headers = field_dict(fields)
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert body == b"short & plain"
+    assert headers["content-length"] == str(len(body))
+    assert headers["content-type"] == "text/plain"
+    assert headers["connection"] == "close"
+
+
+def test_live_special_handler_exceptions_are_logged(serve, caplog):
+    caplog.set_level(logging.ERROR, logger="poex_http")
+
+    def fail(*args):
+        raise RuntimeError("special failed")
+    live = serve(handlers=[("on_connect", fail), ("pre_request", fail),
+                           ("post_request", fail), ("on_disconnect", fail),
+                           ("", hello)], keepalive=10)
+    with RawClient(live.port) as client:
+        for _ in range(2):
+            client.send(get("/"))
+            assert client.response()[:3:2] == (200, b"Hello world\n")
+    wait_until(lambda: not live.server.connections)
+    data = exchange(live.port, get("/", headers=[("Connection", "close")]))
+    assert split_response(data)[2] == b"Hello world\n"
+    wait_until(lambda: not live.server.connections)
+    failed = [r for r in caplog.records if r.exc_info and "special failed" in str(r.exc_info[1])]
+    messages = " ".join(r.getMessage() for r in failed)
+    for name in ("on_connect", "pre_request", "post_request", "on_disconnect"):
+        assert name in messages
+    assert live.thread.is_alive()
+
+
+# --------------------------------------------------------------- addresses
+
+@pytest.mark.parametrize("inet", [
+    {"LocalPort": 0, "LocalAddr": "127.0.0.1"},
+    {"BindPort": 0, "BindAddress": "127.0.0.1"},
+    {"LocalPort": 0, "BindAddr": "127.0.0.1"},
+])
+def test_live_inet_binds_the_given_address(serve, inet):
+    live = serve(handlers=[("", hello)], inet=inet, host=None, port=None)
+    assert live.server.address[0] == "127.0.0.1"
+    assert split_response(exchange(live.port, get("/")))[2] == b"Hello world\n"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.2", live.port), timeout=2).close()
+
+
+def test_live_host_port_bind_the_given_address(serve):
+    live = serve(handlers=[("", hello)], host="127.0.0.1", port=0)
+    assert live.server.address[0] == "127.0.0.1"
+    assert live.server.address[1] == live.port != 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.2", live.port), timeout=2).close()
+
+
+def test_live_connection_info_matches_sockets(serve):
+    def info(req, resp):
+        conn = req.connection
+        resp.content = json.dumps([conn.remote_ip, conn.remote_port, conn.local_ip,
+                                   conn.local_port, conn.ID])
+        resp.done()
+    live = serve(handlers=[("", info)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        remote_ip, remote_port, local_ip, local_port, ident = json.loads(client.response()[2])
+        assert [remote_ip, remote_port] == list(client.sock.getsockname()[:2])
+        assert [local_ip, local_port] == list(client.sock.getpeername()[:2])
+        assert local_port == live.port
+        assert ident == "HTTPd-1"
+
+
+# --------------------------------------------------------------- real clients
+
+def test_live_http_client_keepalive(serve):
+    live = serve(handlers=[("^/echo", echo), ("", conn_id)], keepalive=100)
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=DEADLINE)
+    try:
+        ids = []
+        for _ in range(3):
+            conn.request("GET", "/id")
+            response = conn.getresponse()
+            assert response.status == 200 and response.reason == "OK"
+            assert not response.will_close
+            ids.append(response.read())
+        conn.request("POST", "/echo", body=b"payload", headers={"Content-Type": "x/y"})
+        response = conn.getresponse()
+        assert response.read() == b"payload"
+        conn.request("GET", "/id")
+        ids.append(conn.getresponse().read())
+        assert ids == [b"HTTPd-1"] * 4
+    finally:
+        conn.close()
+
+
+def test_live_urllib(serve):
+    live = serve(handlers=[("^/echo", echo), ("^/$", hello)], keepalive=10)
+    url = "http://127.0.0.1:%d/" % live.port
+    with urllib.request.urlopen(url, timeout=DEADLINE) as response:
+        assert response.status == 200
+        assert response.read() == b"Hello world\n"
+        assert response.headers["Server"] == DEFAULT_SERVER
+    with urllib.request.urlopen(url + "echo", data=b"a=1&b=2", timeout=DEADLINE) as response:
+        assert response.read() == b"a=1&b=2"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(url + "missing", timeout=DEADLINE)
+    assert info.value.code == 404
+    assert info.value.read() == b"No handler for path /missing.\n"
+    info.value.close()
+    wait_until(lambda: not live.server.connections)
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl not installed")
+def test_live_curl(serve):
+    live = serve(handlers=[("^/echo", echo), ("^/send", _framing_handler), ("", conn_id)],
+                 keepalive=10)
+    base = "http://127.0.0.1:%d" % live.port
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", base + "/a", base + "/b", base + "/send"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=DEADLINE * 2)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"HTTPd-1HTTPd-1hello world"  # one kept-alive connection
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "-i", "--data-binary", "xyz", base + "/echo"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=DEADLINE * 2)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert result.stdout.endswith(b"\r\n\r\nxyz")
+    wait_until(lambda: not live.server.connections)
+
+
+# --------------------------------------------------------------- fuzz
+
+VALID_REQUEST = (b"POST /path/x?q=1 HTTP/1.1\r\nHost: example\r\nContent-Length: 5\r\n"
+                 b"Content-Type: text/plain\r\n\r\nhello")
+ALPHABET = b"GETPOSHAD /:?=\r\n\t\x00\x7f\xff0123456789abcdefHTTP/1.1 Host Content-Length chunked"
+
+
+def _fuzz_cases(count=200, seed=20240601):
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(count // 2):
+        if rng.random() < 0.5:
+            size = rng.randrange(0, 300)
+            cases.append(bytes(rng.randrange(256) for _ in range(size)))
+        else:
+            size = rng.randrange(1, 200)
+            cases.append(bytes(rng.choice(ALPHABET) for _ in range(size)))
+        if rng.random() < 0.5:
+            cases[-1] += b"\r\n\r\n"  # a complete head, to reach the parser's checks
+    for _ in range(count - count // 2):
+        data = bytearray(VALID_REQUEST)
+        for _ in range(rng.randrange(1, 6)):
+            kind = rng.randrange(5)
+            position = rng.randrange(len(data) + 1)
+            if kind == 0 and data:
+                data[min(position, len(data) - 1)] = rng.randrange(256)
+            elif kind == 1:
+                data[position:position] = bytes([rng.choice(ALPHABET)])
+            elif kind == 2 and data:
+                del data[position:position + rng.randrange(1, 8)]
+            elif kind == 3:
+                data = data[:position]
+            else:
+                data[position:position] = data[rng.randrange(len(data) + 1):][:rng.randrange(40)]
+        cases.append(bytes(data))
+    return cases
+
+
+def test_live_fuzz_garbage(serve):
+    live = serve(handlers=[("^/path", echo), ("", hello)], keepalive=5, timeout=5)
+    status_re = re.compile(rb"HTTP/1\.1 [245]\d\d ")
+    for number, case in enumerate(_fuzz_cases()):
+        with socket.create_connection(("127.0.0.1", live.port), timeout=DEADLINE) as sock:
+            try:
+                sock.sendall(case)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the server may refuse early and close
+            data = read_until_closed(sock)
+        assert data == b"" or status_re.match(data), (number, case, data[:200])
+        assert live.thread.is_alive(), "server died on case %d: %r" % (number, case)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[:3:2] == (200, b"Hello world\n")
+    wait_until(lambda: not live.server.connections)
