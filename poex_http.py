@@ -1243,8 +1243,8 @@ class Reactor:
 
     # -- signals
 
-    def _install_signal_handlers(self):
-        """SIGTERM/SIGINT: graceful shutdown; a second one exits at once.
+    def _install_signal_handlers(self, numbers):
+        """Signals that shut the servers down gracefully; a second one exits at once.
 
         Returns the previous handlers.  The first signal only queues the
         shutdown, so the loop is never re-entered from a signal handler.
@@ -1258,8 +1258,7 @@ class Reactor:
             caught.append(number)
             log.info("signal %d: shutting down (again to exit at once)", number)
             self.call_soon_threadsafe(self.shutdown_servers)
-        return {number: signal.signal(number, on_signal)
-                for number in (signal.SIGINT, signal.SIGTERM)}
+        return {number: signal.signal(number, on_signal) for number in numbers}
 
     def shutdown_servers(self):
         """Shut down every server on this reactor gracefully."""
@@ -1283,14 +1282,18 @@ class Reactor:
     def run(self, signals=False):
         """Run until every server has shut down and no timer or callback is left.
 
-        With ``signals`` (main thread only), SIGTERM and SIGINT shut the
-        servers down gracefully and a second signal exits at once.
+        With ``signals`` (main thread only), SIGTERM and SIGINT (or the
+        signal numbers given) shut the servers down gracefully and a second
+        signal exits at once.
         """
         self._thread_ident = threading.get_ident()
         self._stopping = False
         previous = {}
         if signals and threading.current_thread() is threading.main_thread():
-            previous = self._install_signal_handlers()
+            if signals is True:
+                import signal
+                signals = (signal.SIGINT, signal.SIGTERM)
+            previous = self._install_signal_handlers(signals)
         try:
             while not self._stopping and self._has_work():
                 self._run_once()
@@ -1356,6 +1359,26 @@ class Reactor:
         self._selector.close()
         self._waker.sock.close()
         self._wake_send.close()
+
+    def _after_fork(self):
+        """In a forked child: a selector and wake-up pair of its own.
+
+        The parent's epoll instance is shared across fork(), so the child
+        must not touch it; it only drops its copy of the descriptor.
+        """
+        self._selector.close()
+        self._waker.sock.close()
+        self._wake_send.close()
+        self._selector = selectors.DefaultSelector()
+        wake_recv, self._wake_send = socket.socketpair()
+        wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
+        self._waker = _Waker(self, wake_recv)
+        self._selector.register(wake_recv, selectors.EVENT_READ, self._waker)
+        self._wake_pending = False
+        self._ready.clear()
+        self._timers.clear()
+        self._cancelled_timers = 0
 
 
 _default_reactor = None
@@ -3182,14 +3205,17 @@ class Server:
             return self._open_unix_listener()
         if self.reuse_port and not HAS_REUSEPORT:
             raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
+        # A prefork parent with SO_REUSEPORT only holds the port: a listening
+        # socket of its own would get connections nobody accepts.
+        return self._open_tcp_listener(listen=not (self.reuse_port and self.prefork
+                                                   and not self._is_worker))
+
+    def _open_tcp_listener(self, listen=True):
         host = self.host
-        backlog = self.limits.backlog
+        dual_stack = False
         if host in (None, "", "*"):
-            if socket.has_dualstack_ipv6():
-                return socket.create_server(("::", self.port), family=socket.AF_INET6,
-                                            backlog=backlog, dualstack_ipv6=True,
-                                            reuse_port=self.reuse_port)
-            host = "0.0.0.0"
+            dual_stack = socket.has_dualstack_ipv6()
+            host = "::" if dual_stack else "0.0.0.0"
         infos = socket.getaddrinfo(host, self.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
                                    0, socket.AI_PASSIVE)
         family, _, _, _, address = infos[0]
@@ -3200,10 +3226,12 @@ class Server:
             if self.reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
-                # An explicit IPv6 address means IPv6 only.
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                # "::" from no address serves IPv4 too; an explicit IPv6
+                # address means IPv6 only.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
             sock.bind(address)
-            sock.listen(backlog)
+            if listen:
+                sock.listen(self.limits.backlog)
         except OSError:
             sock.close()
             raise
@@ -3317,6 +3345,11 @@ class Server:
             self.reactor.call_later(self.limits.accept_pause, self._resume_accepting)
 
     def _start_connection(self, sock, peer):
+        self._accepted += 1
+        if self.recycle and self._is_worker and self._accepted >= self.recycle:
+            # This worker has served its share: finish, and let the
+            # supervisor start a fresh one.
+            self.reactor.call_soon(self.shutdown)
         sock.setblocking(False)
         if sock.family != getattr(socket, "AF_UNIX", None):
             try:
@@ -3507,9 +3540,115 @@ def run(signals=True):
     """Run the default reactor until every server has shut down.
 
     In the main thread, SIGTERM and SIGINT start a graceful shutdown; a
-    second one exits at once (SystemExit).
+    second one exits at once (SystemExit).  With ``prefork`` servers this
+    process supervises the worker processes that serve.
     """
-    default_reactor().run(signals=signals)
+    _serve(default_reactor(), signals)
+
+
+def _serve(reactor, signals=True):
+    preforked = [server for server in reactor._servers
+                 if server.prefork and not server._is_worker and server._listener is not None]
+    if preforked:
+        _Supervisor(reactor, preforked).run()
+    else:
+        reactor.run(signals=signals)
+
+
+class _Supervisor:
+    """The parent of prefork workers: starts them, replaces those that end,
+    and on SIGTERM or SIGINT stops them gracefully (a second signal kills)."""
+
+    # A worker that ends sooner than this after its start is failing, not
+    # recycled: wait this long before starting its replacement.
+    RESTART_DELAY = 1.0
+
+    def __init__(self, reactor, servers):
+        self.reactor = reactor
+        self.servers = servers
+        self.size = max(server.prefork for server in servers)
+        self.workers = {}  # pid -> start time
+        self.stopping = False
+
+    def run(self):
+        import signal
+        previous = {number: signal.signal(number, self._on_signal)
+                    for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while True:
+                if not self.stopping:
+                    self._start_workers()
+                if not self.workers:
+                    break
+                try:
+                    pid, status = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+                started = self.workers.pop(pid, None)
+                if started is None:
+                    continue
+                code = os.waitstatus_to_exitcode(status) if hasattr(
+                    os, "waitstatus_to_exitcode") else status
+                if not self.stopping:
+                    log.warning("worker %d ended (status %s); starting another", pid, code)
+                    if time.monotonic() - started < self.RESTART_DELAY:
+                        time.sleep(self.RESTART_DELAY)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            for server in self.servers:
+                server.shutting_down = True
+                if server._listener is not None:
+                    server._listener.close()
+                    server._listener = None
+                self.reactor._remove_server(server)
+
+    def _on_signal(self, number, frame):
+        import signal
+        if self.stopping:
+            self._signal_workers(signal.SIGKILL)
+            raise SystemExit(128 + number)
+        self.stopping = True
+        log.info("signal %d: stopping %d workers (again to kill them)", number, len(self.workers))
+        self._signal_workers(signal.SIGTERM)
+
+    def _signal_workers(self, number):
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, number)
+            except ProcessLookupError:
+                pass
+
+    def _start_workers(self):
+        while len(self.workers) < self.size and not self.stopping:
+            pid = os.fork()
+            if pid == 0:
+                self._be_worker()  # never returns
+            self.workers[pid] = time.monotonic()
+
+    def _be_worker(self):
+        code = 1
+        try:
+            import signal
+            # Ctrl-C reaches the whole process group: the parent alone
+            # decides, and tells the workers with SIGTERM.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            self.reactor._after_fork()
+            for server in self.servers:
+                server._is_worker = True
+                if server.reuse_port:
+                    server._listener.close()
+                    server._listener = server._open_tcp_listener()
+                server._resume_accepting()
+            self.reactor.run(signals=(signal.SIGTERM,))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+        finally:
+            os._exit(code)
 
 
 def stop():
@@ -3610,7 +3749,7 @@ def main(argv=None):
         print("poex_http: cannot listen on %s: %s" % (where, reason), file=sys.stderr)
         return 1
     print("Serving %s on %s" % (root, _listen_url(server)), flush=True)
-    server.reactor.run(signals=True)
+    _serve(server.reactor)
     return 0
 
 
