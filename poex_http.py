@@ -34,7 +34,8 @@ __all__ = [
     "etag_matches", "parse_range", "safe_join", "FileTruncated", "StaticFiles",
     "Reactor", "Timer", "default_reactor",
     "Request", "Response", "Connection", "Error", "URI",
-    "Router", "Server", "spawn", "run", "stop", "post",
+    "Router", "Server", "spawn", "run", "stop", "post", "TrustedProxies",
+    "threaded", "WSGIHandler", "FileWrapper", "SERVER_OPTIONS", "main",
     "HAS_SENDFILE", "HAS_REUSEPORT", "HAS_AF_UNIX",
 ]
 
@@ -1126,6 +1127,47 @@ def _resolve_under(real_root, url_path):
     return path, stat
 
 
+class TrustedProxies:
+    """Addresses whose X-Forwarded-For and X-Forwarded-Proto are believed.
+
+    Built from addresses and networks (``"10.0.0.0/8"``), a list or a
+    comma-separated string; ``"unix"`` trusts peers on a Unix socket.
+    """
+
+    def __init__(self, spec):
+        import ipaddress
+        if isinstance(spec, str):
+            spec = spec.split(",")
+        self.unix = False
+        self.networks = []
+        for item in spec:
+            item = str(item).strip()
+            if item == "unix":
+                self.unix = True
+            elif item:
+                self.networks.append(ipaddress.ip_network(item, strict=False))
+        self._verdicts = {}
+
+    def trusts(self, ip):
+        """Is this peer address (None for a Unix socket peer) trusted?"""
+        if ip is None:
+            return self.unix
+        verdict = self._verdicts.get(ip)
+        if verdict is None:
+            import ipaddress
+            try:
+                address = ipaddress.ip_address(ip)
+                verdict = any(address in network for network in self.networks)
+            except ValueError:
+                verdict = False
+            if len(self._verdicts) < 1024:
+                self._verdicts[ip] = verdict
+        return verdict
+
+    def __bool__(self):
+        return self.unix or bool(self.networks)
+
+
 # === 6. Reactor ===
 
 class Timer:
@@ -1659,7 +1701,8 @@ class _HTTPConnection(_Transport):
     __slots__ = ("server", "limits", "parser", "info", "phase", "keepalive_remaining",
                  "deadline", "_timer", "_head", "_body", "_response", "_framing",
                  "_remaining", "_will_close", "_linger", "_in_process_input",
-                 "_finished", "_eof", "_idle", "_trailers", "body_sent", "_drain_waiters")
+                 "_finished", "_eof", "_idle", "_trailers", "body_sent", "_drain_waiters",
+                 "tls")
 
     def __init__(self, server, sock, info):
         super().__init__(server.reactor, sock)
@@ -1685,6 +1728,7 @@ class _HTTPConnection(_Transport):
         self._trailers = None
         self.body_sent = 0
         self._drain_waiters = None
+        self.tls = info.tls
 
     def start(self):
         self._set_deadline(self.server.timeout)
@@ -2120,9 +2164,10 @@ class Connection:
     """What is known of one client connection; shared by its requests."""
 
     __slots__ = ("ID", "remote_ip", "remote_port", "_sock", "_local", "aborted",
-                 "fileno", "server")
+                 "fileno", "server", "tls")
 
-    def __init__(self, ID, sock, peer, server=None):
+    def __init__(self, ID, sock, peer, server=None, tls=False):
+        self.tls = tls
         self.ID = ID
         self._sock = sock
         self.remote_ip, self.remote_port = _address_parts(peer)
@@ -2170,9 +2215,10 @@ class Request:
     """An HTTP request, complete with its body."""
 
     __slots__ = ("method", "path", "protocol", "content", "connection", "trailers",
-                 "_head", "_headers", "_uri")
+                 "_head", "_headers", "_uri", "_client")
 
     def __init__(self, head, content, connection, trailers=None):
+        self._client = None
         self._head = head
         self.method = head.method
         self.path = head.path
@@ -2182,6 +2228,42 @@ class Request:
         self.trailers = Headers._wrap(list(trailers or ()))
         self._headers = None
         self._uri = None
+
+    @property
+    def remote_ip(self):
+        """The client's address: the peer's, or the one a trusted proxy
+        reports in X-Forwarded-For (see the ``trusted_proxies`` option)."""
+        return self._forwarded()[0]
+
+    @property
+    def scheme(self):
+        """``https`` under TLS or when a trusted proxy says so, else ``http``."""
+        return self._forwarded()[1]
+
+    def _forwarded(self):
+        client = self._client
+        if client is None:
+            conn = self.connection
+            ip = conn.remote_ip
+            scheme = "https" if conn.tls else "http"
+            server = conn.server
+            trusted = server.trusted_proxies if server is not None else None
+            if trusted and trusted.trusts(ip):
+                forwarded_for = self.header("X-Forwarded-For")
+                if forwarded_for:
+                    # The right-most address no trusted proxy vouches for.
+                    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+                    for hop in reversed(hops):
+                        ip = hop
+                        if not trusted.trusts(hop):
+                            break
+                proto = self.header("X-Forwarded-Proto")
+                if proto:
+                    proto = proto.split(",")[-1].strip().lower()
+                    if proto in ("http", "https"):
+                        scheme = proto
+            client = self._client = (ip, scheme)
+        return client
 
     @property
     def headers(self):
@@ -2521,9 +2603,14 @@ class Response:
                     headers.set("Content-Range", "bytes %d-%d/%d" % (first, last, size))
         else:
             headers._put("Last-Modified", last_modified)
-        headers._put("Content-Length", str(length))
+        self._send_region(fd, offset, length, method == "HEAD")
+
+    def _send_region(self, fd, offset, length, head_only=False):
+        """Send ``length`` bytes of ``fd`` from ``offset`` as the body, close
+        ``fd``, and finish."""
+        self.headers._put("Content-Length", str(length))
         conn = self._conn
-        if method == "HEAD" or not length or conn is None:
+        if head_only or not length or conn is None or conn.closed:
             os.close(fd)
             return self._send_whole(b"")
         if length <= _SMALL_FILE:
@@ -2535,11 +2622,23 @@ class Response:
             return self._send_whole(data)
         server = conn.server
         region = _FileRegion(fd, offset, length, server.blocksize,
-                             HAS_SENDFILE and server.use_sendfile)
+                             HAS_SENDFILE and server.use_sendfile and not conn.tls)
         self._headers_sent = True
-        conn._start_response(self.code, self.message, headers._fields, b"", False)
+        conn._start_response(self.code, self.message, self.headers._fields, b"", False)
         conn._send_file(region)
         conn._finish_response()
+
+    def send_fd(self, fd, offset, length):
+        """Send ``length`` bytes of the open file descriptor ``fd`` from
+        ``offset`` as the whole body, and finish; ``fd`` is closed after."""
+        if self._headers_sent or self._responded:
+            os.close(fd)
+            raise RuntimeError("send_fd() after the response was sent")
+        self._responded = self._finished = True
+        head_only = self.request is not None and self.request.method == "HEAD"
+        if self._off_thread(Response._send_region, fd, offset, length, head_only):
+            return
+        self._send_region(fd, offset, length, head_only)
 
     def _send_whole(self, body):
         self._headers_sent = True
@@ -2961,7 +3060,285 @@ def _display_path(path):
     return unquote(path, errors="replace")
 
 
-# === 12. Server ===
+# === 12. Worker threads and WSGI ===
+
+class _WorkerPool:
+    """Threads that run blocking handlers, started as work arrives."""
+
+    def __init__(self, size):
+        import queue
+        self.size = max(1, int(size))
+        self._jobs = queue.SimpleQueue()
+        self._threads = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, func, *args):
+        self._jobs.put((func, args))
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self.size:
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name="poex_http-worker-%d" % (len(self._threads) + 1))
+                self._threads.append(thread)
+                thread.start()
+
+    def _work(self):
+        while True:
+            with self._lock:
+                self._idle += 1
+            func, args = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+            try:
+                func(*args)
+            except BaseException:  # the job reports its own errors
+                log.exception("worker thread job failed")
+
+
+def _handler_raised_in_thread(response, where):
+    """After a handler raised on a worker thread: 500, or end what was started."""
+    log.exception("%s raised", where)
+    conn = response._conn
+    if conn is not None:
+        conn.reactor.call_soon_threadsafe(conn.server._handler_failed, conn, response)
+
+
+class threaded:
+    """Wrap a handler so that it runs on a pool of ``threads`` worker threads.
+
+    What the handler does with ``req`` and ``resp`` is handed back to the
+    reactor thread, which never waits for it.
+    """
+
+    def __init__(self, handler, threads=8):
+        self.handler = resolve_handler(handler)
+        self.pool = _WorkerPool(threads)
+
+    def __call__(self, req, resp):
+        self.pool.submit(self._run, req, resp)
+
+    def _run(self, req, resp):
+        try:
+            self.handler(req, resp)
+        except Exception:
+            _handler_raised_in_thread(resp, "threaded handler %r" % (self.handler,))
+
+
+class _ErrorStream:
+    """``wsgi.errors``: what the application writes goes to the log."""
+
+    def __init__(self):
+        self._logger = logging.getLogger("poex_http.wsgi")
+        self._pending = ""
+
+    def write(self, text):
+        self._pending += text
+        while "\n" in self._pending:
+            line, self._pending = self._pending.split("\n", 1)
+            self._logger.error("%s", line)
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        if self._pending:
+            self._logger.error("%s", self._pending)
+            self._pending = ""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: a file the server may send with ``os.sendfile``."""
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
+
+
+def _environ_path(path):
+    """PEP 3333: PATH_INFO is the percent-decoded path as latin-1 str."""
+    if "%" not in path:
+        return path
+    from urllib.parse import unquote_to_bytes
+    return unquote_to_bytes(path).decode("latin-1")
+
+
+class WSGIHandler:
+    """A handler hosting a WSGI (PEP 3333) application on worker threads.
+
+    ``script_name`` is the URL prefix the application is mounted at.
+    """
+
+    def __init__(self, app, threads=8, script_name=""):
+        if isinstance(app, str):
+            app = _import_object(app)
+        self.app = app
+        self.script_name = script_name.rstrip("/")
+        self.pool = _WorkerPool(threads)
+
+    def __call__(self, req, resp):
+        environ = self.environ(req)
+        self.pool.submit(self._run, environ, req, resp)
+
+    def environ(self, req):
+        """The WSGI environ for a request."""
+        import io
+        head = req._head
+        conn = req.connection
+        server = conn.server
+        path = _environ_path(head.path)
+        script_name = self.script_name
+        if script_name and (path == script_name or path.startswith(script_name + "/")):
+            path = path[len(script_name):]
+        host = head.host or ""
+        server_name, _, server_port = host.rpartition(":") if host.rfind(":") > host.rfind("]") \
+            else (host, "", "")
+        scheme = req.scheme
+        environ = {
+            "REQUEST_METHOD": head.method,
+            "SCRIPT_NAME": script_name,
+            "PATH_INFO": path,
+            "QUERY_STRING": head.query,
+            "SERVER_NAME": server_name or (conn.local_ip or "localhost"),
+            "SERVER_PORT": server_port or str(conn.local_port or (443 if scheme == "https" else 80)),
+            "SERVER_PROTOCOL": head.version,
+            "SERVER_SOFTWARE": "poex_http/%s" % __version__,
+            "REMOTE_ADDR": req.remote_ip or "",
+            "REMOTE_PORT": str(conn.remote_port or ""),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scheme,
+            "wsgi.input": io.BytesIO(req.content),
+            "wsgi.input_terminated": True,
+            "wsgi.errors": _ErrorStream(),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": bool(server.prefork),
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+        if head.content_length is not None or head.chunked:
+            environ["CONTENT_LENGTH"] = str(len(req.content))
+        for name, value in head.fields:
+            key = name.upper()
+            if "_" in key:
+                # Header names with underscores would be indistinguishable
+                # from dashes in the environ: drop them, as nginx does.
+                continue
+            key = key.replace("-", "_")
+            if key == "CONTENT_TYPE":
+                environ["CONTENT_TYPE"] = value
+                continue
+            if key == "CONTENT_LENGTH":
+                continue
+            key = "HTTP_" + key
+            environ[key] = environ[key] + "," + value if key in environ else value
+        return environ
+
+    def _run(self, environ, req, resp):
+        state = {"status": None, "headers": None, "sent": False}
+
+        def start_response(status, headers, exc_info=None):
+            if exc_info:
+                try:
+                    if state["sent"]:
+                        raise exc_info[1].with_traceback(exc_info[2])
+                finally:
+                    exc_info = None
+            elif state["status"] is not None:
+                raise AssertionError("start_response() called twice without exc_info")
+            code, _, reason = str(status).partition(" ")
+            if not (len(code) == 3 and code.isdigit()):
+                raise ValueError("WSGI status %r is not '### Reason'" % (status,))
+            checked = Headers()
+            for name, value in headers:
+                checked.add(name, value)
+            state["status"] = (int(code), reason)
+            state["headers"] = checked
+            return write
+
+        def begin():
+            if state["status"] is None:
+                raise AssertionError("the application wrote before start_response()")
+            if not state["sent"]:
+                state["sent"] = True
+                resp.code, resp.message = state["status"]
+                resp.headers = state["headers"]
+
+        def write(data):
+            begin()
+            if data:
+                resp.send(data)
+
+        result = None
+        try:
+            result = self.app(environ, start_response)
+            if (isinstance(result, FileWrapper) and not state["sent"]
+                    and self._send_file(result, begin, resp)):
+                return
+            if isinstance(result, (list, tuple)) and len(result) <= 1 and not state["sent"]:
+                # The common case: the whole body at once, one hand-over.
+                begin()
+                resp.content = result[0] if result else b""
+                resp.done()
+                return
+            for data in result:
+                if data:
+                    write(data)
+            begin()
+            resp.done()
+        except Exception:
+            _handler_raised_in_thread(resp, "WSGI application %r" % (self.app,))
+        finally:
+            if result is not None and hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    log.exception("close() of the WSGI iterable raised")
+
+    @staticmethod
+    def _send_file(wrapper, begin, resp):
+        """Send a wsgi.file_wrapper of a regular file with sendfile; False if not one."""
+        import stat as stat_module
+        try:
+            fd = wrapper.filelike.fileno()
+            stat = os.fstat(fd)
+            offset = wrapper.filelike.tell()
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat_module.S_ISREG(stat.st_mode):
+            return False
+        begin()
+        length = max(0, stat.st_size - offset)
+        declared = resp.headers.get("Content-Length")
+        if declared is not None and declared.isdigit():
+            length = min(length, int(declared))
+        resp.send_fd(os.dup(fd), offset, length)
+        return True
+
+
+def _import_object(spec):
+    """``"package.module:name"`` -> the object (for WSGI applications)."""
+    import importlib
+    module_name, colon, attribute = spec.partition(":")
+    if not colon:
+        attribute = "application"
+    obj = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# === 13. Server ===
 
 _servers_by_alias = {}
 
@@ -3038,6 +3415,9 @@ SERVER_OPTIONS = (
             "--access-log", metavar="FILE|-",
             help="append the access log (Common Log Format) to FILE, or - for stderr "
                  "[default: stderr]"),
+    _Option("trusted_proxies", None, "proxies whose X-Forwarded-For and X-Forwarded-Proto "
+            "are believed: addresses or networks, 'unix' for Unix socket peers",
+            "--trusted-proxies", metavar="ADDR[,NET...]"),
     _Option("retry", 60, "seconds before a failed bind is tried again, when an on_error "
             "handler is set (0: raise at once)"),
     _Option("limits", None, "a Limits object with every size and time bound"),
@@ -3114,6 +3494,8 @@ class Server:
             raise TypeError("Missing required handler or handlers param")
         self.router = Router(handlers)
         self.access_log = _open_access_log(options["access_log"])
+        trusted = options["trusted_proxies"]
+        self.trusted_proxies = TrustedProxies(trusted) if trusted else None
         self.shutting_down = False
         self.connections = set()
         self._listener = None
@@ -3432,7 +3814,7 @@ class Server:
         head = request._head
         line = "-" if head.method == "ERROR" else "%s %s %s" % (
             head.method, head.target, head.version)
-        self.access_log.info('%s - - [%s] "%s" %d %s', conn.info.remote_ip or "-",
+        self.access_log.info('%s - - [%s] "%s" %d %s', request.remote_ip or "-",
                              _clf_time(), line, response.code, conn.body_sent or "-")
 
     def _protocol_error(self, conn, exc):
@@ -3669,7 +4051,7 @@ def post(alias, event, *args):
     server.reactor.call_soon_threadsafe(getattr(server, event), *args)
 
 
-# === 13. Command line ===
+# === 14. Command line ===
 
 # Where the command line's defaults differ from spawn()'s: it is for a person
 # at a terminal, who wants keep-alive and a port that needs no privileges.
