@@ -1438,6 +1438,17 @@ def default_reactor():
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
+# What "try again later" looks like on a non-blocking socket; TLS adds its
+# want-read and want-write errors once a TLS server exists (see _enable_tls).
+_WOULD_BLOCK = (BlockingIOError, InterruptedError)
+
+
+def _enable_tls():
+    """Teach the output and input paths the ssl module's would-block errors."""
+    global _WOULD_BLOCK
+    import ssl
+    _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError)
 _SEND_JOIN_LIMIT = 262144
 # os.sendfile errors that mean "not on this file or socket": fall back to
 # read/send, provided no byte has gone out yet.
@@ -1473,7 +1484,7 @@ class _FileRegion:
         if self.use_sendfile:
             try:
                 sent = os.sendfile(sock.fileno(), self.fd, self.offset, min(count, 0x7ffff000))
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:
                 raise
             except OSError as exc:
                 if self.started or exc.errno not in _SENDFILE_UNSUPPORTED:
@@ -1517,11 +1528,13 @@ class _Transport:
     are pending, so an idle or flushed connection costs the loop nothing.
     """
 
-    __slots__ = ("reactor", "sock", "_events", "_out", "_out_size", "_reading", "closed")
+    __slots__ = ("reactor", "sock", "_events", "_out", "_out_size", "_reading", "closed",
+                 "_want_write")
 
     def __init__(self, reactor, sock):
         self.reactor = reactor
         self.sock = sock
+        self._want_write = False  # write interest with nothing queued: a TLS handshake
         self._events = 0
         self._out = deque()
         self._out_size = 0
@@ -1532,7 +1545,8 @@ class _Transport:
         """Register exactly the interest the state calls for."""
         if self.closed:
             return
-        events = (_EVENT_READ if self._reading else 0) | (_EVENT_WRITE if self._out else 0)
+        events = (_EVENT_READ if self._reading else 0) | (
+            _EVENT_WRITE if self._out or self._want_write else 0)
         if events == self._events:
             return
         if not self._events:
@@ -1563,7 +1577,7 @@ class _Transport:
             return
         try:
             sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             sent = 0
         except OSError as exc:
             self._on_write_error(exc)
@@ -1601,7 +1615,7 @@ class _Transport:
             if data.__class__ is _FileRegion:
                 try:
                     sent = data.send(self.sock)
-                except (BlockingIOError, InterruptedError):
+                except _WOULD_BLOCK:
                     return False
                 except OSError as exc:
                     self._on_file_error(exc)
@@ -1623,7 +1637,7 @@ class _Transport:
                 out.appendleft(data)
             try:
                 sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:
                 return False
             except OSError as exc:
                 self._on_write_error(exc)
@@ -1702,7 +1716,7 @@ class _HTTPConnection(_Transport):
                  "deadline", "_timer", "_head", "_body", "_response", "_framing",
                  "_remaining", "_will_close", "_linger", "_in_process_input",
                  "_finished", "_eof", "_idle", "_trailers", "body_sent", "_drain_waiters",
-                 "tls")
+                 "tls", "_handshaking")
 
     def __init__(self, server, sock, info):
         super().__init__(server.reactor, sock)
@@ -1729,10 +1743,34 @@ class _HTTPConnection(_Transport):
         self.body_sent = 0
         self._drain_waiters = None
         self.tls = info.tls
+        self._handshaking = info.tls
 
     def start(self):
         self._set_deadline(self.server.timeout)
         self._update_events()
+
+    # -- TLS
+
+    def _do_handshake(self):
+        """One step of a non-blocking TLS handshake (bounded by ``timeout``)."""
+        import ssl
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want_write = False
+        except ssl.SSLWantWriteError:
+            self._want_write = True
+        except (ssl.SSLError, OSError) as exc:
+            # Plain HTTP on a TLS port, a client that hangs up, a bad hello.
+            log.debug("%s: TLS handshake failed: %s", self.info.ID, exc)
+            self._close(abort=True)
+            return
+        else:
+            self._handshaking = False
+            self._want_write = False
+        self._update_events()
+        if not self._handshaking and self.sock.pending():
+            self._on_readable()
 
     # -- timers: one deadline per connection, one lazily re-armed timer
 
@@ -1767,17 +1805,26 @@ class _HTTPConnection(_Transport):
     # -- input
 
     def _on_readable(self):
+        if self._handshaking:
+            self._do_handshake()
+            return
         try:
             data = self.sock.recv(self.limits.recv_size)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             return
         except OSError as exc:
+            if self.tls and exc.__class__.__name__ in ("SSLZeroReturnError", "SSLEOFError"):
+                self._on_eof()  # the TLS form of a clean close
+                return
             self.server._network_error(self, "read", exc)
             self._close(abort=True)
             return
         if not data:
             self._on_eof()
             return
+        if self.tls and self.sock.pending():
+            # TLS may hold decrypted bytes the kernel no longer signals.
+            self.reactor.call_soon(self._on_readable)
         if self.phase == _CLOSING:
             return  # lingering: discard
         self.parser.feed(data)
@@ -1973,6 +2020,12 @@ class _HTTPConnection(_Transport):
 
     def _on_write_blocked(self):
         self._set_deadline(self.server.timeout)
+
+    def _on_writable(self):
+        if self._handshaking:
+            self._do_handshake()
+        else:
+            _Transport._on_writable(self)
 
     def _on_drained(self):
         if self._drain_waiters:
@@ -3455,8 +3508,9 @@ class Server:
         if unknown:
             raise TypeError("unknown option(s): %s" % ", ".join(sorted(unknown)))
         options = dict(_OPTION_DEFAULTS, **config)
-        if options["ssl_context"] is not None:
-            raise NotImplementedError("option 'ssl_context' is not available yet")
+        self.ssl_context = options["ssl_context"]
+        if self.ssl_context is not None:
+            _enable_tls()
         self.reactor = options["reactor"] or default_reactor()
         self.alias = options["alias"]
         self.limits = options["limits"] or Limits()
@@ -3738,7 +3792,16 @@ class Server:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        info = Connection("%s-%d" % (self.alias, next(self._connection_ids)), sock, peer, self)
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(sock, server_side=True,
+                                                    do_handshake_on_connect=False)
+            except OSError as exc:
+                log.debug("TLS wrap failed: %s", exc)
+                sock.close()
+                return
+        info = Connection("%s-%d" % (self.alias, next(self._connection_ids)), sock, peer, self,
+                          tls=self.ssl_context is not None)
         conn = _HTTPConnection(self, sock, info)
         self.connections.add(conn)
         if 0 <= self.concurrency <= len(self.connections):
@@ -4075,6 +4138,15 @@ def _argument_parser():
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="add a header to every response (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no access log")
+    parser.add_argument("--wsgi", metavar="MODULE:APP",
+                        help="serve this WSGI application instead of a directory "
+                             "(e.g. myproject.wsgi:application)")
+    parser.add_argument("--threads", type=int, default=8, metavar="N",
+                        help="worker threads for --wsgi (per worker process) [default: 8]")
+    parser.add_argument("--certfile", metavar="PEM",
+                        help="serve HTTPS with this certificate chain (and key, "
+                             "unless --keyfile is given)")
+    parser.add_argument("--keyfile", metavar="PEM", help="private key for --certfile")
     for option in SERVER_OPTIONS:
         if option.flag:
             default = _CLI_DEFAULTS.get(option.name, option.default)
@@ -4090,20 +4162,46 @@ def _argument_parser():
 
 
 def _listen_url(server):
-    host, port = server.address[:2]
+    address = server.address
+    if not isinstance(address, tuple):
+        return "http+unix://%s" % address
+    host, port = address[:2]
     if ":" in host:
         host = "[%s]" % host
-    return "http://%s:%d/" % (host, port)
+    return "%s://%s:%d/" % ("https" if server.ssl_context else "http", host, port)
+
+
+def _fail(message):
+    print("poex_http: %s" % message, file=sys.stderr)
+    return 1
+
+
+def _cli_handler(args):
+    """The handler the command line serves: a WSGI application or a directory."""
+    if args.wsgi:
+        sys.path.insert(0, os.getcwd())
+        return WSGIHandler(_import_object(args.wsgi), threads=args.threads), args.wsgi
+    root = os.path.abspath(args.root)
+    if not os.path.isdir(root):
+        raise ValueError("root directory %s does not exist" % root)
+    return StaticFiles(root, listing=args.listing), root
+
+
+def _cli_ssl_context(args):
+    if not args.certfile:
+        if args.keyfile:
+            raise ValueError("--keyfile needs --certfile")
+        return None
+    import ssl
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.certfile, args.keyfile)
+    return context
 
 
 def main(argv=None):
     """The command line: ``python -m poex_http [PORT] [--root DIR] ...``; returns the exit status."""
     args = _argument_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="poex_http: %(message)s")
-    root = os.path.abspath(args.root)
-    if not os.path.isdir(root):
-        print("poex_http: root directory %s does not exist" % root, file=sys.stderr)
-        return 1
     config = {option.name: getattr(args, option.name) for option in SERVER_OPTIONS if option.flag}
     if args.port_arg is not None:
         config["port"] = args.port_arg
@@ -4115,22 +4213,21 @@ def main(argv=None):
             if not colon:
                 raise ValueError("--header needs 'Name: value', not %r" % line)
             headers.set(name.strip(), value.strip())
-    except ValueError as exc:
-        print("poex_http: %s" % exc, file=sys.stderr)
-        return 1
+        config["ssl_context"] = _cli_ssl_context(args)
+        handler, what = _cli_handler(args)
+    except (ValueError, OSError, ImportError, AttributeError) as exc:
+        return _fail(getattr(exc, "strerror", None) or exc)
     config["headers"] = headers.items()
-    handler = StaticFiles(root, listing=args.listing)
     try:
         server = Server(handlers=[("", handler)], retry=0, **config).start()
     except (OSError, ValueError, OverflowError) as exc:
-        where = "%s:%s" % (config["host"] or "*", config["port"])
         errnum = getattr(exc, "errno", None)
         reason = os.strerror(errnum) if isinstance(errnum, int) and errnum > 0 else str(exc)
         if isinstance(exc, socket.gaierror):
             reason = exc.strerror
-        print("poex_http: cannot listen on %s: %s" % (where, reason), file=sys.stderr)
-        return 1
-    print("Serving %s on %s" % (root, _listen_url(server)), flush=True)
+        return _fail("cannot listen on %s: %s" % (config["unix"] or "%s:%s" % (
+            config["host"] or "*", config["port"]), reason))
+    print("Serving %s on %s" % (what, _listen_url(server)), flush=True)
     _serve(server.reactor)
     return 0
 
