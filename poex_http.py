@@ -1698,6 +1698,9 @@ _READING = 0    # waiting for, or receiving, a request
 _HANDLING = 1   # a request is with its handler, or its response is going out
 _CLOSING = 2    # the last response is out; draining input before the close
 
+# Response fields the connection writes itself, from what the handler set.
+_SERVER_FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "connection"))
+
 # Response body framing.
 _FRAME_LENGTH = 0   # Content-Length
 _FRAME_CHUNKED = 1  # Transfer-Encoding: chunked
@@ -1858,6 +1861,8 @@ class _HTTPConnection(_Transport):
         parser = self.parser
         try:
             while self.phase == _READING and not self.closed:
+                if not parser._buffer and parser._reader is None:
+                    break  # nothing left to parse (the usual end of a turn)
                 try:
                     event = parser.next_event()
                 except HTTPError as exc:
@@ -1915,16 +1920,13 @@ class _HTTPConnection(_Transport):
         length = None
         for name, value in fields:
             lower = name.lower()
-            if lower == "content-length":
-                if value.isdigit():
-                    length = int(value)
-                continue
-            if lower == "transfer-encoding":
-                continue  # framing is the server's business
-            if lower == "connection":
-                if "close" in value.lower():
+            if lower in _SERVER_FRAMING_FIELDS:
+                if lower == "content-length":
+                    if value.isdigit():
+                        length = int(value)
+                elif lower == "connection" and "close" in value.lower():
                     close = True
-                continue
+                continue  # framing is the server's business
             user_names.add(lower)
             lines.append("%s: %s\r\n" % (name, value))
         if head.method == "HEAD" or not status_has_body(code):
@@ -2411,7 +2413,10 @@ class Response:
 
     @content_type.setter
     def content_type(self, value):
-        self.headers.set("Content-Type", value)
+        value = str(value)
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise ValueError("Content-Type holds CR, LF or NUL")
+        self.headers._put("Content-Type", value)  # hot path: the name is known good
 
     @property
     def content(self):
