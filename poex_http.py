@@ -1107,6 +1107,11 @@ def _resolve_under(real_root, url_path):
         return None
     path = real_root
     stat = None
+    if not segments:
+        try:
+            stat = os.stat(real_root)
+        except OSError:
+            return real_root, None
     for number, segment in enumerate(segments):
         path = path + os.sep + segment
         try:
@@ -3736,7 +3741,9 @@ class Server:
         if _servers_by_alias.get(self.alias) is self:
             del _servers_by_alias[self.alias]
         for conn in list(self.connections):
-            if conn.phase == _READING and not conn.parser.in_message:
+            # Idle between requests: close.  A connection accepted but not
+            # yet heard from keeps its chance to send its request.
+            if conn._idle and conn.phase == _READING and not conn.parser.in_message:
                 conn._close()
         self._maybe_finished()
 

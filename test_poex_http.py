@@ -4,6 +4,7 @@ servers over loopback spoken to with exact bytes and with real clients.
 Run: python -m pytest test_poex_http.py
 """
 import collections
+import contextlib
 import http.client
 import json
 import logging
@@ -2869,3 +2870,218 @@ def test_live_fuzz_garbage(serve):
         client.send(get("/"))
         assert client.response()[:3:2] == (200, b"Hello world\n")
     wait_until(lambda: not live.server.connections)
+
+
+# --------------------------------------------------------------- examples and prefork
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Program:
+    """A script of the project run as a subprocess, always stopped at the end."""
+
+    def __init__(self, *argv, cwd=None, env=None):
+        self.env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                        PYTHONUNBUFFERED="1")
+        if env:
+            self.env.update(env)
+        self.proc = subprocess.Popen([sys.executable] + list(argv), cwd=cwd or HERE,
+                                     env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines = []
+
+    def read_line(self, pattern, timeout=DEADLINE):
+        """The first stdout line matching ``pattern`` (a regex), as a match."""
+        import selectors as _selectors
+        selector = _selectors.DefaultSelector()
+        selector.register(self.proc.stdout, _selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("no line matching %r; got %r; stderr %r" % (
+                        pattern, self.lines, self.stderr_now()))
+                if not selector.select(remaining):
+                    continue
+                line = self.proc.stdout.readline().decode("utf-8", "replace")
+                if not line:
+                    raise AssertionError("exited (%s) before %r; got %r; stderr %r" % (
+                        self.proc.poll(), pattern, self.lines, self.stderr_now()))
+                self.lines.append(line)
+                match = re.search(pattern, line)
+                if match:
+                    return match
+        finally:
+            selector.close()
+
+    def stderr_now(self):
+        if self.proc.poll() is None:
+            return "(running)"
+        return self.proc.stderr.read().decode("utf-8", "replace")
+
+    def stop(self, sig=None, timeout=DEADLINE):
+        import signal as _signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or _signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+
+@contextlib.contextmanager
+def example(name, *args):
+    """Run ``examples/NAME`` on a free port; yields (program, port)."""
+    program = Program(os.path.join(HERE, "examples", name), "--port", "0", *args)
+    try:
+        port = int(program.read_line(r"listening on port (\d+)").group(1))
+        yield program, port
+    finally:
+        program.kill()
+
+
+def http_get(port, path, headers=None, method="GET", body=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_example_hello(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"static bytes\n")
+    with example("hello.py", "--root", str(tmp_path)) as (program, port):
+        status, headers, body = http_get(port, "/")
+        assert (status, body, headers["Content-Type"], headers["Content-Length"]) == (
+            200, b"Hello world\n", "text/plain", "12")
+        assert http_get(port, "/static/a.txt")[::2] == (200, b"static bytes\n")
+        assert program.stop() == 0
+
+
+def test_example_static(tmp_path):
+    (tmp_path / "index.html").write_bytes(b"<h1>home</h1>")
+    with example("static.py", "--root", str(tmp_path)) as (program, port):
+        status, headers, body = http_get(port, "/api/time")
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        assert abs(json.loads(body)["time"] - time.time()) < 60
+        assert http_get(port, "/")[::2] == (200, b"<h1>home</h1>")
+        assert program.stop() == 0
+
+
+def test_example_sse_streams_events():
+    with example("sse.py") as (program, port):
+        assert b"EventSource" in http_get(port, "/")[2]
+        with RawClient(port) as client:
+            client.send(b"GET /events?count=3&interval=0.01 HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, body = client.response()
+        assert status == 200 and headers["content-type"] == "text/event-stream"
+        assert headers["transfer-encoding"] == "chunked"
+        events = [part for part in body.decode().split("\n\n") if part]
+        assert [event.splitlines()[0] for event in events] == ["id: 1", "id: 2", "id: 3"]
+        assert all(re.fullmatch(r"data: \d\d:\d\d:\d\d", event.splitlines()[1]) for event in events)
+        assert program.stop() == 0
+
+
+def test_example_deferred_answers_later_and_from_a_thread():
+    with example("deferred.py") as (program, port):
+        status, _, body = http_get(port, "/later?delay=0.05")
+        assert status == 200 and re.fullmatch(rb"answered after 0\.\d\d s\n", body)
+        assert float(body.split()[2]) >= 0.05
+        status, _, body = http_get(port, "/thread")
+        assert (status, body) == (200, b"sum=4999950000 from worker\n")
+        assert program.stop() == 0
+
+
+def test_example_specials_logs_each_event():
+    with example("specials.py") as (program, port):
+        with RawClient(port) as client:
+            client.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _, body = client.response()
+            client.send(b"BAD\r\n\r\n")
+            rest = client.read_all()
+        assert status == 200 and body.startswith(b"Hello HTTPd-1")
+        assert b"400 Bad Request" in rest and rest.endswith(b"Sorry: 400 Bad Request\n")
+        words = [program.read_line(pattern).group(0) for pattern in (
+            r"connect HTTPd-1 127\.0\.0\.1", r"request HTTPd-1 GET /x",
+            r"answered HTTPd-1 GET 200", r"error 400 Bad Request",
+            r"answered HTTPd-1 ERROR 400", r"disconnect HTTPd-1")]
+        assert len(words) == 6
+        assert program.stop() == 0
+
+
+def test_example_handlers_change_at_run_time():
+    with example("handlers.py") as (program, port):
+        assert http_get(port, "/new")[0] == 404
+        assert http_get(port, "/add?path=/new")[2] == b"added /new\n"
+        assert http_get(port, "/new")[::2] == (200, b"this handler was added at run time for /new\n")
+        assert http_get(port, "/list")[2] == b"^/add$\n^/remove$\n^/list$\n^/new$\n"
+        assert http_get(port, "/remove?path=/new")[2] == b"removed /new\n"
+        assert http_get(port, "/new")[0] == 404
+        assert program.stop() == 0
+
+
+def _pid_on_held_connection(port, kept_alive=True):
+    """Open a keep-alive connection, ask for the worker's pid, keep it open."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    connection.request("GET", "/")
+    response = connection.getresponse()
+    body = response.read()
+    assert response.status == 200 and response.will_close is not kept_alive
+    return connection, int(body.split()[1])
+
+
+def _children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as handle:
+        return sorted(int(child) for child in handle.read().split())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/task"),
+                    reason="prefork needs fork() and /proc")
+def test_example_prefork_spreads_connections_and_survives_a_killed_worker():
+    import signal as _signal
+    with example("prefork.py", "--workers", "2", "--concurrency", "1") as (program, port):
+        parent = program.proc.pid
+        wait_until(lambda: len(_children(parent)) == 2)
+        first, first_pid = _pid_on_held_connection(port)
+        second, second_pid = _pid_on_held_connection(port)
+        # With one connection each, the held connections are in different workers.
+        assert first_pid != second_pid
+        assert sorted((first_pid, second_pid)) == _children(parent)
+        first.close()
+        second.close()
+        os.kill(first_pid, _signal.SIGKILL)
+        wait_until(lambda: len(_children(parent)) == 2 and first_pid not in _children(parent))
+        pids = set()
+        for _ in range(2):
+            connection, pid = _pid_on_held_connection(port)
+            pids.add(pid)
+            connection.close()
+        assert first_pid not in pids
+        assert program.stop() == 0
+        assert program.proc.returncode == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/task"),
+                    reason="prefork needs fork() and /proc")
+def test_prefork_recycles_a_worker_after_its_connections():
+    with example("prefork.py", "--workers", "1", "--recycle", "2") as (program, port):
+        parent = program.proc.pid
+        wait_until(lambda: len(_children(parent)) == 1)
+        pids = []
+        for number in range(4):
+            # The second connection of each worker is its last: Connection: close.
+            connection, pid = _pid_on_held_connection(port, kept_alive=number % 2 == 0)
+            connection.close()
+            pids.append(pid)
+        assert pids[0] == pids[1] != pids[2] == pids[3]
+        assert program.stop() == 0
