@@ -2885,8 +2885,9 @@ class Program:
                         PYTHONUNBUFFERED="1")
         if env:
             self.env.update(env)
+        # Unbuffered: select() on the pipe must see every line not yet read.
         self.proc = subprocess.Popen([sys.executable] + list(argv), cwd=cwd or HERE,
-                                     env=self.env, stdin=subprocess.DEVNULL,
+                                     env=self.env, stdin=subprocess.DEVNULL, bufsize=0,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines = []
 
