@@ -1724,7 +1724,7 @@ class _HTTPConnection(_Transport):
                  "deadline", "_timer", "_head", "_body", "_response", "_framing",
                  "_remaining", "_will_close", "_linger", "_in_process_input",
                  "_finished", "_eof", "_idle", "_trailers", "body_sent", "_drain_waiters",
-                 "tls", "_handshaking")
+                 "tls", "_handshaking", "routes")
 
     def __init__(self, server, sock, info):
         super().__init__(server.reactor, sock)
@@ -1752,6 +1752,9 @@ class _HTTPConnection(_Transport):
         self._drain_waiters = None
         self.tls = info.tls
         self._handshaking = info.tls
+        # The handler table as it was at accept: changes apply to new
+        # connections (as in the Perl module).
+        self.routes = server.router._table
 
     def start(self):
         self._set_deadline(self.server.timeout)
@@ -2108,7 +2111,7 @@ class _HTTPConnection(_Transport):
         self.server._request_done(self, response)
         if self.closed:
             return
-        if self._will_close or self._eof:
+        if self._will_close or self._eof or self.server.shutting_down:
             self._close()
             return
         if self.parser.buffered:
@@ -2925,9 +2928,9 @@ class Router:
     def _rebuild(self):
         self._table = tuple((re.compile(regex), self._handlers[regex]) for regex in self.order)
 
-    def find(self, path):
-        """The handler for ``path``, or None."""
-        for pattern, handler in self._table:
+    def find(self, path, table=None):
+        """The handler for ``path`` (in ``table``, a snapshot, if given), or None."""
+        for pattern, handler in self._table if table is None else table:
             if pattern.search(path):
                 return handler
         return None
@@ -3741,10 +3744,14 @@ class Server:
         if _servers_by_alias.get(self.alias) is self:
             del _servers_by_alias[self.alias]
         for conn in list(self.connections):
-            # Idle between requests: close.  A connection accepted but not
-            # yet heard from keeps its chance to send its request.
-            if conn._idle and conn.phase == _READING and not conn.parser.in_message:
-                conn._close()
+            if conn.phase != _READING or conn.parser.in_message:
+                continue  # a request in flight finishes
+            if conn._idle:
+                conn._close()  # idle between requests
+            else:
+                # Accepted but not heard from yet: a short chance to send
+                # its request, which is then answered with Connection: close.
+                conn._set_deadline(min(self.timeout or 5, self.keepalivetimeout or 5))
         self._maybe_finished()
 
     def _maybe_finished(self):
@@ -3840,7 +3847,7 @@ class Server:
             self._call_special("pre_request", request)
             if conn.closed:
                 return
-        handler = self.router.find(head.path)
+        handler = self.router.find(head.path, conn.routes)
         if handler is None:
             response.error(404, "No handler for path %s.\n" % _quote_path(head.path))
             return

@@ -5,6 +5,7 @@ Run: python -m pytest test_poex_http.py
 """
 import collections
 import contextlib
+import errno
 import http.client
 import json
 import logging
@@ -12,11 +13,15 @@ import os
 import random
 import re
 import resource
+import select
 import shutil
+import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -3086,3 +3091,1130 @@ def test_prefork_recycles_a_worker_after_its_connections():
             pids.append(pid)
         assert pids[0] == pids[1] != pids[2] == pids[3]
         assert program.stop() == 0
+
+
+# --------------------------------------------------------------- life cycle: helpers
+
+def small_client(port, rcvbuf=4096, host="127.0.0.1", family=socket.AF_INET):
+    """A RawClient whose socket has a small receive buffer (set before connect)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(DEADLINE)
+    sock.connect((host, port))
+    client = RawClient.__new__(RawClient)
+    client.sock = sock
+    client.buffer = b""
+    return client
+
+
+def read_head(client):
+    """(status line, headers dict) of the next response head on a RawClient."""
+    while b"\r\n\r\n" not in client.buffer:
+        client._fill()
+    head, _, client.buffer = client.buffer.partition(b"\r\n\r\n")
+    status, fields, _ = split_response(head + b"\r\n\r\n")
+    return status, field_dict(fields)
+
+
+def read_chunks(client):
+    """The chunks of a chunked body, one by one, as they were framed."""
+    chunks = []
+    while True:
+        line = client._line()
+        size = int(line, 16)
+        if not size:
+            assert client._line() == b"", "trailers where none were expected"
+            return chunks
+        chunks.append(client._take(size))
+        assert client._take(2) == b"\r\n"
+
+
+def take(client, size):
+    """Exactly ``size`` bytes from a RawClient (linear time, unlike RawClient._take)."""
+    parts = [client.buffer]
+    have = len(client.buffer)
+    while have < size:
+        data = client.sock.recv(262144)
+        if not data:
+            raise EOFError("connection closed after %d of %d bytes" % (have, size))
+        parts.append(data)
+        have += len(data)
+    data = b"".join(parts)
+    client.buffer = data[size:]
+    return data[:size]
+
+
+def eof_within(client, seconds):
+    """True when the server closes ``client`` within ``seconds`` with nothing more sent."""
+    old = client.sock.gettimeout()
+    client.sock.settimeout(seconds)
+    try:
+        return client.closed_by_server()
+    except socket.timeout:
+        return False
+    finally:
+        client.sock.settimeout(old)
+
+
+def refused(port, host="127.0.0.1", family=socket.AF_INET):
+    """True when a TCP connect to ``port`` is refused."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(2.0)
+    try:
+        sock.connect((host, port))
+    except ConnectionRefusedError:
+        return True
+    finally:
+        sock.close()
+    return False
+
+
+def block(index, size):
+    """``size`` bytes that say which block they are (to check order)."""
+    stamp = b"%07d\n" % index
+    return (stamp * (size // len(stamp) + 1))[:size]
+
+
+def reset(sock):
+    """Close with an RST instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def connections(live):
+    return live.call(lambda: list(live.server.connections))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(name, None)
+    return env
+
+
+def read_line(proc, timeout=DEADLINE):
+    """One line of a child's stdout, within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    fd = proc.stdout.fileno()
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, "no line from the child within %.1f s; have %r" % (timeout, line)
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            byte = os.read(fd, 1)
+            assert byte, "child closed its stdout; have %r (exit %r)" % (line, proc.poll())
+            line += byte
+    return line.decode()
+
+
+@contextlib.contextmanager
+def child(args, stderr_path, **kwargs):
+    """A Python subprocess, killed whatever happens."""
+    with open(stderr_path, "wb") as errors:
+        proc = subprocess.Popen([sys.executable] + args, stdout=subprocess.PIPE,
+                                stderr=errors, cwd=HERE, env=child_env(), **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(DEADLINE)
+        proc.stdout.close()
+
+
+def child_cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+CLOSE_GET = get("/", headers=[("Connection", "close")])
+
+
+# ====================================================================
+# 1. Streaming (Perl t/32_stream.t)
+# ====================================================================
+
+STREAM_N = 10
+
+
+def _stream_server(serve, **config):
+    """A server whose /stream handler streams STREAM_N lines via stream_request."""
+    calls = []
+
+    def stream(req, resp):
+        resp.content_type = "text/plain"
+        resp.streaming = True
+        resp.send()
+
+    def stream_request(req, resp):
+        calls.append(req)
+        number = sum(1 for seen in calls if seen is req)
+        resp.send("%d/%d\n" % (number, STREAM_N))
+        if number == STREAM_N:
+            resp.done()
+
+    config.setdefault("keepalive", 10)
+    live = serve(handlers=[("stream_request", stream_request), ("^/stream", stream),
+                           ("", hello)], **config)
+    return live, calls
+
+
+EXPECTED_LINES = [b"%d/%d\n" % (number, STREAM_N) for number in range(1, STREAM_N + 1)]
+
+
+def test_stream_request_fires_once_per_chunk_http11_chunked_keepalive(serve):
+    live, calls = _stream_server(serve)
+    with RawClient(live.port) as client:
+        client.send(get("/stream"))
+        status, headers = read_head(client)
+        assert status == "HTTP/1.1 200 OK"
+        check_common(headers)
+        assert headers["transfer-encoding"] == "chunked"
+        assert headers["content-type"] == "text/plain"
+        assert "content-length" not in headers
+        assert "connection" not in headers
+        assert read_chunks(client) == EXPECTED_LINES
+        assert client.buffer == b""
+        # The socket of a streaming response was made "hot".
+        [conn] = connections(live)
+        nodelay = live.call(conn.sock.getsockopt, socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        sndbuf = live.call(conn.sock.getsockopt, socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert nodelay != 0
+        assert sndbuf < 16384, "SO_SNDBUF of a streaming socket is %d" % sndbuf
+        # The connection is still alive and in step.
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"Hello world\n")
+        client.send(get("/stream"))
+        read_head(client)
+        assert read_chunks(client) == EXPECTED_LINES
+        client.send(get("/"))
+        assert client.response()[2] == b"Hello world\n"
+    assert len(calls) == 2 * STREAM_N
+    assert len({id(req) for req in calls}) == 2
+
+
+def test_stream_http10_is_close_delimited(serve):
+    live, calls = _stream_server(serve)
+    data = exchange(live.port, get("/stream", version="HTTP/1.0"))
+    status, fields, body = split_response(data)
+    headers = field_dict(fields)
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["connection"] == "close"
+    assert "content-length" not in headers
+    assert "transfer-encoding" not in headers
+    assert body == b"".join(EXPECTED_LINES)
+    assert len(calls) == STREAM_N
+
+
+def test_stream_request_is_paced_by_the_client(serve):
+    """stream_request fires after a flush: a client that does not read holds it back."""
+    count = 40
+    size = 65536
+    calls = []
+    finished = threading.Event()
+
+    def stream(req, resp):
+        resp.streaming = True
+        resp.header("Content-Length", str(count * size))
+        resp.send()
+
+    def stream_request(req, resp):
+        calls.append(req)
+        resp.send(block(len(calls), size))
+        if len(calls) == count:
+            resp.done()
+            finished.set()
+    live = serve(handlers=[("stream_request", stream_request), ("", stream)], keepalive=10)
+    client = small_client(live.port)
+    try:
+        client.send(get("/"))
+        wait_until(lambda: calls and live.call(lambda: [c.output_pending for c in
+                                                        live.server.connections]) != [0])
+        assert not finished.wait(0.3), "stream_request ran ahead of a client that reads nothing"
+        assert len(calls) < 4
+        status, headers = read_head(client)
+        assert headers["content-length"] == str(count * size)
+        body = take(client, count * size)
+        assert body == b"".join(block(index, size) for index in range(1, count + 1))
+        assert finished.wait(DEADLINE)
+        assert len(calls) == count
+    finally:
+        client.close()
+
+
+def test_setting_streaming_after_the_head_raises(serve):
+    def late(req, resp):
+        resp.send("head sent;")
+        try:
+            resp.streaming = True
+        except RuntimeError:
+            outcome = "RuntimeError"
+        else:
+            outcome = "no error"
+        resp.send(outcome)
+        resp.done()
+    live = serve(handlers=[("", late)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"head sent;RuntimeError")
+
+
+def _plain_send(req, resp):
+    resp.content_type = "text/plain"
+    if req.path == "/length":
+        resp.header("Content-Length", "10")
+        resp.send("hello")
+        resp.send("world")
+    elif req.path == "/short":
+        resp.header("Content-Length", "10")
+        resp.send("hello")
+    else:
+        resp.send("hello")
+        resp.send(" world")
+    resp.done()
+
+
+def test_plain_send_framing_chunked_and_content_length(serve):
+    live = serve(handlers=[("", _plain_send)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/chunked"))
+        status, headers = read_head(client)
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in headers
+        assert read_chunks(client) == [b"hello", b" world"]
+        client.send(get("/length"))
+        status, headers = read_head(client)
+        assert headers["content-length"] == "10"
+        assert "transfer-encoding" not in headers
+        assert client._take(10) == b"helloworld"
+        client.send(get("/"))
+        assert client.response()[2] == b"hello world"
+        assert client.buffer == b""
+
+
+def test_plain_send_shorter_than_content_length_closes(serve):
+    live = serve(handlers=[("", _plain_send)], keepalive=10)
+    with RawClient(live.port, timeout=3.0) as client:
+        client.send(get("/short"))
+        status, headers = read_head(client)
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["content-length"] == "10"
+        try:
+            rest = client.read_all()
+        except socket.timeout:
+            pytest.fail("the connection hangs after a body shorter than its Content-Length")
+        assert rest == b"hello"
+    wait_until(lambda: not live.call(lambda: len(live.server.connections)))
+
+
+# ====================================================================
+# 2. Back-pressure
+# ====================================================================
+
+BP_LIMITS = dict(output_high_water=65536, output_low_water=16384)
+
+
+def test_send_on_reactor_reports_back_pressure_and_on_drain_fires(serve):
+    size = 262144
+    results = []
+    drains = []
+    pending_at_drain = []
+    drained = threading.Event()
+
+    def push(req, resp):
+        conn = resp._conn
+        for index in range(64):
+            ok = resp.send(block(index, size))
+            results.append(ok)
+            if not ok:
+                break
+
+        def on_drain():
+            drains.append(True)
+            pending_at_drain.append(conn.output_pending)
+            resp.send(b"END")
+            resp.done()
+            drained.set()
+        resp.on_drain(on_drain)
+    live = serve(handlers=[("", push)], limits=poex_http.Limits(**BP_LIMITS))
+    client = small_client(live.port)
+    try:
+        client.send(get("/", version="HTTP/1.0"))
+        wait_until(lambda: results and not results[-1] or len(results) == 64)
+        assert results[-1] is False, "send() never reported back-pressure"
+        assert results == [True] * (len(results) - 1) + [False]
+        [conn] = connections(live)
+        assert live.call(lambda: conn.output_pending) > 16384
+        assert not drained.wait(0.2), "on_drain fired while the client reads nothing"
+        data = client.read_all()
+        status, fields, body = split_response(data)
+        assert status == "HTTP/1.1 200 OK"
+        expected = b"".join(block(index, size) for index in range(len(results))) + b"END"
+        assert len(body) == len(expected)
+        assert body == expected
+        assert drained.wait(DEADLINE)
+        assert drains == [True]
+        assert pending_at_drain[0] <= 16384
+    finally:
+        client.close()
+
+
+def test_on_drain_fires_at_once_when_nothing_is_queued(serve):
+    fired = []
+
+    def handler(req, resp):
+        resp.content = "ok"
+
+        def on_drain():
+            fired.append(resp._conn.output_pending)
+            resp.done()
+        resp.on_drain(on_drain)
+    live = serve(handlers=[("", handler)], limits=poex_http.Limits(**BP_LIMITS))
+    assert split_response(exchange(live.port, get("/")))[2] == b"ok"
+    assert fired == [0]
+
+
+def test_send_from_thread_blocks_while_the_client_does_not_read(serve):
+    chunks = 200
+    size = 65536
+    high = BP_LIMITS["output_high_water"]
+    progress = []
+    returned = []
+    workers = []
+    finished = threading.Event()
+
+    def threaded(req, resp):
+        def work():
+            resp.header("Content-Length", str(chunks * size))
+            for index in range(chunks):
+                returned.append(resp.send(block(index, size)))
+                progress.append(index)
+            resp.done()
+            finished.set()
+        worker = threading.Thread(target=work, daemon=True)
+        workers.append(worker)
+        worker.start()
+    live = serve(handlers=[("", threaded)], limits=poex_http.Limits(**BP_LIMITS))
+
+    def pending():
+        return sum(conn.output_pending for conn in live.server.connections)
+    client = small_client(live.port)
+    try:
+        client.send(get("/"))
+        samples = []
+        wait_until(lambda: samples.append(live.call(pending)) or samples[-1] > high)
+        # Held back: the thread does not finish, and the queue stays bounded.
+        end = time.monotonic() + 0.4
+        while time.monotonic() < end:
+            samples.append(live.call(pending))
+            assert not finished.is_set(), "send() from a thread did not block"
+        assert not finished.is_set()
+        assert len(progress) < chunks
+        assert max(samples) <= high + size, "queued %d bytes" % max(samples)
+        # The client reads everything: every byte, in order.
+        status, headers = read_head(client)
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["content-length"] == str(chunks * size)
+        for index in range(chunks):
+            assert take(client, size) == block(index, size), "block %d differs" % index
+        assert finished.wait(DEADLINE)
+        assert returned == [True] * chunks
+        assert eof_within(client, DEADLINE)
+    finally:
+        client.close()
+        for worker in workers:
+            worker.join(DEADLINE)
+
+
+# ====================================================================
+# 3. Special handlers
+# ====================================================================
+
+def test_specials_order_on_a_keepalive_connection(serve):
+    calls = []
+
+    def record(name):
+        return lambda *args: calls.append(name)
+    live = serve(handlers=[("on_connect", record("on_connect")),
+                           ("pre_request", record("pre_request")),
+                           ("post_request", record("post_request")),
+                           ("on_disconnect", record("on_disconnect")),
+                           ("", hello)], keepalive=10)
+    with RawClient(live.port) as client:
+        for _ in range(2):
+            client.send(get("/"))
+            assert client.response()[2] == b"Hello world\n"
+    wait_until(lambda: "on_disconnect" in calls)
+    assert calls == ["on_connect", "pre_request", "post_request", "pre_request",
+                     "post_request", "on_disconnect"]
+
+
+def _error_server(serve, pending):
+    errors = []
+    live = serve(handlers=[("on_error", errors.append),
+                           ("^/slow", lambda req, resp: pending.append(resp)),
+                           ("", hello)], keepalive=10)
+    return live, errors
+
+
+def _check_reset_error(errors, live):
+    wait_until(lambda: errors)
+    wait_until(lambda: not live.call(lambda: len(live.server.connections)))
+    [error] = errors
+    assert isinstance(error, poex_http.Error)
+    assert error.op == "read"
+    assert error.errnum == errno.ECONNRESET
+    assert error.errstr == os.strerror(errno.ECONNRESET)
+    assert isinstance(error.connection, poex_http.Connection)
+    assert error.connection.ID == "HTTPd-1"
+
+
+def test_on_error_read_reset_mid_request(serve):
+    live, errors = _error_server(serve, [])
+    sock = live.connect()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    wait_until(lambda: live.call(lambda: [c.parser.in_message
+                                          for c in live.server.connections]) == [True])
+    reset(sock)
+    _check_reset_error(errors, live)
+
+
+def test_on_error_read_reset_during_slow_handler(serve):
+    pending = []
+    live, errors = _error_server(serve, pending)
+    sock = live.connect()
+    sock.sendall(get("/slow"))
+    wait_until(lambda: pending)
+    reset(sock)
+    _check_reset_error(errors, live)
+    pending[0].content = "too late"
+    pending[0].done()  # harmless
+    assert split_response(exchange(live.port, CLOSE_GET))[2] == b"Hello world\n"
+
+
+def test_exceptions_in_every_special_are_logged_and_serving_goes_on(serve, caplog):
+    caplog.set_level(logging.ERROR, logger="poex_http")
+    fired = []
+
+    def fail(name):
+        def special(*args):
+            fired.append(name)
+            raise RuntimeError("special %s failed" % name)
+        return special
+
+    def stream(req, resp):
+        resp.streaming = True
+        resp.send()
+    names = ("on_connect", "pre_request", "post_request", "on_disconnect",
+             "stream_request", "on_error")
+    live = serve(handlers=[(name, fail(name)) for name in names]
+                 + [("^/stream", stream), ("", hello)], keepalive=10)
+    with RawClient(live.port) as client:
+        for _ in range(2):
+            client.send(get("/"))
+            assert client.response()[:3:2] == (200, b"Hello world\n")
+        client.send(get("/stream"))
+        assert read_head(client)[0] == "HTTP/1.1 200 OK"
+        wait_until(lambda: "stream_request" in fired)
+    wait_until(lambda: "on_disconnect" in fired)
+    data = exchange(live.port, b"BOGUS\r\n\r\n")
+    status, fields, body = split_response(data)
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert field_dict(fields)["content-length"] == str(len(body))
+    assert "on_error" in fired
+    assert split_response(exchange(live.port, CLOSE_GET))[2] == b"Hello world\n"
+    wait_until(lambda: not live.call(lambda: len(live.server.connections)))
+    logged = [record for record in caplog.records
+              if record.name == "poex_http" and record.exc_info
+              and "failed" in str(record.exc_info[1])]
+    for name in names:
+        assert [record for record in logged
+                if str(record.exc_info[1]) == "special %s failed" % name
+                and name in record.getMessage()], "no log of %s raising" % name
+    assert live.thread.is_alive()
+
+
+def test_on_error_changes_content_and_headers_length_recomputed(serve):
+    def rewrite(error):
+        error.content = "custom text"
+        error.content_type = "text/plain"
+        error.header("X-Custom", "yes")
+    live = serve(handlers=[("on_error", rewrite), ("", hello)])
+    status, fields, body = split_response(exchange(live.port, b"GET / HTTP/1.1\r\n\r\n"))
+    headers = field_dict(fields)
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert body == b"custom text"
+    assert headers["content-length"] == "11"
+    assert headers["content-type"] == "text/plain"
+    assert headers["x-custom"] == "yes"
+    assert headers["connection"] == "close"
+
+
+SPECIALS_MODULE = "lifecycle_specials_mod"
+
+
+@pytest.fixture
+def specials_module(tmp_path, monkeypatch):
+    (tmp_path / (SPECIALS_MODULE + ".py")).write_text(textwrap.dedent("""
+        calls = []
+
+        def special(args, *params):
+            calls.append((args, params))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, SPECIALS_MODULE, raising=False)
+    yield SPECIALS_MODULE
+    sys.modules.pop(SPECIALS_MODULE, None)
+
+
+def test_specials_as_string_specs_get_their_arguments_first(serve, specials_module):
+    spec = specials_module + ":special"
+    live = serve(handlers=[("on_connect", spec + "?name=connect"),
+                           ("pre_request", spec + "?name=pre&x=1"),
+                           ("post_request", spec + "?a+b"),
+                           ("on_disconnect", spec + "?name=disconnect"),
+                           ("", hello)])
+    assert split_response(exchange(live.port, get("/")))[2] == b"Hello world\n"
+    calls = sys.modules[specials_module].calls
+    wait_until(lambda: len(calls) == 4)
+    (connect_args, (info,)), (pre_args, (req,)), (post_args, (req2, resp)), \
+        (disconnect_args, (info2,)) = calls
+    assert connect_args == {"name": "connect"}
+    assert pre_args == {"name": "pre", "x": "1"}
+    assert post_args == ["a", "b"]
+    assert disconnect_args == {"name": "disconnect"}
+    assert isinstance(info, poex_http.Connection) and info2 is info
+    assert isinstance(req, poex_http.Request) and req2 is req
+    assert isinstance(resp, poex_http.Response)
+
+
+# ====================================================================
+# 4. Run-time control
+# ====================================================================
+
+def test_shutdown_with_one_request_in_flight_and_one_idle_connection(serve):
+    pending = []
+    live = serve(handlers=[("^/slow", lambda req, resp: pending.append(resp)), ("", hello)],
+                 keepalive=10)
+    idle = RawClient(live.port)
+    busy = RawClient(live.port)
+    try:
+        idle.send(get("/"))
+        assert idle.response()[2] == b"Hello world\n"
+        busy.send(get("/slow"))
+        wait_until(lambda: pending)
+        live.call(live.server.shutdown)
+        assert refused(live.port), "the listener is still open after shutdown()"
+        assert eof_within(idle, DEADLINE), "the idle connection was not closed"
+        assert live.thread.is_alive()
+
+        def finish():
+            pending[0].content = "late answer"
+            pending[0].done()
+        live.call(live.reactor.call_later, 0.05, finish)
+        status, headers, body = busy.response()
+        assert (status, body) == (200, b"late answer")
+        assert headers["connection"] == "close"
+        assert eof_within(busy, DEADLINE)
+        live.thread.join(DEADLINE)
+        assert not live.thread.is_alive(), "run() did not return after shutdown"
+    finally:
+        idle.close()
+        busy.close()
+
+
+def test_handlers_set_at_run_time_new_connections_only(serve):
+    live = serve(handlers=[("", named("old"))], keepalive=10)
+    with RawClient(live.port) as before:
+        before.send(get("/x"))
+        assert before.response()[2] == b"old"
+        live.call(live.server.handlers_set, [("", named("new"))])
+        assert split_response(exchange(live.port, get("/x", headers=[("Connection", "close")])))[2] \
+            == b"new"
+        before.send(get("/x"))
+        assert before.response()[2] == b"old", \
+            "a connection already open must keep the table it started with"
+
+
+def _body(port, path):
+    status, _, body = split_response(exchange(port, get(path)))
+    return status.split(" ")[1], body
+
+
+def test_handlers_add_remove_ordering_at_run_time(serve):
+    a1, a2, root, b, c = (named(name) for name in ("a1", "a2", "root", "b", "c"))
+    live = serve(handlers=[("^/a", a1), ("^/", root)])
+    server = live.server
+    assert _body(live.port, "/a") == ("200", b"a1")
+    # Added again: the regex moves to the end, behind "^/".
+    live.call(server.handlers_add, [("^/a", a2)])
+    assert live.call(server.handlers_get) == {"^/a": a2, "^/": root}
+    assert _body(live.port, "/a") == ("200", b"root")
+    # Remove by str.
+    live.call(server.handlers_remove, "^/")
+    assert _body(live.port, "/a") == ("200", b"a2")
+    assert _body(live.port, "/z")[0] == "404"
+    # Remove by list.
+    live.call(server.handlers_add, {"^/b": b, "^/c": c})
+    assert _body(live.port, "/b") == ("200", b"b")
+    assert _body(live.port, "/c") == ("200", b"c")
+    live.call(server.handlers_remove, ["^/b", "^/c"])
+    assert _body(live.port, "/b")[0] == "404"
+    assert _body(live.port, "/c")[0] == "404"
+    # Remove by a dict's keys.
+    live.call(server.handlers_remove, {"^/a": None})
+    assert _body(live.port, "/a")[0] == "404"
+    assert live.call(server.handlers_get) == {}
+    # Set replaces everything.
+    live.call(server.handlers_set, [("", root)])
+    assert _body(live.port, "/anything") == ("200", b"root")
+    assert live.call(server.handlers_get) == {"": root}
+
+
+def test_post_by_alias_from_another_thread(serve):
+    alias = "lifecycle-post"
+    live = serve(handlers=[("^/$", hello)], alias=alias)
+    with pytest.raises(LookupError):
+        poex_http.post("lifecycle-no-such-alias", "shutdown")
+    with pytest.raises(ValueError):
+        poex_http.post(alias, "no_such_event")
+    outcome = []
+
+    def from_thread():
+        poex_http.post(alias, "handlers_add", [("^/added", named("added"))])
+    worker = threading.Thread(target=from_thread)
+    worker.start()
+    worker.join(DEADLINE)
+    live.call(lambda: None)  # the posted call has run
+    assert _body(live.port, "/added") == ("200", b"added")
+    assert _body(live.port, "/") == ("200", b"Hello world\n")
+    worker = threading.Thread(target=lambda: outcome.append(poex_http.post(alias, "shutdown")))
+    worker.start()
+    worker.join(DEADLINE)
+    live.thread.join(DEADLINE)
+    assert not live.thread.is_alive(), "post(alias, 'shutdown') did not end the server"
+    assert refused(live.port)
+    with pytest.raises(LookupError):
+        poex_http.post(alias, "shutdown")
+
+
+# ====================================================================
+# 5. Signals and the command line
+# ====================================================================
+
+BIG = 16 * 2**20
+
+
+@pytest.fixture(scope="module")
+def big_root():
+    root = tempfile.mkdtemp(prefix="poex-cli-")
+    data = b"".join(block(index, 65536) for index in range(BIG // 65536))
+    with open(os.path.join(root, "big.bin"), "wb") as handle:
+        handle.write(data)
+    yield root, data
+    import shutil
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def cli_server(root, stderr_path):
+    port = free_port()
+    with child(["-m", "poex_http", "--bind", "127.0.0.1", "--port", str(port),
+                "--root", root], stderr_path) as proc:
+        line = read_line(proc)
+        assert line.startswith("Serving "), line
+        assert line.rstrip().endswith("http://127.0.0.1:%d/" % port), line
+        yield proc, port
+
+
+def _start_download(port, data):
+    client = small_client(port)
+    client.send(get("/big.bin"))
+    status, headers = read_head(client)
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-length"] == str(len(data))
+    got = take(client, 65536)
+    assert got == data[:65536]
+    return client, got
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_cli_signal_lets_download_finish_then_exits_0(big_root, tmp_path, signum):
+    root, data = big_root
+    with cli_server(root, tmp_path / "stderr") as (proc, port):
+        client, got = _start_download(port, data)
+        try:
+            proc.send_signal(signum)
+            wait_until(lambda: refused(port))
+            assert proc.poll() is None, "exited before the download finished"
+            rest = take(client, len(data) - len(got))
+            assert got + rest == data
+            assert eof_within(client, 2.0), \
+                "the connection stays open after its last response during shutdown"
+        finally:
+            client.close()
+        try:
+            assert proc.wait(3.0) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server did not exit after the download")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_cli_second_signal_exits_at_once(big_root, tmp_path, signum):
+    root, data = big_root
+    with cli_server(root, tmp_path / "stderr") as (proc, port):
+        client, _ = _start_download(port, data)
+        try:
+            proc.send_signal(signum)
+            wait_until(lambda: refused(port))
+            assert proc.poll() is None
+            proc.send_signal(signum)
+            try:
+                status = proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                pytest.fail("a second signal did not end the server at once")
+            assert status != 0
+        finally:
+            client.close()
+
+
+# ====================================================================
+# 6. Bind retry
+# ====================================================================
+
+def _blocker():
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(8)
+    return blocker, blocker.getsockname()[1]
+
+
+def test_bind_retry_with_on_error_then_serves(serve):
+    blocker, port = _blocker()
+    errors = []
+    try:
+        live = serve(handlers=[("on_error", errors.append), ("", hello)], port=port, retry=0.2)
+        assert errors, "on_error was not told of the failed bind"
+        assert errors[0].op == "bind"
+        assert errors[0].errnum == errno.EADDRINUSE
+        assert errors[0].connection is None
+        wait_until(lambda: len(errors) >= 2)  # tried again
+        assert {(error.op, error.errnum) for error in errors} == {("bind", errno.EADDRINUSE)}
+    finally:
+        blocker.close()
+
+    def serves():
+        try:
+            return exchange(port, get("/"), timeout=2.0)
+        except ConnectionRefusedError:
+            return None
+    data = wait_until(serves, timeout=3.0)
+    assert split_response(data)[2] == b"Hello world\n"
+    assert live.server.port == port
+
+
+@pytest.mark.parametrize("config", [
+    dict(retry=0, with_on_error=True),
+    dict(retry=0.2, with_on_error=False),
+], ids=["retry0", "no-on_error"])
+def test_bind_failure_raises_at_once(config):
+    blocker, port = _blocker()
+    reactor = poex_http.Reactor()
+    errors = []
+    handlers = [("", hello)]
+    if config["with_on_error"]:
+        handlers.insert(0, ("on_error", errors.append))
+    try:
+        server = poex_http.Server(handlers=handlers, host="127.0.0.1", port=port,
+                                  retry=config["retry"], reactor=reactor,
+                                  alias="lifecycle-bind")
+        start = time.monotonic()
+        with pytest.raises(OSError) as raised:
+            server.start()
+        assert time.monotonic() - start < 1.0
+        assert raised.value.errno == errno.EADDRINUSE
+        assert not reactor._has_work()
+        with pytest.raises(LookupError):
+            poex_http.post("lifecycle-bind", "shutdown")
+    finally:
+        blocker.close()
+        reactor.close()
+
+
+# ====================================================================
+# 7. Accept errors
+# ====================================================================
+
+class _FlakyListener(socket.socket):
+    """A listening socket whose accept() fails with EMFILE while ``failing``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failing = False
+        self.failures = 0
+
+    def accept(self):
+        if self.failing:
+            self.failures += 1
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return super().accept()
+
+
+def test_accept_emfile_pauses_then_serves_again(serve, caplog):
+    caplog.set_level(logging.ERROR, logger="poex_http")
+    listener = _FlakyListener(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    errors = []
+    live = serve(handlers=[("on_error", errors.append), ("", hello)], sock=listener,
+                 limits=poex_http.Limits(accept_pause=0.3))
+    assert split_response(exchange(live.port, get("/")))[2] == b"Hello world\n"
+    listener.failing = True
+    client = RawClient(live.port)
+    try:
+        client.send(get("/"))
+        wait_until(lambda: listener.failures)
+        before = cpu_seconds()
+        started = time.monotonic()
+        client.sock.settimeout(0.4)
+        with pytest.raises(socket.timeout):
+            client._fill()
+        used = cpu_seconds() - before
+        elapsed = time.monotonic() - started
+        failures = listener.failures
+        assert failures <= 1 + int(elapsed / 0.3) + 1, "accept retried %d times" % failures
+        assert used < 0.15, "busy loop while accept fails: %.3f s CPU" % used
+        listener.failing = False
+        client.sock.settimeout(DEADLINE)
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"Hello world\n")
+    finally:
+        client.close()
+    assert errors[0].op == "accept"
+    assert errors[0].errnum == errno.EMFILE
+    assert errors[0].connection is None
+    assert any("accept" in record.getMessage() and record.levelno >= logging.ERROR
+               for record in caplog.records if record.name == "poex_http")
+
+
+EMFILE_SERVER = textwrap.dedent("""
+    import logging, os, resource, sys
+    import poex_http
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+
+    def hello(req, resp):
+        resp.content = "Hello world\\n"
+        resp.done()
+
+    server = poex_http.Server(host="127.0.0.1", port=0, handlers=[("", hello)],
+                              keepalive=100, limits=poex_http.Limits(accept_pause=0.3))
+    server.start()
+    used = []
+    for fd in range(4096):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        used.append(fd)
+    limit = max(used) + 1 + 3
+    resource.setrlimit(resource.RLIMIT_NOFILE,
+                       (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print(server.port, limit - len(used), flush=True)
+    server.reactor.run()
+""")
+
+
+def test_accept_real_emfile_in_subprocess_no_spin(tmp_path):
+    script = tmp_path / "emfile_server.py"
+    script.write_text(EMFILE_SERVER)
+    held = []
+    with child([str(script)], tmp_path / "stderr") as proc:
+        port, free = (int(word) for word in read_line(proc).split())
+        assert 1 <= free <= 8
+        try:
+            for _ in range(free):
+                client = RawClient(port)
+                held.append(client)
+                client.send(get("/"))
+                assert client.response()[2] == b"Hello world\n"
+            extra = RawClient(port)  # the kernel completes it; accept() fails
+            held.append(extra)
+            extra.send(get("/"))
+            before = child_cpu_seconds(proc.pid)
+            extra.sock.settimeout(0.6)
+            with pytest.raises(socket.timeout):
+                extra._fill()
+            used = child_cpu_seconds(proc.pid) - before
+            assert used < 0.2, "busy loop while out of descriptors: %.2f s CPU" % used
+            assert proc.poll() is None
+            held[0].close()  # a descriptor is free again
+            extra.sock.settimeout(DEADLINE)
+            assert extra.response()[2] == b"Hello world\n"
+        finally:
+            for client in held:
+                client.close()
+    log = (tmp_path / "stderr").read_text()
+    assert "accept" in log and os.strerror(errno.EMFILE) in log, log
+
+
+# ====================================================================
+# 8. Where it listens
+# ====================================================================
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path (sun_path holds ~107 bytes)."""
+    path = tempfile.mkdtemp(prefix="px", dir="/tmp")
+    yield path
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _unix_get(path, raw):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(DEADLINE)
+        sock.connect(path)
+        sock.sendall(raw)
+        return read_until_closed(sock)
+
+
+@pytest.mark.skipif(not poex_http.HAS_AF_UNIX, reason="no AF_UNIX")
+def test_unix_socket_stale_file_mode_exact_bytes_and_removal(serve, short_dir):
+    path = os.path.join(short_dir, "s.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # leaves the socket file behind, with nobody listening
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+
+    def info(req, resp):
+        conn = req.connection
+        resp.content_type = "text/plain"
+        resp.content = json.dumps([conn.remote_ip, conn.remote_port, conn.local_ip,
+                                   conn.local_port])
+        resp.done()
+    live = serve(handlers=[("^/info", info), ("", hello)], unix=path, unix_mode=0o600)
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert live.server.address == path
+    data = _unix_get(path, get("/"))
+    status, fields, _ = split_response(data)
+    date = field_dict(fields)["date"]
+    assert data == (b"HTTP/1.1 200 OK\r\nDate: " + date.encode() + b"\r\nServer: "
+                    + DEFAULT_SERVER.encode() + b"\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: 12\r\nConnection: close\r\n\r\nHello world\n")
+    body = split_response(_unix_get(path, get("/info")))[2]
+    assert json.loads(body) == [None, None, path, None]
+    # A second server cannot take a socket someone listens on.
+    with pytest.raises(OSError) as raised:
+        poex_http.Server(handlers=[("", hello)], unix=path, reactor=live.reactor)._open_listener()
+    assert raised.value.errno == errno.EADDRINUSE
+    live.call(live.server.shutdown)
+    live.thread.join(DEADLINE)
+    assert not live.thread.is_alive()
+    assert not os.path.exists(path), "the socket file is left after shutdown"
+
+
+def test_listen_on_given_sock(serve):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    live = serve(handlers=[("", hello)], sock=sock)
+    assert live.port == port
+    assert split_response(exchange(port, get("/")))[2] == b"Hello world\n"
+
+
+def test_listen_on_given_fd(serve):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        port = sock.getsockname()[1]
+        live = serve(handlers=[("", hello)], fd=os.dup(sock.fileno()))
+    assert live.port == port
+    assert live.server.address == ("127.0.0.1", port)
+    assert split_response(exchange(port, get("/")))[2] == b"Hello world\n"
+
+
+SYSTEMD_SERVER = textwrap.dedent("""
+    import json, os, socket
+    import poex_http
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    fd = sock.detach()
+    if fd != 3:
+        os.dup2(fd, 3)
+        os.close(fd)
+    os.environ["LISTEN_PID"] = str(os.getpid())
+    os.environ["LISTEN_FDS"] = "1"
+
+    def info(req, resp):
+        resp.content = json.dumps([req.connection.local_ip, req.connection.local_port])
+        resp.done()
+
+    server = poex_http.Server(handlers=[("", info)]).start()
+    print(json.dumps({"port": port, "address": list(server.address),
+                      "env": sorted(name for name in ("LISTEN_PID", "LISTEN_FDS")
+                                    if name in os.environ)}), flush=True)
+    server.reactor.run()
+""")
+
+
+def test_systemd_socket_activation(tmp_path):
+    script = tmp_path / "systemd_server.py"
+    script.write_text(SYSTEMD_SERVER)
+    with child([str(script)], tmp_path / "stderr") as proc:
+        ready = json.loads(read_line(proc))
+        port = ready["port"]
+        assert ready["address"] == ["127.0.0.1", port]
+        assert ready["env"] == []
+        body = split_response(exchange(port, get("/")))[2]
+        assert json.loads(body) == ["127.0.0.1", port]
+
+
+def _peer_info(req, resp):
+    conn = req.connection
+    resp.content = json.dumps([conn.remote_ip, conn.local_ip])
+    resp.done()
+
+
+def _get_over(family, host, port):
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(DEADLINE)
+        sock.connect((host, port))
+        sock.sendall(get("/"))
+        return split_response(read_until_closed(sock))[2]
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_ipv6_loopback(serve):
+    try:
+        live = serve(handlers=[("", _peer_info)], host="::1")
+    except OSError as exc:
+        pytest.skip("cannot bind ::1: %s" % exc)
+    assert live.server.address[:2] == ("::1", live.port)
+    assert json.loads(_get_over(socket.AF_INET6, "::1", live.port)) == ["::1", "::1"]
+
+
+@pytest.mark.skipif(not socket.has_ipv6 or not socket.has_dualstack_ipv6(),
+                    reason="no dual-stack IPv6")
+def test_dual_stack_default_host(serve):
+    live = serve(handlers=[("", _peer_info)], host=None)
+    assert json.loads(_get_over(socket.AF_INET, "127.0.0.1", live.port)) == \
+        ["127.0.0.1", "127.0.0.1"]
+    assert json.loads(_get_over(socket.AF_INET6, "::1", live.port)) == ["::1", "::1"]
