@@ -1030,6 +1030,13 @@ def etag_matches(header, etag, weak=True):
     return False
 
 
+def _is_digits(text, empty_ok=False):
+    """ASCII digits only: str.isdigit() also takes superscripts and other scripts."""
+    if not text:
+        return empty_ok
+    return text.isascii() and text.isdigit()
+
+
 def parse_range(header, size, max_ranges=100):
     """RFC 9110 §14.2: byte ranges of a representation of ``size`` bytes.
 
@@ -1050,7 +1057,7 @@ def parse_range(header, size, max_ranges=100):
             continue
         first, dash, last = part.partition("-")
         first, last = first.strip(), last.strip()
-        if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+        if not dash or not _is_digits(first, True) or not _is_digits(last, True):
             return None
         if not first:
             if not last:
@@ -1060,9 +1067,9 @@ def parse_range(header, size, max_ranges=100):
                 ranges.append((max(0, size - suffix), size - 1))
             continue
         start = int(first)
-        end = int(last) if last else size - 1
-        if end < start:
+        if last and int(last) < start:
             return None
+        end = int(last) if last else size - 1
         if start < size:
             ranges.append((start, min(end, size - 1)))
     ranges.sort()
@@ -2603,7 +2610,10 @@ class Response:
         request = self.request
         shown = request.path if request is not None else os.path.basename(path)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+            # O_NONBLOCK: opening a FIFO must not block the loop (it is
+            # refused below as not a regular file).
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+                         | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return self._finish_error(404, "No such file or directory %s" % _quote_path(shown))
         except PermissionError:
@@ -2992,7 +3002,11 @@ class Router:
 # === 11. Static files ===
 
 def _accepts_encoding(header, coding):
-    """RFC 9110 §12.5.3: does Accept-Encoding allow ``coding`` (q > 0)?"""
+    """RFC 9110 §12.5.3: does Accept-Encoding allow ``coding`` (q > 0)?
+
+    A coding named explicitly wins over ``*``.
+    """
+    wildcard = None
     for item in header.split(","):
         name, _, params = item.partition(";")
         name = name.strip().lower()
@@ -3006,8 +3020,10 @@ def _accepts_encoding(header, coding):
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        return quality > 0
-    return False
+        if name == coding:
+            return quality > 0
+        wildcard = quality > 0
+    return bool(wildcard)
 
 
 # Precompressed siblings, in order of preference: (coding, file suffix).
@@ -3069,17 +3085,17 @@ class StaticFiles:
         self._list(req, resp, fs_path)
 
     def _send_file(self, req, resp, fs_path):
-        accept = req.header("Accept-Encoding")
-        if accept:
-            for coding, suffix in _PRECOMPRESSED:
-                sibling = fs_path + suffix
-                if os.path.isfile(sibling) and _resolve_under(
-                        self.root, _relative(self.root, sibling)):
-                    resp.headers.set("Vary", "Accept-Encoding")
-                    if _accepts_encoding(accept, coding):
-                        resp.headers.set("Content-Encoding", coding)
-                        resp.sendfile(sibling, guess_type(fs_path))
-                        return
+        accept = req.header("Accept-Encoding") or ""
+        for coding, suffix in _PRECOMPRESSED:
+            sibling = fs_path + suffix
+            if os.path.isfile(sibling) and _resolve_under(
+                    self.root, _relative(self.root, sibling)):
+                # The answer depends on Accept-Encoding, whatever this client sent.
+                resp.headers.set("Vary", "Accept-Encoding")
+                if accept and _accepts_encoding(accept, coding):
+                    resp.headers.set("Content-Encoding", coding)
+                    resp.sendfile(sibling, guess_type(fs_path))
+                    return
         resp.sendfile(fs_path)
 
     def _list(self, req, resp, fs_path):

@@ -5,11 +5,13 @@ Run: python -m pytest test_poex_http.py
 """
 import collections
 import contextlib
+import datetime
 import errno
 import http.client
 import json
 import logging
 import os
+import queue
 import random
 import re
 import resource
@@ -25,6 +27,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 
@@ -4218,3 +4221,1605 @@ def test_dual_stack_default_host(serve):
     assert json.loads(_get_over(socket.AF_INET, "127.0.0.1", live.port)) == \
         ["127.0.0.1", "127.0.0.1"]
     assert json.loads(_get_over(socket.AF_INET6, "::1", live.port)) == ["::1", "::1"]
+
+
+# --------------------------------------------------------------- files: fixtures and helpers
+
+MTIME = 1600000000  # Sun, 13 Sep 2020 12:26:40 GMT
+MTIME_TEXT = "Sun, 13 Sep 2020 12:26:40 GMT"
+TEXT = b"0123456789abcdefghijklmnopqrstuvwxyz"  # 36 bytes
+def seeded_bytes(seed, size):
+    """``size`` reproducible random bytes (random.randbytes needs Python 3.9)."""
+    return random.Random(seed).getrandbits(8 * size).to_bytes(size, "little")
+
+
+BIG_FILE = seeded_bytes(1234, 300 * 1024)  # above the one-read limit of 64 KiB
+MULTI = seeded_bytes(5678, 8 * 1024 * 1024)  # more than any socket buffers
+SECRET = b"TOP-SECRET-7f3a-never-served\n"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A directory of files for sendfile: p.txt, big.bin, multi.bin, sub/."""
+    root = tmp_path_factory.mktemp("files")
+    for name, data in (("p.txt", TEXT), ("big.bin", BIG_FILE), ("multi.bin", MULTI),
+                       ("page.html", b"<p>hi</p>\n"), ("data.json", b"{}\n"),
+                       ("noext", b"raw"), ("empty.txt", b"")):
+        (root / name).write_bytes(data)
+        os.utime(root / name, (MTIME, MTIME))
+    (root / "sub").mkdir()
+    (root / "sub" / "index.html").write_bytes(b"<h1>sub</h1>\n")
+    return root
+
+
+def file_handler(root):
+    """/f/NAME -> resp.sendfile(root/NAME[, ?ct=TYPE])."""
+    def handler(req, resp):
+        name = req.path[len("/f/"):]
+        content_type = req.query_form().get("ct") if req.query else None
+        resp.sendfile(os.path.join(str(root), name), content_type)
+    return handler
+
+
+def file_server(serve, root, **options):
+    return serve(handlers=[("^/f/", file_handler(root))], **options)
+
+
+def status_of_line(line):
+    return int(line.split(" ")[1])
+
+
+def fetch(port, path, method="GET", headers=(), body=b"", timeout=DEADLINE):
+    """One request on a fresh connection (Connection: close); (status, fields, body).
+
+    The body is every byte after the head until the server closes, so a
+    304 or HEAD response that leaks bytes is caught.
+    """
+    headers = list(headers) + [("Connection", "close")]
+    data = exchange(port, get(path, method=method, headers=headers, body=body), timeout=timeout)
+    line, fields, rest = split_response(data)
+    return status_of_line(line), field_dict(fields), rest
+
+
+def connect_slow(port, rcvbuf=4096, timeout=DEADLINE):
+    """A client socket with a tiny receive buffer (set before connecting)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def read_raw_head(sock):
+    """(status, fields, body bytes already read) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "closed before the end of the head: %r" % data[:200]
+        data += chunk
+    line, fields, rest = split_response(data)
+    return status_of_line(line), field_dict(fields), rest
+
+
+def fds_open_on(path):
+    """How many descriptors of this process are open on ``path``."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink("/proc/self/fd/" + name) == str(path):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+def check_text_404(status, fields, body, path):
+    assert status == 404
+    assert body == ("No such file or directory %s" % path).encode()
+    assert fields["content-type"] == "text/plain; charset=utf-8"
+    assert fields["content-length"] == str(len(body))
+
+
+# ====================================================================
+# 1. Response.sendfile
+# ====================================================================
+
+def test_sendfile_missing_file_is_404(serve, files):
+    live = file_server(serve, files)
+    check_text_404(*fetch(live.port, "/f/missing.txt"), "/f/missing.txt")
+
+
+def test_sendfile_directory_is_404(serve, files):
+    live = file_server(serve, files)
+    check_text_404(*fetch(live.port, "/f/sub"), "/f/sub")
+
+
+def test_sendfile_path_below_a_file_is_404(serve, files):
+    live = file_server(serve, files)
+    check_text_404(*fetch(live.port, "/f/p.txt/x"), "/f/p.txt/x")
+
+
+def test_sendfile_fifo_is_404_and_does_not_block_the_server(serve, tmp_path):
+    """A FIFO is not a regular file: 404, and opening it must not hang the reactor."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(str(fifo))
+    (tmp_path / "p.txt").write_bytes(TEXT)
+    live = file_server(serve, tmp_path)
+    try:
+        status, fields, body = fetch(live.port, "/f/pipe", timeout=3.0)
+        check_text_404(status, fields, body, "/f/pipe")
+        assert fetch(live.port, "/f/p.txt", timeout=3.0)[2] == TEXT
+    finally:
+        # Release a reactor blocked in open(): a writer that comes and goes.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(str(fifo), os.O_WRONLY | os.O_NONBLOCK))
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: nobody is reading
+                    raise
+            if not live.server.connections:
+                break
+            time.sleep(0.01)
+
+
+CHILD_SERVER = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import poex_http
+root = sys.argv[2]
+def handler(req, resp):
+    resp.sendfile(os.path.join(root, req.path.lstrip("/")))
+server = poex_http.Server(handlers=[("", handler)], host="127.0.0.1", port=0).start()
+print(server.port, flush=True)
+server.reactor.run()
+"""
+
+
+def test_sendfile_unreadable_file_is_403(serve, tmp_path):
+    (tmp_path / "open.txt").write_bytes(TEXT)
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    os.chmod(str(tmp_path / "secret.txt"), 0)
+    if os.geteuid() != 0:
+        live = file_server(serve, tmp_path)
+        status, fields, body = fetch(live.port, "/f/secret.txt")
+        assert (status, body) == (403, b"Denied /f/secret.txt")
+        assert fields["content-type"] == "text/plain; charset=utf-8"
+        assert fetch(live.port, "/f/open.txt")[::2] == (200, TEXT)
+        return
+    # Root reads everything: serve from a child that is root without the
+    # capabilities that bypass file permissions.
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv to drop CAP_DAC_OVERRIDE")
+    drop = "-dac_override,-dac_read_search"
+    proc = subprocess.Popen(
+        [setpriv, "--bounding-set", drop, "--inh-caps", drop,
+         sys.executable, "-c", CHILD_SERVER, HERE, str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    try:
+        lines = queue.Queue()
+        threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+        try:
+            line = lines.get(timeout=DEADLINE)
+        except queue.Empty:
+            raise AssertionError("child server did not start")
+        if not line.strip().isdigit():
+            proc.wait(DEADLINE)
+            error = proc.stderr.read().decode(errors="replace")
+            if "setpriv" in error:
+                pytest.skip("setpriv cannot drop capabilities here: %s" % error.strip())
+            raise AssertionError("child server failed: %s" % error)
+        port = int(line)
+        status, fields, body = fetch(port, "/secret.txt")
+        assert (status, body) == (403, b"Denied /secret.txt")
+        assert fields["content-type"] == "text/plain; charset=utf-8"
+        assert fetch(port, "/open.txt")[::2] == (200, TEXT)
+    finally:
+        proc.kill()
+        proc.wait(DEADLINE)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_sendfile_headers_and_body(serve, files):
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/p.txt")
+    assert (status, body) == (200, TEXT)
+    assert fields["content-type"] == "text/plain; charset=utf-8"
+    assert fields["content-length"] == "36"
+    assert fields["last-modified"] == MTIME_TEXT
+    assert fields["accept-ranges"] == "bytes"
+    etag = fields["etag"]
+    assert etag == poex_http.make_etag(os.stat(str(files / "p.txt")))
+    assert re.fullmatch(r'"[^"]+"', etag), "not a strong entity-tag: %r" % etag
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("p.txt", "text/plain; charset=utf-8"),
+    ("page.html", "text/html; charset=utf-8"),
+    ("data.json", "application/json; charset=utf-8"),
+    ("big.bin", "application/octet-stream"),
+    ("noext", "application/octet-stream"),
+])
+def test_sendfile_content_type_guessed(serve, files, name, expected):
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/" + name)
+    assert status == 200
+    assert fields["content-type"] == expected
+    assert body == (files / name).read_bytes()
+
+
+def test_sendfile_content_type_given(serve, files):
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/p.txt?ct=application/x-thing")
+    assert (status, body) == (200, TEXT)
+    assert fields["content-type"] == "application/x-thing"
+
+
+def test_sendfile_empty_file(serve, files):
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/empty.txt")
+    assert (status, body) == (200, b"")
+    assert fields["content-length"] == "0"
+
+
+@pytest.mark.parametrize("name, size", [("p.txt", 36), ("big.bin", len(BIG_FILE))])
+def test_sendfile_head_has_length_and_no_body(serve, files, name, size):
+    live = file_server(serve, files, keepalive=100)
+    with RawClient(live.port) as client:
+        client.send(get("/f/" + name, method="HEAD"))
+        status, headers, _ = client.response("HEAD")
+        assert status == 200
+        assert headers["content-length"] == str(size)
+        assert headers["last-modified"] == MTIME_TEXT
+        # Nothing but the next response follows on the connection.
+        client.send(get("/f/p.txt"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, TEXT)
+        assert client.buffer == b""
+    status, fields, body = fetch(live.port, "/f/" + name, method="HEAD")
+    assert (status, fields["content-length"], body) == (200, str(size), b"")
+
+
+def _assert_304(status, fields, body, etag):
+    assert status == 304
+    assert body == b""
+    assert "content-length" not in fields
+    assert "transfer-encoding" not in fields
+    assert fields["etag"] == etag
+
+
+@pytest.mark.parametrize("since, expected", [
+    (MTIME_TEXT, 304),                                    # equal
+    ("Sunday, 13-Sep-20 12:26:40 GMT", 304),              # equal, RFC 850 form
+    ("Sun Sep 13 12:26:40 2020", 304),                    # equal, asctime form
+    ("Sun, 13 Sep 2020 12:26:41 GMT", 304),               # later
+    ("Tue, 01 Jan 2030 00:00:00 GMT", 304),               # much later
+    ("Sun, 13 Sep 2020 12:26:39 GMT", 200),               # earlier
+    ("garbage", 200),
+    ("Sun, 31 Sep 2020 12:26:40 GMT", 200),               # impossible date
+])
+def test_sendfile_if_modified_since(serve, files, since, expected):
+    live = file_server(serve, files)
+    etag = poex_http.make_etag(os.stat(str(files / "p.txt")))
+    status, fields, body = fetch(live.port, "/f/p.txt", headers=[("If-Modified-Since", since)])
+    if expected == 304:
+        _assert_304(status, fields, body, etag)
+    else:
+        assert (status, body) == (200, TEXT)
+        assert fields["content-length"] == "36"
+
+
+def test_sendfile_304_on_head_and_keepalive_continues(serve, files):
+    live = file_server(serve, files, keepalive=100)
+    with RawClient(live.port) as client:
+        client.send(get("/f/big.bin", headers=[("If-Modified-Since", MTIME_TEXT)]))
+        status, headers, body = client.response()
+        assert (status, body) == (304, b"")
+        assert "content-length" not in headers
+        client.send(get("/f/big.bin", method="HEAD", headers=[("If-Modified-Since", MTIME_TEXT)]))
+        status, headers, body = client.response("HEAD")
+        assert status == 304 and "content-length" not in headers
+        client.send(get("/f/p.txt"))
+        assert client.response()[::2] == (200, TEXT)
+        assert client.buffer == b""
+
+
+@pytest.mark.parametrize("make_header, expected", [
+    (lambda etag: etag, 304),
+    (lambda etag: "*", 304),
+    (lambda etag: "W/" + etag, 304),
+    (lambda etag: '"other", ' + etag, 304),
+    (lambda etag: '"other",W/%s' % etag, 304),
+    (lambda etag: '"other"', 200),
+    (lambda etag: etag[:-2] + '"', 200),
+])
+def test_sendfile_if_none_match(serve, files, make_header, expected):
+    live = file_server(serve, files)
+    etag = poex_http.make_etag(os.stat(str(files / "p.txt")))
+    status, fields, body = fetch(live.port, "/f/p.txt", headers=[("If-None-Match", make_header(etag))])
+    if expected == 304:
+        _assert_304(status, fields, body, etag)
+    else:
+        assert (status, body) == (200, TEXT)
+
+
+def test_sendfile_if_none_match_takes_precedence_over_if_modified_since(serve, files):
+    live = file_server(serve, files)
+    etag = poex_http.make_etag(os.stat(str(files / "p.txt")))
+    # A failing If-None-Match: If-Modified-Since (which would say 304) is ignored.
+    status, fields, body = fetch(live.port, "/f/p.txt", headers=[
+        ("If-None-Match", '"other"'), ("If-Modified-Since", MTIME_TEXT)])
+    assert (status, body) == (200, TEXT)
+    # A matching If-None-Match: 304 although If-Modified-Since is earlier.
+    status, fields, body = fetch(live.port, "/f/p.txt", headers=[
+        ("If-None-Match", etag), ("If-Modified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")])
+    _assert_304(status, fields, body, etag)
+
+
+@pytest.mark.parametrize("spec, first, last", [
+    ("bytes=0-9", 0, 9),
+    ("bytes=-5", 31, 35),
+    ("bytes=10-", 10, 35),
+    ("bytes=30-1000", 30, 35),
+    ("bytes=35-35", 35, 35),
+    ("bytes=-100", 0, 35),
+    ("bytes=0-4,5-9", 0, 9),        # adjacent ranges merge into one
+    ("bytes=3-9, 0-4", 0, 9),       # overlapping, out of order
+    ("bytes=0-9,40-50", 0, 9),      # the unsatisfiable one is dropped
+    ("BYTES = 0-9", 0, 9),
+])
+def test_sendfile_single_range_is_206(serve, files, spec, first, last):
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/p.txt", headers=[("Range", spec)])
+    assert status == 206
+    assert body == TEXT[first:last + 1]
+    assert fields["content-range"] == "bytes %d-%d/36" % (first, last)
+    assert fields["content-length"] == str(last - first + 1)
+    assert fields["accept-ranges"] == "bytes"
+    assert fields["content-type"] == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("spec", ["bytes=36-", "bytes=36-36", "bytes=100-200", "bytes=-0",
+                                  "bytes=40-50,60-", "bytes=40-50,60-70"])
+def test_sendfile_unsatisfiable_range_is_416(serve, files, spec):
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/p.txt", headers=[("Range", spec)])
+    assert status == 416
+    assert fields["content-range"] == "bytes */36"
+    assert TEXT not in body
+    assert fields["content-length"] == str(len(body))
+
+
+@pytest.mark.parametrize("spec", [
+    "bytes=0-0,5-5",            # several ranges: the whole file
+    "bytes=0-1,3-4,10-12",
+    "bytes=abc",                 # malformed: ignored
+    "bytes=5-2",
+    "bytes=1-2-3",
+    "items=0-5",                 # not bytes: ignored
+    "bytes=",
+    "bytes=\u00b2-5",           # a latin-1 "digit" that int() refuses
+    "bytes=0-\u00b9",
+])
+def test_sendfile_several_or_bad_ranges_give_the_whole_file(serve, files, spec):
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/p.txt", headers=[("Range", spec)])
+    assert (status, body) == (200, TEXT)
+    assert "content-range" not in fields
+    assert fields["content-length"] == "36"
+
+
+def test_sendfile_range_on_head_is_ignored(serve, files):
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/p.txt", method="HEAD", headers=[("Range", "bytes=0-9")])
+    assert (status, fields["content-length"], body) == (200, "36", b"")
+
+
+@pytest.mark.parametrize("make_if_range, ranged", [
+    (lambda etag: etag, True),
+    (lambda etag: MTIME_TEXT, True),
+    (lambda etag: '"stale"', False),
+    (lambda etag: "W/" + etag, False),                      # If-Range needs a strong match
+    (lambda etag: "Sun, 13 Sep 2020 12:26:39 GMT", False),  # stale date
+    (lambda etag: "Mon, 14 Sep 2020 12:26:40 GMT", False),  # another date
+    (lambda etag: "garbage", False),
+])
+def test_sendfile_if_range(serve, files, make_if_range, ranged):
+    live = file_server(serve, files)
+    etag = poex_http.make_etag(os.stat(str(files / "p.txt")))
+    status, fields, body = fetch(live.port, "/f/p.txt", headers=[
+        ("Range", "bytes=0-9"), ("If-Range", make_if_range(etag))])
+    if ranged:
+        assert (status, body, fields["content-range"]) == (206, TEXT[:10], "bytes 0-9/36")
+    else:
+        assert (status, body) == (200, TEXT)
+        assert "content-range" not in fields
+
+
+SEND_MODES = [
+    pytest.param({}, id="sendfile"),
+    pytest.param({"sendfile": False}, id="fallback"),
+    pytest.param({"sendfile": False, "blocksize": 7}, id="fallback-7"),
+]
+
+
+@pytest.mark.parametrize("options", SEND_MODES)
+@pytest.mark.parametrize("name, data", [("p.txt", TEXT), ("big.bin", BIG_FILE)], ids=["small", "big"])
+def test_sendfile_body_identical_in_every_mode(serve, files, options, name, data):
+    live = file_server(serve, files, keepalive=100, **options)
+    with RawClient(live.port) as client:
+        for _ in range(2):  # twice on one connection: framing stays right
+            client.send(get("/f/" + name))
+            status, headers, body = client.response()
+            assert status == 200
+            assert headers["content-length"] == str(len(data))
+            assert body == data
+        assert client.buffer == b""
+
+
+@pytest.mark.parametrize("options", SEND_MODES)
+@pytest.mark.parametrize("spec, first, last", [
+    ("bytes=1000-250000", 1000, 250000),
+    ("bytes=-70000", len(BIG_FILE) - 70000, len(BIG_FILE) - 1),
+    ("bytes=65537-", 65537, len(BIG_FILE) - 1),
+    ("bytes=5-25", 5, 25),
+])
+def test_sendfile_ranges_of_a_large_file(serve, files, options, spec, first, last):
+    live = file_server(serve, files, **options)
+    status, fields, body = fetch(live.port, "/f/big.bin", headers=[("Range", spec)])
+    assert status == 206
+    assert fields["content-range"] == "bytes %d-%d/%d" % (first, last, len(BIG_FILE))
+    assert body == BIG_FILE[first:last + 1]
+
+
+def test_sendfile_falls_back_when_os_sendfile_fails_before_its_first_byte(serve, files, monkeypatch):
+    real = os.sendfile
+    calls = []
+
+    def failing_once(out_fd, in_fd, offset, count):
+        calls.append((offset, count))
+        if len(calls) == 1:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(out_fd, in_fd, offset, count)
+    monkeypatch.setattr(os, "sendfile", failing_once)
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/big.bin")
+    assert (status, len(body)) == (200, len(BIG_FILE))
+    assert body == BIG_FILE
+    assert calls == [(0, len(BIG_FILE))], "the region should have gone on with read/send"
+    # The next response tries os.sendfile again.
+    assert fetch(live.port, "/f/big.bin")[2] == BIG_FILE
+    assert len(calls) >= 2
+
+
+def test_sendfile_error_after_first_byte_closes_without_corruption(serve, files, monkeypatch):
+    """Once bytes have gone out, a failing sendfile must not switch to read/send
+    (which could resend or skip bytes): the connection closes short."""
+    real = os.sendfile
+    calls = []
+
+    def fail_second(out_fd, in_fd, offset, count):
+        calls.append(offset)
+        if len(calls) == 1:
+            return real(out_fd, in_fd, offset, min(count, 1000))
+        raise OSError(errno.EINVAL, "Invalid argument")
+    monkeypatch.setattr(os, "sendfile", fail_second)
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/big.bin")
+    assert status == 200 and fields["content-length"] == str(len(BIG_FILE))
+    assert body == BIG_FILE[:1000]
+    assert calls == [0, 1000]
+    monkeypatch.setattr(os, "sendfile", real)
+    assert fetch(live.port, "/f/p.txt")[2] == TEXT
+
+
+@pytest.mark.parametrize("options", SEND_MODES[:2])
+def test_sendfile_slow_reader_does_not_block_others(serve, files, options):
+    live = file_server(serve, files, **options)
+    slow = connect_slow(live.port)
+    try:
+        slow.sendall(get("/f/multi.bin", headers=[("Connection", "close")]))
+        status, fields, got = read_raw_head(slow)
+        assert (status, fields["content-length"]) == (200, str(len(MULTI)))
+        for _ in range(10):  # a slow reader: a little now and then
+            got += slow.recv(1024)
+            time.sleep(0.005)
+        # The slow reader stalls mid-download; another client is answered at once.
+        started = time.monotonic()
+        status, fields, body = fetch(live.port, "/f/p.txt", timeout=2.0)
+        assert (status, body) == (200, TEXT)
+        assert time.monotonic() - started < 2.0
+        # The other connection ends; the slow download is still going.
+        wait_until(lambda: len(live.server.connections) == 1)
+        got += read_until_closed(slow)
+        assert len(got) == len(MULTI)
+        assert got == MULTI
+    finally:
+        slow.close()
+
+
+HUGE = 2 ** 31 + 300000
+MARK1 = b"<<first-above-2GiB>>"
+MARK2 = b"<<the-very-end>>"
+
+
+@pytest.fixture
+def huge_file(tmp_path):
+    path = tmp_path / "huge.bin"
+    with open(str(path), "wb") as f:
+        f.truncate(HUGE)
+        f.seek(2 ** 31 + 1000)
+        f.write(MARK1)
+        f.seek(HUGE - len(MARK2))
+        f.write(MARK2)
+    return path
+
+
+@pytest.mark.parametrize("options", SEND_MODES[:2])
+def test_sendfile_file_over_2_gib(serve, huge_file, options):
+    live = file_server(serve, huge_file.parent, **options)
+    status, fields, body = fetch(live.port, "/f/huge.bin", method="HEAD")
+    assert (status, fields["content-length"], body) == (200, str(HUGE), b"")
+    # A small range above 2 GiB (one read).
+    first = 2 ** 31 + 1000
+    status, fields, body = fetch(live.port, "/f/huge.bin", headers=[
+        ("Range", "bytes=%d-%d" % (first, first + len(MARK1) - 1))])
+    assert (status, body) == (206, MARK1)
+    assert fields["content-range"] == "bytes %d-%d/%d" % (first, first + len(MARK1) - 1, HUGE)
+    # A large range above 2 GiB (the file region path).
+    status, fields, body = fetch(live.port, "/f/huge.bin", headers=[("Range", "bytes=%d-" % first)])
+    assert status == 206
+    assert fields["content-range"] == "bytes %d-%d/%d" % (first, HUGE - 1, HUGE)
+    assert len(body) == HUGE - first
+    assert body[:len(MARK1)] == MARK1 and body[-len(MARK2):] == MARK2
+    assert body.count(b"\0") == len(body) - len(MARK1) - len(MARK2)
+    # The suffix form.
+    status, fields, body = fetch(live.port, "/f/huge.bin", headers=[("Range", "bytes=-16")])
+    assert (status, body) == (206, MARK2)
+
+
+@pytest.mark.parametrize("options", SEND_MODES[:2])
+def test_sendfile_file_shrinking_while_sent_ends_the_connection(serve, tmp_path, options, caplog):
+    path = tmp_path / "shrink.bin"
+    path.write_bytes(MULTI)
+    (tmp_path / "p.txt").write_bytes(TEXT)
+    live = file_server(serve, tmp_path, **options)
+    slow = connect_slow(live.port)
+    try:
+        slow.sendall(get("/f/shrink.bin", headers=[("Connection", "close")]))
+        status, fields, got = read_raw_head(slow)
+        assert (status, fields["content-length"]) == (200, str(len(MULTI)))
+        while len(got) < 4096:
+            got += slow.recv(4096)
+        os.truncate(str(path), 0)
+        got += read_until_closed(slow)  # EOF, or a timeout failure if it hangs
+        assert 4096 <= len(got) < len(MULTI)
+        assert got == MULTI[:len(got)]
+    finally:
+        slow.close()
+    wait_until(lambda: not live.server.connections)
+    assert fetch(live.port, "/f/p.txt")[::2] == (200, TEXT)
+
+
+def _fd_case_finished(live):
+    assert fetch(live.port, "/f/multi.bin")[2] == MULTI
+
+
+def _fd_case_head(live):
+    assert fetch(live.port, "/f/multi.bin", method="HEAD")[::2] == (200, b"")
+
+
+def _fd_case_304(live):
+    assert fetch(live.port, "/f/multi.bin", headers=[("If-Modified-Since", MTIME_TEXT)])[0] == 304
+
+
+def _fd_case_416(live):
+    assert fetch(live.port, "/f/multi.bin", headers=[("Range", "bytes=99999999-99999999")])[0] == 416
+
+
+def _fd_case_range(live):
+    assert fetch(live.port, "/f/multi.bin", headers=[("Range", "bytes=10-200000")])[2] == \
+        MULTI[10:200001]
+
+
+def _fd_case_abort(live):
+    sock = connect_slow(live.port)
+    try:
+        sock.sendall(get("/f/multi.bin"))
+        status, fields, got = read_raw_head(sock)
+        while len(got) < 65536:
+            got += sock.recv(65536)
+        assert fds_open_on(live.path) == 1, "the file should be open mid-transfer"
+    finally:
+        sock.close()  # unread bytes: the kernel resets the connection
+
+
+def _fd_case_timeout(live):
+    sock = connect_slow(live.port)
+    try:
+        sock.sendall(get("/f/multi.bin"))
+        # Never read: the server's write stays blocked until `timeout`.
+        wait_until(lambda: fds_open_on(live.path) == 1)
+        wait_until(lambda: not live.server.connections)
+        wait_until(lambda: fds_open_on(live.path) == 0)
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("options", SEND_MODES[:2])
+@pytest.mark.parametrize("case", [_fd_case_finished, _fd_case_head, _fd_case_304, _fd_case_416,
+                                  _fd_case_range, _fd_case_abort, _fd_case_timeout],
+                         ids=["finished", "head", "304", "416", "range", "abort", "timeout"])
+def test_sendfile_closes_file_descriptors(serve, files, case, options):
+    live = file_server(serve, files, timeout=0.3 if case is _fd_case_timeout else 300, **options)
+    live.path = files / "multi.bin"
+    assert fetch(live.port, "/f/p.txt")[2] == TEXT  # warm up
+    wait_until(lambda: not live.server.connections)
+    baseline = fd_count()
+    case(live)
+    wait_until(lambda: not live.server.connections)
+    wait_until(lambda: fd_count() == baseline)
+    assert fds_open_on(live.path) == 0
+
+
+def test_sendfile_from_a_handler_after_respond_is_refused(serve, files):
+    errors = []
+
+    def handler(req, resp):
+        resp.content = "first"
+        resp.done()
+        try:
+            resp.sendfile(str(files / "p.txt"))
+        except RuntimeError as exc:
+            errors.append(exc)
+    live = serve(handlers=[("", handler)])
+    assert fetch(live.port, "/")[::2] == (200, b"first")
+    wait_until(lambda: errors)  # the handler goes on after the client has its answer
+    assert len(errors) == 1 and "after the response was sent" in str(errors[0])
+
+
+# ====================================================================
+# 2. StaticFiles
+# ====================================================================
+
+LISTED = [  # (name, content, mtime offset)
+    ('<b>&"x".txt', b"12345", 2 * 3600),
+    ("b file.txt", b"abc", 3 * 3600),
+    ("Zeta.txt", b"z", 4 * 3600),
+    ("alpha.txt", b"aa", 5 * 3600),
+    ("100%.txt", b"1234", 1 * 3600),
+]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """base/secret.txt next to base/root, the served directory."""
+    base = tmp_path_factory.mktemp("site")
+    (base / "secret.txt").write_bytes(SECRET)
+    root = base / "root"
+    root.mkdir()
+    for name, data in (("hello.txt", b"hello\n"), ("a.js", b"js"), ("a.mjs", b"mjs"),
+                       ("a.wasm", b"\0asm"), ("a.svg", b"<svg/>"), ("a.json", b"[]"),
+                       ("a.css", b"b{}"), ("a.html", b"<i>h</i>"), ("a.zzqx", b"??"),
+                       ("x.js", b"console.log('plain');\n"), ("x.js.br", b"BR-BYTES"),
+                       ("x.js.gz", b"GZ-BYTES!"), ("y.css", b"plain css"),
+                       ("y.css.gz", b"GZ-CSS"), ("evil.txt", b"evil plain")):
+        (root / name).write_bytes(data)
+    os.symlink("hello.txt", str(root / "link_in"))
+    os.symlink("../secret.txt", str(root / "link_out"))
+    os.symlink("..", str(root / "linkdir_out"))
+    os.symlink(str(base / "secret.txt"), str(root / "abs_out.txt"))
+    os.symlink("../secret.txt", str(root / "evil.txt.gz"))
+    (root / "withindex").mkdir()
+    (root / "withindex" / "index.html").write_bytes(b"<h1>index</h1>\n")
+    (root / "withindex" / "other.txt").write_bytes(b"other")
+    sub = root / "sub"
+    sub.mkdir()
+    for name, data, offset in LISTED:
+        (sub / name).write_bytes(data)
+        os.utime(str(sub / name), (MTIME + offset, MTIME + offset))
+    (sub / "dir2").mkdir()
+    os.utime(str(sub / "dir2"), (MTIME, MTIME))
+    (root / "empty").mkdir()
+    return types.SimpleNamespace(base=base, root=root)
+
+
+@pytest.fixture
+def static(serve, site):
+    return serve(handlers=[
+        ("^/static", poex_http.StaticFiles(str(site.root), prefix="/static")),
+        ("^/nolist", poex_http.StaticFiles(str(site.root), prefix="/nolist", listing=False)),
+        ("", poex_http.StaticFiles(str(site.root))),
+    ])
+
+
+TRAVERSALS = [
+    "/../secret.txt",
+    "/../../secret.txt",
+    "/%2e%2e/secret.txt",
+    "/%2E%2E/secret.txt",
+    "/%2E%2E%2Fsecret.txt",
+    "/.%2e/secret.txt",
+    "/..%2fsecret.txt",
+    "/..%2Fsecret.txt",
+    "/sub/../../secret.txt",
+    "/sub/%2e%2e/%2e%2e/secret.txt",
+    "/%252e%252e/secret.txt",
+    "/%252e%252e%252fsecret.txt",
+    "/..\\secret.txt",
+    "/..\\..\\secret.txt",
+    "/sub\\..\\..\\secret.txt",
+    "/%5c..%5csecret.txt",
+    "/..%5csecret.txt",
+    "/%2e%2e%5csecret.txt",
+    "/secret.txt%00",
+    "/%00/../secret.txt",
+    "/hello.txt%00.html",
+    "//etc/passwd",
+    "///etc/passwd",
+    "/%2fetc%2fpasswd",
+    "/..;/secret.txt",
+    "/link_out",
+    "/linkdir_out/secret.txt",
+    "/abs_out.txt",
+    "/static/../secret.txt",
+    "/static/%2e%2e/secret.txt",
+    "/static/..%2f..%2fsecret.txt",
+    "/static/link_out",
+    "/static/linkdir_out/secret.txt",
+    "/static../secret.txt",
+    "/static%2f..%2fsecret.txt",
+    "/nolist/../secret.txt",
+    "http://x/../secret.txt",
+    "http://x/%2e%2e/secret.txt",
+]
+
+
+@pytest.mark.parametrize("target", TRAVERSALS)
+def test_static_never_serves_outside_the_root(static, target):
+    data = exchange(static.port, b"GET " + target.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                    b"Accept-Encoding: gzip, br\r\nConnection: close\r\n\r\n")
+    line, fields, body = split_response(data)
+    assert status_of_line(line) in (403, 404), line
+    assert SECRET not in data and b"TOP-SECRET" not in data
+    assert b"root:x:0:0" not in data
+
+
+def test_static_precompressed_sibling_leaving_the_root_is_not_served(static):
+    status, fields, body = fetch(static.port, "/evil.txt", headers=[("Accept-Encoding", "gzip")])
+    assert (status, body) == (200, b"evil plain")
+    assert "content-encoding" not in fields
+
+
+@pytest.mark.parametrize("path", ["/link_in", "/static/link_in"])
+def test_static_symlink_inside_root_is_served(static, path):
+    status, fields, body = fetch(static.port, path)
+    assert (status, body) == (200, b"hello\n")
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/hello.txt", b"hello\n"),
+    ("/static/hello.txt", b"hello\n"),
+    ("/%68ello.txt", b"hello\n"),
+    ("/sub/b%20file.txt", b"abc"),
+    ("/sub/100%25.txt", b"1234"),
+    ("/sub/%3Cb%3E%26%22x%22.txt", b"12345"),
+    ("/sub//alpha.txt", b"aa"),
+])
+def test_static_serves_files(static, path, expected):
+    status, fields, body = fetch(static.port, path)
+    assert (status, body) == (200, expected)
+    assert fields["content-length"] == str(len(expected))
+    assert "last-modified" in fields and "etag" in fields
+
+
+@pytest.mark.parametrize("path, location", [
+    ("/sub", "/sub/"),
+    ("/sub?x=1&y=%20", "/sub/?x=1&y=%20"),
+    ("/static/sub", "/static/sub/"),
+    ("/static", "/static/"),
+    ("/static?a=b", "/static/?a=b"),
+    ("/withindex", "/withindex/"),
+])
+def test_static_directory_without_slash_redirects(static, path, location):
+    status, fields, body = fetch(static.port, path)
+    assert status == 301
+    assert fields["location"] == location
+
+
+def test_static_index_html(static):
+    for path in ("/withindex/", "/static/withindex/", "/nolist/withindex/"):
+        status, fields, body = fetch(static.port, path)
+        assert (status, body) == (200, b"<h1>index</h1>\n")
+        assert fields["content-type"] == "text/html; charset=utf-8"
+
+
+ROW_RE = re.compile(r'<tr><td><a href="([^"]*)">(.*?)</a></td><td>(.*?)</td><td>(.*?)</td></tr>')
+
+
+def listing_rows(body):
+    return ROW_RE.findall(body.decode("utf-8"))
+
+
+def test_static_listing(static):
+    status, fields, body = fetch(static.port, "/sub/")
+    assert status == 200
+    assert fields["content-type"] == "text/html; charset=utf-8"
+    assert fields["content-length"] == str(len(body))
+    text = body.decode("utf-8")
+    assert "<title>Index of /sub/</title>" in text
+    assert listing_rows(body) == [
+        ("../", "../", "", ""),
+        ("dir2/", "dir2/", "-", "2020-09-13 12:26"),
+        ("100%25.txt", "100%.txt", "4", "2020-09-13 13:26"),
+        ("%3Cb%3E%26%22x%22.txt", "&lt;b&gt;&amp;&quot;x&quot;.txt", "5", "2020-09-13 14:26"),
+        ("alpha.txt", "alpha.txt", "2", "2020-09-13 17:26"),
+        ("b%20file.txt", "b file.txt", "3", "2020-09-13 15:26"),
+        ("Zeta.txt", "Zeta.txt", "1", "2020-09-13 16:26"),
+    ]
+    assert '<b>&"x"' not in text
+
+
+def test_static_listing_of_the_root_has_no_parent_link(static, site):
+    for path in ("/", "/static/"):
+        status, fields, body = fetch(static.port, path)
+        assert status == 200
+        rows = listing_rows(body)
+        names = [row[1] for row in rows]
+        assert "../" not in names
+        assert names[:4] == ["empty/", "linkdir_out/", "sub/", "withindex/"]
+        assert "hello.txt" in names and "link_in" in names
+        assert "secret.txt" not in names
+
+
+def test_static_listing_under_a_prefix_has_a_parent_link(static):
+    status, fields, body = fetch(static.port, "/static/sub/")
+    assert status == 200
+    assert listing_rows(body)[0] == ("../", "../", "", "")
+    assert "<title>Index of /static/sub/</title>" in body.decode()
+
+
+def test_static_listing_of_an_empty_directory(static):
+    status, fields, body = fetch(static.port, "/empty/")
+    assert status == 200
+    assert listing_rows(body) == [("../", "../", "", "")]
+
+
+def test_static_listing_off_is_403(static):
+    status, fields, body = fetch(static.port, "/nolist/sub/")
+    assert status == 403
+    assert b"alpha.txt" not in body
+    assert fetch(static.port, "/nolist/hello.txt")[::2] == (200, b"hello\n")
+
+
+def test_static_listing_off_and_no_index(serve, site):
+    live = serve(handlers=[("", poex_http.StaticFiles(str(site.root), listing=False, index=None))])
+    assert fetch(live.port, "/withindex/")[0] == 403
+    assert fetch(live.port, "/")[0] == 403
+
+
+@pytest.mark.parametrize("name, content_type", [
+    ("a.js", "text/javascript; charset=utf-8"),
+    ("a.mjs", "text/javascript; charset=utf-8"),
+    ("a.wasm", "application/wasm"),
+    ("a.svg", "image/svg+xml; charset=utf-8"),
+    ("a.json", "application/json; charset=utf-8"),
+    ("a.css", "text/css; charset=utf-8"),
+    ("a.html", "text/html; charset=utf-8"),
+    ("hello.txt", "text/plain; charset=utf-8"),
+    ("a.zzqx", "application/octet-stream"),
+])
+def test_static_mime_types(static, name, content_type):
+    status, fields, body = fetch(static.port, "/" + name)
+    assert status == 200
+    assert fields["content-type"] == content_type
+
+
+@pytest.mark.parametrize("accept, coding, body", [
+    ("br, gzip", "br", b"BR-BYTES"),
+    ("gzip, deflate, br", "br", b"BR-BYTES"),
+    ("gzip", "gzip", b"GZ-BYTES!"),
+    ("GZIP", "gzip", b"GZ-BYTES!"),
+    ("br;q=0, gzip", "gzip", b"GZ-BYTES!"),
+    ("br;q=0", None, b"console.log('plain');\n"),
+    ("gzip;q=0, br;q=0", None, b"console.log('plain');\n"),
+    ("identity", None, b"console.log('plain');\n"),
+    ("deflate", None, b"console.log('plain');\n"),
+    ("*", "br", b"BR-BYTES"),
+    ("*;q=0, gzip", "gzip", b"GZ-BYTES!"),    # an explicit coding beats *
+    ("br;q=0, *", "gzip", b"GZ-BYTES!"),
+    (None, None, b"console.log('plain');\n"),
+])
+def test_static_precompressed_siblings(static, accept, coding, body):
+    headers = [("Accept-Encoding", accept)] if accept is not None else []
+    status, fields, got = fetch(static.port, "/x.js", headers=headers)
+    assert (status, got) == (200, body)
+    assert fields.get("content-encoding") == coding
+    assert fields["content-type"] == "text/javascript; charset=utf-8"
+    assert fields["content-length"] == str(len(body))
+    assert fields["vary"] == "Accept-Encoding"
+
+
+@pytest.mark.parametrize("accept, body", [
+    ("br, gzip", b"GZ-CSS"),
+    ("*, gzip;q=0", b"plain css"),     # gzip refused explicitly
+    ("br", b"plain css"),
+])
+def test_static_precompressed_gzip_only(static, accept, body):
+    status, fields, got = fetch(static.port, "/y.css", headers=[("Accept-Encoding", accept)])
+    assert (status, got) == (200, body)
+    assert fields.get("content-encoding") == ("gzip" if body == b"GZ-CSS" else None)
+    assert fields["content-type"] == "text/css; charset=utf-8"
+    assert fields["vary"] == "Accept-Encoding"
+
+
+def test_static_precompressed_etag_differs_and_304_keeps_vary(static):
+    plain = fetch(static.port, "/x.js")[1]["etag"]
+    status, fields, _ = fetch(static.port, "/x.js", headers=[("Accept-Encoding", "br")])
+    br = fields["etag"]
+    assert br != plain
+    status, fields, body = fetch(static.port, "/x.js", headers=[
+        ("Accept-Encoding", "br"), ("If-None-Match", br)])
+    assert (status, body) == (304, b"")
+    assert fields["vary"] == "Accept-Encoding"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_static_other_methods_are_405(static, method):
+    status, fields, body = fetch(static.port, "/hello.txt", method=method,
+                                 headers=[("Content-Length", "3")], body=b"abc")
+    assert status == 405
+    assert fields["allow"] == "GET, HEAD"
+    assert b"hello" not in body
+
+
+def test_static_head(static):
+    status, fields, body = fetch(static.port, "/hello.txt", method="HEAD")
+    assert (status, fields["content-length"], body) == (200, "6", b"")
+    status, fields, body = fetch(static.port, "/sub/", method="HEAD")
+    assert status == 200 and body == b""
+    assert int(fields["content-length"]) == len(fetch(static.port, "/sub/")[2])
+
+
+def test_static_missing_file_is_404(static):
+    for path in ("/nope.txt", "/static/nope.txt", "/sub/nope/deeper.txt"):
+        status, fields, body = fetch(static.port, path)
+        assert status == 404, path
+
+
+def test_static_prefix_mismatch_is_404(serve, site):
+    live = serve(handlers=[("", poex_http.StaticFiles(str(site.root), prefix="/static/"))])
+    assert fetch(live.port, "/hello.txt")[0] == 404
+    assert fetch(live.port, "/staticx/hello.txt")[0] == 404
+    assert fetch(live.port, "/static/hello.txt")[::2] == (200, b"hello\n")
+
+
+def test_static_root_given_through_a_symlink(serve, site, tmp_path):
+    link = tmp_path / "rootlink"
+    os.symlink(str(site.root), str(link))
+    live = serve(handlers=[("", poex_http.StaticFiles(str(link)))])
+    assert fetch(live.port, "/hello.txt")[::2] == (200, b"hello\n")
+    assert fetch(live.port, "/link_in")[::2] == (200, b"hello\n")
+    assert fetch(live.port, "/link_out")[0] in (403, 404)
+
+
+def test_static_urllib_http_client_and_curl(static, site):
+    with urllib.request.urlopen("http://127.0.0.1:%d/static/x.js" % static.port,
+                                timeout=DEADLINE) as reply:
+        assert reply.status == 200
+        assert reply.read() == b"console.log('plain');\n"
+    conn = http.client.HTTPConnection("127.0.0.1", static.port, timeout=DEADLINE)
+    try:
+        conn.request("GET", "/sub/alpha.txt", headers={"Range": "bytes=1-"})
+        reply = conn.getresponse()
+        assert (reply.status, reply.read()) == (206, b"a")
+        assert reply.getheader("Content-Range") == "bytes 1-1/2"
+    finally:
+        conn.close()
+    if shutil.which("curl"):
+        out = subprocess.run(["curl", "-sS", "--compressed", "-D", "-",
+                              "http://127.0.0.1:%d/y.css" % static.port],
+                             capture_output=True, timeout=DEADLINE)
+        assert out.returncode in (0, 61), out.stderr  # 61: curl could not gunzip our fake bytes
+        assert b"Content-Encoding: gzip" in out.stdout
+
+
+# ====================================================================
+# 3. HTTP utilities (no sockets)
+# ====================================================================
+
+@pytest.mark.parametrize("path, expected", [
+    ("a.js", "text/javascript; charset=utf-8"),
+    ("A.JS", "text/javascript; charset=utf-8"),
+    ("dir.d/x.mjs", "text/javascript; charset=utf-8"),
+    ("m.wasm", "application/wasm"),
+    ("i.svg", "image/svg+xml; charset=utf-8"),
+    ("d.json", "application/json; charset=utf-8"),
+    ("s.css", "text/css; charset=utf-8"),
+    ("p.html", "text/html; charset=utf-8"),
+    ("p.htm", "text/html; charset=utf-8"),
+    ("t.txt", "text/plain; charset=utf-8"),
+    ("i.png", "image/png"),
+    ("a.tar.gz", "application/gzip"),
+    ("x.zzqx", "application/octet-stream"),
+    ("README", "application/octet-stream"),
+    ("", "application/octet-stream"),
+])
+def test_unit_guess_type(path, expected):
+    assert poex_http.guess_type(path) == expected
+    assert poex_http.guess_type(path) == expected  # the cache gives the same
+
+
+def test_unit_make_etag():
+    stat = types.SimpleNamespace(st_ino=0x1f, st_size=10, st_mtime_ns=1600000000123456789)
+    assert poex_http.make_etag(stat) == '"1f-a-%x"' % 1600000000123456789
+    changed = types.SimpleNamespace(st_ino=0x1f, st_size=10, st_mtime_ns=1600000000123456790)
+    assert poex_http.make_etag(changed) != poex_http.make_etag(stat)
+    resized = types.SimpleNamespace(st_ino=0x1f, st_size=11, st_mtime_ns=1600000000123456789)
+    assert poex_http.make_etag(resized) != poex_http.make_etag(stat)
+
+
+def test_unit_make_etag_of_a_real_file(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    etag = poex_http.make_etag(os.stat(str(path)))
+    assert re.fullmatch(r'"[0-9a-f]+-1-[0-9a-f]+"', etag)
+    assert not etag.startswith("W/")
+
+
+@pytest.mark.parametrize("header, weak, expected", [
+    ('"abc"', True, True),
+    ('"abc"', False, True),
+    ('"xyz", "abc"', True, True),
+    ('"xyz" ,  "abc" ', False, True),
+    ('*', True, True),
+    ('*', False, True),
+    ('W/"abc"', True, True),
+    ('W/"abc"', False, False),
+    ('"xyz", W/"abc"', True, True),
+    ('"xyz"', True, False),
+    ('abc', True, False),
+    ('"ABC"', True, False),
+    ('', True, False),
+    (' , ', True, False),
+])
+def test_unit_etag_matches(header, weak, expected):
+    assert poex_http.etag_matches(header, '"abc"', weak=weak) is expected
+
+
+@pytest.mark.parametrize("header, size, expected", [
+    ("bytes=0-9", 100, [(0, 9)]),
+    ("bytes=-5", 100, [(95, 99)]),
+    ("bytes=-500", 100, [(0, 99)]),
+    ("bytes=10-", 100, [(10, 99)]),
+    ("bytes=90-200", 100, [(90, 99)]),
+    ("bytes=0-4,5-9", 100, [(0, 9)]),
+    ("bytes=5-9,0-6", 100, [(0, 9)]),
+    ("bytes=0-1,5-6", 100, [(0, 1), (5, 6)]),
+    ("bytes=0-1,-2", 100, [(0, 1), (98, 99)]),
+    ("bytes= 0-1 , 4-5 ", 100, [(0, 1), (4, 5)]),
+    ("Bytes=0-0", 100, [(0, 0)]),
+    ("bytes=0-9,200-300", 100, [(0, 9)]),
+    ("bytes=100-", 100, []),
+    ("bytes=100-200", 100, []),
+    ("bytes=-0", 100, []),
+    ("bytes=0-", 0, []),
+    ("bytes=-5", 0, []),
+    ("bytes=abc", 100, None),
+    ("bytes=5-2", 100, None),
+    ("bytes=-", 100, None),
+    ("bytes=1-2-3", 100, None),
+    ("bytes=--5", 100, None),
+    ("bytes=0x1-2", 100, None),
+    ("bytes=", 100, None),
+    ("bytes", 100, None),
+    ("items=0-9", 100, None),
+    ("=0-9", 100, None),
+    ("bytes=\u00b2-5", 100, None),   # latin-1 superscript two: not a DIGIT
+    ("bytes=0-\u00b3", 100, None),
+    ("bytes=\u0661-5", 100, None),   # ARABIC-INDIC DIGIT ONE: not a DIGIT either
+])
+def test_unit_parse_range(header, size, expected):
+    assert poex_http.parse_range(header, size) == expected
+
+
+def test_unit_parse_range_too_many_ranges():
+    header = "bytes=" + ",".join("%d-%d" % (i * 2, i * 2) for i in range(101))
+    assert poex_http.parse_range(header, 1000) is None
+    assert poex_http.parse_range(header, 1000, max_ranges=200) is not None
+
+
+def test_unit_safe_join(tmp_path):
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "b.txt").write_bytes(b"b")
+    (tmp_path / "secret").write_bytes(SECRET)
+    os.symlink("a/b.txt", str(root / "in"))
+    os.symlink("../secret", str(root / "out"))
+    os.symlink("..", str(root / "up"))
+    real = os.path.realpath(str(root))
+    join = poex_http.safe_join
+    assert join(str(root), "/a/b.txt") == os.path.join(real, "a", "b.txt")
+    assert join(str(root), "/a%2fb.txt") == os.path.join(real, "a", "b.txt")
+    assert join(str(root), "//a///b.txt") == os.path.join(real, "a", "b.txt")
+    assert join(str(root), "/") == real
+    assert join(str(root), "") == real
+    assert join(str(root), "/missing/x") == os.path.join(real, "missing", "x")
+    assert join(str(root), "/%252e%252e/x") == os.path.join(real, "%2e%2e", "x")
+    assert join(str(root), "/in") == os.path.join(real, "in")
+    # Through a symlink that leaves and comes back: still inside the root.
+    assert join(str(root), "/up/root/a") == os.path.join(real, "up", "root", "a")
+    for unsafe in ("/../secret", "/a/../../secret", "/%2e%2e/secret", "/%2E%2E%2Fsecret",
+                   "/..%2fsecret", "/.", "/a/./b.txt", "/a\\b.txt", "/..\\secret",
+                   "/%5csecret", "/a%00", "/a\0b", "/out", "/up/secret", "/up/../secret"):
+        assert join(str(root), unsafe) is None, unsafe
+
+
+def test_unit_safe_join_through_a_symlinked_root(tmp_path):
+    real_root = tmp_path / "real"
+    real_root.mkdir()
+    (real_root / "f").write_bytes(b"f")
+    link = tmp_path / "link"
+    os.symlink(str(real_root), str(link))
+    assert poex_http.safe_join(str(link), "/f") == os.path.join(str(real_root), "f")
+
+
+# ====================================================================
+# 4. Access log
+# ====================================================================
+
+CLF_RE = re.compile(
+    r'(?P<ip>\S+) - - \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] '
+    r'"(?P<line>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-)\Z')
+
+
+def parse_clf(line):
+    match = CLF_RE.match(line)
+    assert match, "not a Common Log Format line: %r" % line
+    when = datetime.datetime.strptime(match["time"], "%d/%b/%Y:%H:%M:%S %z").timestamp()
+    assert abs(when - time.time()) < 120, "log time %r is not now" % match["time"]
+    return match["ip"], match["line"], int(match["status"]), match["bytes"]
+
+
+@pytest.fixture
+def access_logger():
+    logger = logging.getLogger("poex_http.access")
+    yield logger
+    for handler in list(logger.handlers):
+        if getattr(handler, "_poex_access", False):
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def test_access_log_to_a_file(serve, files, tmp_path, access_logger):
+    log_path = tmp_path / "access.log"
+    log_path.write_text("an older line\n")
+    live = file_server(serve, files, access_log=str(log_path))
+    assert fetch(live.port, "/f/p.txt")[2] == TEXT
+    assert fetch(live.port, "/f/big.bin")[2] == BIG_FILE
+    assert fetch(live.port, "/f/p.txt", method="HEAD")[0] == 200
+    assert fetch(live.port, "/f/p.txt", headers=[("If-Modified-Since", MTIME_TEXT)])[0] == 304
+    assert fetch(live.port, "/f/p.txt", headers=[("Range", "bytes=0-9")])[0] == 206
+    status, _, body404 = fetch(live.port, "/f/missing")
+    assert status == 404
+    wait_until(lambda: len(log_path.read_text().splitlines()) == 7)
+    lines = log_path.read_text().splitlines()
+    assert lines[0] == "an older line"
+    assert [parse_clf(line) for line in lines[1:]] == [
+        ("127.0.0.1", "GET /f/p.txt HTTP/1.1", 200, "36"),
+        ("127.0.0.1", "GET /f/big.bin HTTP/1.1", 200, str(len(BIG_FILE))),
+        ("127.0.0.1", "HEAD /f/p.txt HTTP/1.1", 200, "-"),
+        ("127.0.0.1", "GET /f/p.txt HTTP/1.1", 304, "-"),
+        ("127.0.0.1", "GET /f/p.txt HTTP/1.1", 206, "10"),
+        ("127.0.0.1", "GET /f/missing HTTP/1.1", 404, str(len(body404))),
+    ]
+
+
+def test_access_log_records_the_bytes_actually_sent_on_abort(serve, files, tmp_path,
+                                                             access_logger):
+    log_path = tmp_path / "access.log"
+    live = file_server(serve, files, access_log=str(log_path))
+    sock = connect_slow(live.port)
+    try:
+        sock.sendall(get("/f/multi.bin"))
+        status, fields, got = read_raw_head(sock)
+        while len(got) < 65536:
+            got += sock.recv(65536)
+    finally:
+        sock.close()
+    wait_until(lambda: not live.server.connections)
+    assert fetch(live.port, "/f/p.txt")[2] == TEXT
+    wait_until(lambda: "GET /f/p.txt" in log_path.read_text())
+    lines = log_path.read_text().splitlines()
+    assert parse_clf(lines[-1]) == ("127.0.0.1", "GET /f/p.txt HTTP/1.1", 200, "36")
+    # The aborted download, if logged, never claims the whole file.
+    for line in lines[:-1]:
+        assert parse_clf(line)[3] != str(len(MULTI))
+
+
+# ====================================================================
+# 5. Command line
+# ====================================================================
+
+def cli_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(name, None)
+    return env
+
+
+class CLI:
+    """``python -m poex_http ARGS`` in a subprocess, its output read by threads."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([sys.executable, "-m", "poex_http"] + [str(a) for a in args],
+                                     cwd=HERE, env=cli_env(), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.stdout = queue.Queue()
+        self._stderr = []
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout.put), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.append),
+                             daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _pump(stream, put):
+        for line in iter(stream.readline, b""):
+            put(line)
+        put(None)
+
+    def line(self, timeout=DEADLINE):
+        try:
+            line = self.stdout.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no line on stdout within %s s; stderr %r"
+                                 % (timeout, self.stderr_text()))
+        assert line is not None, "stdout closed; stderr %r" % self.stderr_text()
+        return line.decode()
+
+    def stderr_text(self):
+        return b"".join(piece for piece in list(self._stderr) if piece).decode()
+
+    def wait_serving(self, root, port):
+        assert self.line() == "Serving %s on http://127.0.0.1:%d/\n" % (root, port)
+
+    def signal_and_wait(self, signum):
+        self.proc.send_signal(signum)
+        code = self.proc.wait(timeout=DEADLINE)
+        for thread in self._threads:
+            thread.join(DEADLINE)
+        return code
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(DEADLINE)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "poex_http"] + [str(a) for a in args],
+                          cwd=HERE, env=cli_env(), capture_output=True, timeout=DEADLINE)
+
+
+def urlopen_get(port, path, headers=None):
+    request = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), headers=headers or {})
+    with urllib.request.urlopen(request, timeout=DEADLINE) as reply:
+        return reply.status, reply.headers, reply.read()
+
+
+def test_cli_serves_and_sigterm_exits_0(files):
+    port = free_port()
+    with CLI("--bind", "127.0.0.1", "--port", port, "--root", files, "--quiet") as cli:
+        cli.wait_serving(files, port)
+        status, headers, body = urlopen_get(port, "/p.txt")
+        assert (status, body) == (200, TEXT)
+        assert headers["Last-Modified"] == MTIME_TEXT
+        assert urlopen_get(port, "/big.bin")[2] == BIG_FILE
+        assert urlopen_get(port, "/sub/")[2] == b"<h1>sub</h1>\n"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        try:
+            for _ in range(2):  # keep-alive is on by default on the command line
+                conn.request("GET", "/p.txt", headers={"Range": "bytes=-5"})
+                reply = conn.getresponse()
+                assert (reply.status, reply.read()) == (206, b"vwxyz")
+            conn.request("HEAD", "/big.bin")
+            reply = conn.getresponse()
+            assert (reply.status, reply.getheader("Content-Length"), reply.read()) == \
+                (200, str(len(BIG_FILE)), b"")
+        finally:
+            conn.close()
+        if shutil.which("curl"):
+            out = subprocess.run(["curl", "-sS", "http://127.0.0.1:%d/big.bin" % port],
+                                 capture_output=True, timeout=DEADLINE)
+            assert out.returncode == 0 and out.stdout == BIG_FILE, out.stderr
+            out = subprocess.run(["curl", "-sS", "-r", "10-19", "http://127.0.0.1:%d/p.txt" % port],
+                                 capture_output=True, timeout=DEADLINE)
+            assert out.stdout == TEXT[10:20]
+        assert cli.signal_and_wait(signal.SIGTERM) == 0
+        assert cli.stderr_text() == ""
+
+
+def test_cli_sigint_exits_0_with_an_idle_keepalive_connection(files):
+    port = free_port()
+    with CLI("--bind", "127.0.0.1", "--port", port, "--root", files, "--quiet") as cli:
+        cli.wait_serving(files, port)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        try:
+            conn.request("GET", "/p.txt")
+            reply = conn.getresponse()
+            assert (reply.status, reply.read()) == (200, TEXT)
+            assert not reply.will_close
+            started = time.monotonic()
+            assert cli.signal_and_wait(signal.SIGINT) == 0
+            assert time.monotonic() - started < 4.0, "an idle connection delayed the exit"
+        finally:
+            conn.close()
+        assert "Traceback" not in cli.stderr_text()
+
+
+def test_cli_positional_port(files):
+    port = free_port()
+    with CLI(port, "--bind", "127.0.0.1", "--root", files, "--quiet") as cli:
+        cli.wait_serving(files, port)
+        assert urlopen_get(port, "/p.txt")[2] == TEXT
+        assert cli.signal_and_wait(signal.SIGTERM) == 0
+
+
+def test_cli_port_taken_exits_1_with_one_line(files):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        out = run_cli("--bind", "127.0.0.1", "--port", port, "--root", files)
+    assert out.returncode == 1
+    assert out.stdout == b""
+    assert out.stderr.decode() == \
+        "poex_http: cannot listen on 127.0.0.1:%d: Address already in use\n" % port
+
+
+def test_cli_missing_root_exits_1_with_one_line(tmp_path):
+    missing = tmp_path / "nope"
+    out = run_cli("--bind", "127.0.0.1", "--port", free_port(), "--root", missing)
+    assert out.returncode == 1
+    assert out.stdout == b""
+    assert out.stderr.decode() == "poex_http: root directory %s does not exist\n" % missing
+
+
+@pytest.mark.parametrize("address", ["999.999.999.999", "192.0.2.1"])
+def test_cli_invalid_bind_address_exits_1_with_one_line(files, address):
+    port = free_port()
+    out = run_cli("--bind", address, "--port", port, "--root", files)
+    assert out.returncode == 1
+    assert out.stdout == b""
+    text = out.stderr.decode()
+    assert text.startswith("poex_http: cannot listen on %s:%d: " % (address, port))
+    assert text.endswith("\n") and text.count("\n") == 1
+    assert "Traceback" not in text
+
+
+def test_cli_bad_header_exits_1_with_one_line(files):
+    out = run_cli("--port", free_port(), "--root", files, "--header", "NoColonHere")
+    assert out.returncode == 1
+    assert out.stderr.decode() == "poex_http: --header needs 'Name: value', not 'NoColonHere'\n"
+
+
+def test_cli_help_documents_every_flag():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    text = out.stdout.decode()
+    assert text.startswith("usage: python -m poex_http")
+    for flag in ("--root", "--bind", "--port", "--workers", "--unix", "--access-log", "--quiet",
+                 "--no-listing", "--header", "--keepalive", "--timeout", "--no-sendfile",
+                 "--blocksize", "--concurrency"):
+        assert re.search(r"^\s+%s\b" % re.escape(flag), text, re.M), flag
+    parser = poex_http._argument_parser()
+    for action in parser._actions:
+        for flag in action.option_strings:
+            assert flag in text, flag
+        assert action.help, "no help for %s" % (action.option_strings or action.dest)
+
+
+def test_cli_header_and_no_listing(files):
+    port = free_port()
+    with CLI("--bind", "127.0.0.1", "--port", port, "--root", files, "--quiet",
+             "--header", "X-A: b", "--header", "Server: mine", "--no-listing") as cli:
+        cli.wait_serving(files, port)
+        status, fields, body = fetch(port, "/p.txt")
+        assert (status, body) == (200, TEXT)
+        assert fields["x-a"] == "b"
+        assert fields["server"] == "mine"  # field_dict checks it appears once
+        # A directory with an index is served; one without is refused.
+        assert fetch(port, "/sub/")[::2] == (200, b"<h1>sub</h1>\n")
+        os.makedirs(str(files / "bare"), exist_ok=True)
+        status, fields, body = fetch(port, "/bare/")
+        assert status == 403 and fields["x-a"] == "b"
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urlopen_get(port, "/bare/")
+        assert info.value.code == 403
+        assert cli.signal_and_wait(signal.SIGTERM) == 0
+
+
+def test_cli_access_log_to_a_file_appends(files, tmp_path):
+    log_path = tmp_path / "access.log"
+    log_path.write_text("kept\n")
+    port = free_port()
+    with CLI("--bind", "127.0.0.1", "--port", port, "--root", files,
+             "--access-log", log_path) as cli:
+        cli.wait_serving(files, port)
+        assert fetch(port, "/p.txt")[2] == TEXT
+        assert fetch(port, "/big.bin")[2] == BIG_FILE
+        assert fetch(port, "/p.txt", method="HEAD")[0] == 200
+        status, _, missing_body = fetch(port, "/missing")
+        assert status == 404
+        assert cli.signal_and_wait(signal.SIGTERM) == 0
+        assert cli.stderr_text() == ""
+    lines = log_path.read_text().splitlines()
+    assert lines[0] == "kept"
+    assert [parse_clf(line) for line in lines[1:]] == [
+        ("127.0.0.1", "GET /p.txt HTTP/1.1", 200, "36"),
+        ("127.0.0.1", "GET /big.bin HTTP/1.1", 200, str(len(BIG_FILE))),
+        ("127.0.0.1", "HEAD /p.txt HTTP/1.1", 200, "-"),
+        ("127.0.0.1", "GET /missing HTTP/1.1", 404, str(len(missing_body))),
+    ]
+
+
+def test_cli_access_log_defaults_to_stderr(files):
+    port = free_port()
+    with CLI("--bind", "127.0.0.1", "--port", port, "--root", files) as cli:
+        cli.wait_serving(files, port)
+        assert fetch(port, "/p.txt")[2] == TEXT
+        wait_until(lambda: "GET /p.txt" in cli.stderr_text())
+        assert cli.signal_and_wait(signal.SIGTERM) == 0
+        lines = cli.stderr_text().splitlines()
+    assert [parse_clf(line) for line in lines] == [("127.0.0.1", "GET /p.txt HTTP/1.1", 200, "36")]
+
+
+def test_cli_access_log_dash_is_stderr(files):
+    port = free_port()
+    with CLI("--bind", "127.0.0.1", "--port", port, "--root", files, "--access-log", "-") as cli:
+        cli.wait_serving(files, port)
+        assert fetch(port, "/p.txt")[2] == TEXT
+        assert cli.signal_and_wait(signal.SIGTERM) == 0
+        lines = cli.stderr_text().splitlines()
+    assert [parse_clf(line) for line in lines] == [("127.0.0.1", "GET /p.txt HTTP/1.1", 200, "36")]
+
+
+def test_cli_quiet_logs_nothing(files):
+    port = free_port()
+    with CLI("--bind", "127.0.0.1", "--port", port, "--root", files, "--quiet") as cli:
+        cli.wait_serving(files, port)
+        assert fetch(port, "/p.txt")[2] == TEXT
+        assert fetch(port, "/missing")[0] == 404
+        assert cli.signal_and_wait(signal.SIGTERM) == 0
+        assert cli.stderr_text() == ""
+
+
+def test_cli_no_sendfile_and_blocksize(files):
+    port = free_port()
+    with CLI("--bind", "127.0.0.1", "--port", port, "--root", files, "--quiet",
+             "--no-sendfile", "--blocksize", "1000") as cli:
+        cli.wait_serving(files, port)
+        assert urlopen_get(port, "/big.bin")[2] == BIG_FILE
+        assert cli.signal_and_wait(signal.SIGTERM) == 0
+
+
+@pytest.fixture
+def restore_logging():
+    """main() calls logging.basicConfig: undo it after an in-process call."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_main_in_process_missing_root(tmp_path, capsys, restore_logging):
+    missing = tmp_path / "missing"
+    assert poex_http.main(["--root", str(missing), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "poex_http: root directory %s does not exist\n" % missing
+    assert captured.out == ""
+
+
+def test_main_in_process_root_is_a_file(tmp_path, capsys, restore_logging):
+    path = tmp_path / "file"
+    path.write_bytes(b"x")
+    assert poex_http.main(["--root", str(path), "--quiet"]) == 1
+    assert capsys.readouterr().err == "poex_http: root directory %s does not exist\n" % path
+
+
+@pytest.mark.parametrize("header, message", [
+    ("NoColon", "poex_http: --header needs 'Name: value', not 'NoColon'\n"),
+    ("Bad Name: x", "poex_http: invalid header name 'Bad Name'\n"),
+])
+def test_main_in_process_bad_header(tmp_path, capsys, restore_logging, header, message):
+    assert poex_http.main(["--root", str(tmp_path), "--quiet", "--header", header]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == message
+    assert captured.out == ""
+
+
+def test_main_in_process_port_taken(tmp_path, capsys, restore_logging):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        assert poex_http.main(["--root", str(tmp_path), "--quiet", "--bind", "127.0.0.1",
+                               "--port", str(port)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "poex_http: cannot listen on 127.0.0.1:%d: Address already in use\n" % port
+    assert captured.out == ""
+
+
+# ====================================================================
+# 6. The behaviours of the Perl module's t/20_poe.t
+# ====================================================================
+
+def posted(req, resp):
+    resp.content_type = "text/plain"
+    resp.content = "".join(value + "\n" for value in sorted(req.form().values()))
+    resp.done()
+
+
+@pytest.fixture
+def perl_server(serve, files):
+    return serve(handlers=[("^/dynamic/", posted), ("", poex_http.StaticFiles(str(files)))],
+                 keepalive=100)
+
+
+def test_perl_static_get_if_modified_since_and_head(perl_server):
+    with RawClient(perl_server.port) as client:
+        client.send(get("/p.txt"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, TEXT)
+        assert headers["content-length"] == "36"
+        last_modified = headers["last-modified"]
+        assert last_modified == MTIME_TEXT
+
+        client.send(get("/p.txt", headers=[("If-Modified-Since", last_modified)]))
+        status, headers, body = client.response()
+        assert (status, body) == (304, b"")
+        assert "content-length" not in headers
+
+        client.send(get("/p.txt", method="HEAD"))
+        status, headers, body = client.response("HEAD")
+        assert (status, body) == (200, b"")
+        assert headers["content-length"] == "36"
+
+        client.send(get("/p.txt"))
+        assert client.response()[::2] == (200, TEXT)
+        assert client.buffer == b""
+
+
+def test_perl_post_form(perl_server):
+    form = b"honk=honk&bonk=bonk"
+    status, fields, body = fetch(perl_server.port, "/dynamic/posted", method="POST", headers=[
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Content-Length", str(len(form)))], body=form)
+    assert (status, body) == (200, b"bonk\nhonk\n")
+    assert fields["content-length"] == "10"
+    conn = http.client.HTTPConnection("127.0.0.1", perl_server.port, timeout=DEADLINE)
+    try:
+        conn.request("POST", "/dynamic/posted", body=form,
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        reply = conn.getresponse()
+        assert (reply.status, reply.read()) == (200, b"bonk\nhonk\n")
+        assert reply.getheader("Content-Length") == "10"
+    finally:
+        conn.close()
