@@ -4100,11 +4100,20 @@ class _Supervisor:
                 pass
 
     def _start_workers(self):
+        import signal
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
         while len(self.workers) < self.size and not self.stopping:
-            pid = os.fork()
-            if pid == 0:
-                self._be_worker()  # never returns
-            self.workers[pid] = time.monotonic()
+            # Held back while forking: the parent records the worker before
+            # a stop signal can look for it, and the child sets its own
+            # handlers before any signal can reach the parent's in it.
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    self._be_worker()  # never returns
+                self.workers[pid] = time.monotonic()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
 
     def _be_worker(self):
         code = 1
@@ -4114,6 +4123,7 @@ class _Supervisor:
             # decides, and tells the workers with SIGTERM.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             self.reactor._after_fork()
             for server in self.servers:
                 server._is_worker = True
