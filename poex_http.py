@@ -1219,12 +1219,15 @@ class _Waker:
         self.sock = sock
 
     def _on_readable(self):
-        self.reactor._wake_pending = False
+        # Empty the socket first, then clear the flag: a wake-up sent in
+        # between is either still in the socket or its callback is already
+        # queued; clearing first could swallow one and leave the flag set.
         try:
             while self.sock.recv(4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        self.reactor._wake_pending = False
 
 
 class Reactor:
@@ -3152,17 +3155,19 @@ class _WorkerPool:
         self.size = max(1, int(size))
         self._jobs = queue.SimpleQueue()
         self._threads = []
-        self._idle = 0
+        self._idle = 0      # threads waiting for a job
+        self._waiting = 0   # jobs no thread has taken yet
         self._lock = threading.Lock()
 
     def submit(self, func, *args):
-        self._jobs.put((func, args))
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self.size:
+            self._waiting += 1
+            if self._waiting > self._idle and len(self._threads) < self.size:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name="poex_http-worker-%d" % (len(self._threads) + 1))
                 self._threads.append(thread)
                 thread.start()
+        self._jobs.put((func, args))
 
     def _work(self):
         while True:
@@ -3171,6 +3176,7 @@ class _WorkerPool:
             func, args = self._jobs.get()
             with self._lock:
                 self._idle -= 1
+                self._waiting -= 1
             try:
                 func(*args)
             except BaseException:  # the job reports its own errors

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import datetime
 import errno
+import hashlib
 import http.client
 import json
 import logging
@@ -19,6 +20,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import struct
 import subprocess
@@ -30,6 +32,8 @@ import time
 import types
 import urllib.error
 import urllib.request
+import wsgiref.simple_server
+import wsgiref.validate
 
 import pytest
 
@@ -5823,3 +5827,1251 @@ def test_perl_post_form(perl_server):
         assert reply.getheader("Content-Length") == "10"
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------- worker threads, WSGI, TLS, proxies
+
+
+# A self-signed certificate for CN=localhost (SAN DNS:localhost, IP:127.0.0.1),
+# valid from 2000-01-01 to 2100-01-01, and its P-256 key.  Made with:
+#   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out key.pem
+#   openssl req -new -key key.pem -subj /CN=localhost -out csr.pem
+#   openssl ca -selfsign -keyfile key.pem -in csr.pem -startdate 20000101000000Z \
+#       -enddate 21000101000000Z  (extensions: CA:TRUE, keyUsage digitalSignature
+#       and keyCertSign, serverAuth, the SAN, subject and authority key ids)
+LOCALHOST_PEM = """\
+-----BEGIN CERTIFICATE-----
+MIIBrzCCAVWgAwIBAgIBATAKBggqhkjOPQQDAjAUMRIwEAYDVQQDDAlsb2NhbGhv
+c3QwIBcNMDAwMTAxMDAwMDAwWhgPMjEwMDAxMDEwMDAwMDBaMBQxEjAQBgNVBAMM
+CWxvY2FsaG9zdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABHTCzZQnnMDqA11P
+pPqyfm8cVAHdhi7Xu0TWW7rNfbSNtr7HZ842lxyxAr2A7er82IeV0IiVsZfD5Q0p
+BMbaCm2jgZUwgZIwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAoQwEwYD
+VR0lBAwwCgYIKwYBBQUHAwEwGgYDVR0RBBMwEYIJbG9jYWxob3N0hwR/AAABMB0G
+A1UdDgQWBBSuUWMHmObH6TBD6WJe+e4yTnPCWjAfBgNVHSMEGDAWgBSuUWMHmObH
+6TBD6WJe+e4yTnPCWjAKBggqhkjOPQQDAgNIADBFAiBMwyOahkSn0m/QU+Lvs7k7
+K0bVPH0agvVfzVEJRBUSBQIhAOu+WNuEwCHxSrcZ2Qq1V8UrUWgwNaPVSdtq/wVX
+Zs01
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgo2zsSAAdohyzfKFU
+K2cVroU71Tyn/qwLFSbaWyO+F5ihRANCAAR0ws2UJ5zA6gNdT6T6sn5vHFQB3YYu
+17tE1lu6zX20jba+x2fONpccsQK9gO3q/NiHldCIlbGXw+UNKQTG2gpt
+-----END PRIVATE KEY-----
+"""
+_KEY_BEGIN = "-----BEGIN PRIVATE KEY-----"
+LOCALHOST_CERT = LOCALHOST_PEM[:LOCALHOST_PEM.index(_KEY_BEGIN)]
+LOCALHOST_KEY = LOCALHOST_PEM[LOCALHOST_PEM.index(_KEY_BEGIN):]
+
+
+# --------------------------------------------------------------- helpers
+
+@pytest.fixture
+def pem(tmp_path):
+    """Path of a PEM file holding the localhost certificate and its key."""
+    path = tmp_path / "localhost.pem"
+    path.write_text(LOCALHOST_PEM)
+    return str(path)
+
+
+def server_context(pem_path):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem_path)
+    return context
+
+
+def client_context(pem_path):
+    """A client context that trusts exactly the localhost certificate."""
+    return ssl.create_default_context(cafile=pem_path)
+
+
+def https(port, pem_path):
+    return http.client.HTTPSConnection("127.0.0.1", port, context=client_context(pem_path),
+                                       timeout=DEADLINE)
+
+
+def json_handler(func):
+    """A handler answering with ``func(req)`` as JSON."""
+    def handler(req, resp):
+        resp.content_type = "application/json"
+        resp.content = json.dumps(func(req))
+        resp.done()
+    return handler
+
+
+def wsgi_server(serve, app, validate=True, threads=4, script_name="", **config):
+    """A live server hosting ``app`` (checked by wsgiref's validator) on every path."""
+    if validate:
+        app = wsgiref.validate.validator(app)
+    config.setdefault("keepalive", 10)
+    handler = poex_http.WSGIHandler(app, threads=threads, script_name=script_name)
+    return serve(handlers=[("", handler)], **config)
+
+
+def environ_app(environ, start_response):
+    """Answers with the environ's plain values and the body it read, as JSON."""
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        body = environ["wsgi.input"].read(int(length))
+    elif environ.get("wsgi.input_terminated"):
+        body = environ["wsgi.input"].read(-1)
+    else:
+        body = b""
+    seen = {key: value for key, value in environ.items()
+            if isinstance(value, (str, bool, int, tuple))}
+    seen["body"] = body.decode("latin-1")
+    data = json.dumps(seen).encode("ascii")
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(data)))])
+    return [data]
+
+
+class Processes:
+    """Subprocesses of a test, every one killed at teardown."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.procs = []
+
+    def env(self):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [HERE] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        env.pop("LISTEN_PID", None)
+        env.pop("LISTEN_FDS", None)
+        return env
+
+    def start(self, argv, cwd=None, name=None):
+        """Popen with stdout piped (unbuffered) and stderr to a file."""
+        name = name or "proc%d" % len(self.procs)
+        stderr_path = os.path.join(str(self.tmp_path), name + ".stderr")
+        with open(stderr_path, "wb") as stderr:
+            proc = subprocess.Popen(argv, cwd=cwd or str(self.tmp_path), env=self.env(),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=stderr, bufsize=0)
+        proc.stderr_path = stderr_path
+        self.procs.append(proc)
+        return proc
+
+    def poex(self, *args, cwd=None, name=None):
+        return self.start([sys.executable, "-m", "poex_http"] + list(args), cwd=cwd, name=name)
+
+    @staticmethod
+    def stderr_of(proc):
+        with open(proc.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def line(self, proc, timeout=DEADLINE):
+        """The next line the process prints on stdout, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        data = b""
+        while not data.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("no line from %r within %.1f s; stderr: %s"
+                                     % (proc.args, timeout, self.stderr_of(proc)))
+            ready, _, _ = select.select([proc.stdout], [], [], remaining)
+            if ready:
+                chunk = os.read(proc.stdout.fileno(), 1)
+                if not chunk:
+                    proc.wait(DEADLINE)
+                    raise AssertionError("%r ended (%s) before printing a line; stderr: %s"
+                                         % (proc.args, proc.returncode, self.stderr_of(proc)))
+                data += chunk
+        return data.decode("utf-8").rstrip("\n")
+
+    def terminate(self, proc):
+        """SIGTERM, then the exit status (within DEADLINE)."""
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(DEADLINE)
+
+    def kill_all(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.wait(DEADLINE)
+            except subprocess.TimeoutExpired:
+                pass
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+@pytest.fixture
+def procs(tmp_path):
+    processes = Processes(tmp_path)
+    try:
+        yield processes
+    finally:
+        processes.kill_all()
+
+
+APP_MODULE = textwrap.dedent('''\
+    import hashlib
+    import json
+    import os
+
+
+    def app(environ, start_response):
+        length = environ.get("CONTENT_LENGTH")
+        body = environ["wsgi.input"].read(int(length)) if length else b""
+        data = json.dumps({
+            "pid": os.getpid(),
+            "path": environ["PATH_INFO"],
+            "remote_addr": environ["REMOTE_ADDR"],
+            "remote_port": environ.get("REMOTE_PORT", ""),
+            "scheme": environ["wsgi.url_scheme"],
+            "multiprocess": environ["wsgi.multiprocess"],
+            "xff": environ.get("HTTP_X_FORWARDED_FOR"),
+            "length": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        }).encode("ascii")
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(data)))])
+        return [data]
+''')
+
+
+def write_app_module(directory, name="pidapp"):
+    with open(os.path.join(str(directory), name + ".py"), "w") as f:
+        f.write(APP_MODULE)
+    return name + ":app"
+
+
+def http_json(port, path="/", method="GET", body=None, headers=None, source=None):
+    """One request on a fresh connection: (status, decoded JSON or raw body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE,
+                                      source_address=source)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        if response.getheader("Content-Type") == "application/json":
+            return response.status, json.loads(data)
+        return response.status, data
+    finally:
+        conn.close()
+
+
+def ppid_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    raise AssertionError("no PPid for %d" % pid)
+
+
+# ====================================================================
+# 1. threaded
+# ====================================================================
+
+def test_threaded_handler_runs_on_a_worker_thread_and_answers_from_there(serve, tmp_path):
+    data = os.urandom(100000)
+    (tmp_path / "blob.bin").write_bytes(data)
+    seen = []
+
+    def handler(req, resp):
+        seen.append(threading.current_thread())
+        if req.path == "/send":
+            resp.header("X-Where", "worker")
+            resp.send(b"part one,")
+            resp.send("part two")
+            resp.done()
+        elif req.path == "/sendfile":
+            resp.sendfile(str(tmp_path / "blob.bin"), "application/octet-stream")
+        elif req.path == "/error":
+            resp.error(404, "not here")
+        else:
+            resp.content_type = "text/plain"
+            resp.content = "whole"
+            resp.done()
+    live = serve(handlers=[("", poex_http.threaded(handler, threads=2))], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/send"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"part one,part two")
+        assert headers["x-where"] == "worker"
+        assert headers["transfer-encoding"] == "chunked"
+        client.send(get("/sendfile"))
+        status, headers, body = client.response()
+        assert (status, headers["content-length"], body) == (200, "100000", data)
+        client.send(get("/error"))
+        status, headers, body = client.response()
+        assert (status, body) == (404, b"not here")
+        client.send(get("/whole"))
+        status, headers, body = client.response()
+        assert (status, headers["content-length"], body) == (200, "5", b"whole")
+    assert len(seen) == 4
+    for thread in seen:
+        assert thread is not live.thread
+        assert thread is not threading.main_thread()
+
+
+def test_threaded_slow_handlers_do_not_block_the_reactor(serve):
+    release = threading.Event()
+    started = []
+    lock = threading.Lock()
+    gate = threading.Event()
+    at_gate = threading.Event()
+
+    def work(req, resp):
+        if req.path != "/warm":
+            with lock:
+                started.append(threading.current_thread())
+            release.wait(DEADLINE)
+        resp.content_type = "text/plain"
+        resp.content = "done " + req.path
+        resp.done()
+
+    def hold_the_loop(req, resp):
+        # Runs on the reactor: while it waits, the four requests below
+        # arrive, so that the loop hands them to the pool in one burst.
+        at_gate.set()
+        gate.wait(DEADLINE)
+        resp.content = "held"
+        resp.done()
+    pool = poex_http.threaded(work, threads=4)
+    live = serve(handlers=[("^/(warm|slow)", pool), ("^/hold", hold_the_loop), ("", hello)],
+                 keepalive=10)
+    first = RawClient(live.port)
+    clients = [RawClient(live.port) for _ in range(4)]
+    try:
+        first.send(get("/warm"))   # the pool now has one idle thread
+        assert first.response()[::2] == (200, b"done /warm")
+        wait_until(lambda: len(live.server.connections) == 5)
+        first.send(get("/hold"))
+        assert at_gate.wait(DEADLINE)
+        for number, client in enumerate(clients):
+            client.send(get("/slow/%d" % number))
+        gate.set()
+        assert first.response()[::2] == (200, b"held")
+        # threads=4: all four run at once, each on its own thread.
+        wait_until(lambda: len(started) == 4, timeout=5.0)
+        assert len(set(started)) == 4
+        assert all(thread is not live.thread for thread in started)
+        with RawClient(live.port, timeout=2.0) as fast:
+            begin = time.monotonic()
+            fast.send(get("/"))
+            assert fast.response()[::2] == (200, b"Hello world\n")
+            assert time.monotonic() - begin < 2.0
+        assert not release.is_set()
+        release.set()
+        for number, client in enumerate(clients):
+            assert client.response()[::2] == (200, b"done /slow/%d" % number)
+    finally:
+        gate.set()
+        release.set()
+        first.close()
+        for client in clients:
+            client.close()
+
+
+def _concurrent_clients(port, count, requests, check):
+    """``count`` threads, each sending ``requests`` requests on a kept-alive
+    connection and checking each response within 2 s; returns the failures."""
+    failures = []
+
+    def run(number):
+        try:
+            with RawClient(port, timeout=2.0) as client:
+                for index in range(requests):
+                    path = "/c%d/r%d" % (number, index)
+                    client.send(get(path))
+                    check(path, client.response())
+        except Exception as exc:   # collected, asserted on below
+            failures.append((number, repr(exc)))
+    threads = [threading.Thread(target=run, args=(number,)) for number in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE * 2)
+    return failures
+
+
+def test_threaded_concurrent_clients_are_all_answered_promptly(serve):
+    """Worker threads hand their answers to the reactor at the same time:
+    none of those hand-overs may be lost (each answer within 2 s)."""
+    def handler(req, resp):
+        resp.content_type = "text/plain"
+        resp.send(req.path)
+        resp.done()
+    live = serve(handlers=[("", poex_http.threaded(handler, threads=4))], keepalive=1000)
+
+    def check(path, response):
+        assert response[::2] == (200, path.encode("ascii"))
+    assert _concurrent_clients(live.port, 4, 100, check) == []
+
+
+def test_threaded_handler_exception_gives_500_and_the_server_goes_on(serve, caplog):
+    def handler(req, resp):
+        if req.path == "/fail":
+            raise RuntimeError("threaded boom")
+        resp.content = "fine"
+        resp.done()
+    live = serve(handlers=[("", poex_http.threaded(handler, threads=2))], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/fail"))
+        status, headers, body = client.response()
+        assert (status, body) == (500, b"Internal Server Error\n")
+        client.send(get("/ok"))
+        assert client.response()[::2] == (200, b"fine")
+    data = exchange(live.port, get("/ok", headers=[("Connection", "close")]))
+    assert split_response(data)[0] == "HTTP/1.1 200 OK"
+    assert split_response(data)[2] == b"fine"
+    assert live.thread.is_alive()
+    assert any(r.exc_info and str(r.exc_info[1]) == "threaded boom" for r in caplog.records)
+
+
+# ====================================================================
+# 2. WSGI
+# ====================================================================
+
+def test_wsgi_environ(serve):
+    live = wsgi_server(serve, environ_app, script_name="/app")
+    with RawClient(live.port) as client:
+        client.send(b"POST /app/caf%C3%A9/x?a=1&b=%20 HTTP/1.1\r\n"
+                    b"Host: example.org:8080\r\n"
+                    b"Content-Type: text/plain; charset=utf-8\r\n"
+                    b"Content-Length: 5\r\n"
+                    b"X-Multi: a\r\n"
+                    b"X_Under: dropped\r\n"
+                    b"X-Under: kept\r\n"
+                    b"X-Multi: b\r\n"
+                    b"\r\n"
+                    b"hello")
+        status, headers, body = client.response()
+        assert status == 200, body
+        env = json.loads(body)
+        local_port = client.sock.getsockname()[1]
+    expected = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "/app",
+        "PATH_INFO": "/caf\u00c3\u00a9/x",   # 'cafÃ©': UTF-8 bytes decoded as latin-1
+        "QUERY_STRING": "a=1&b=%20",
+        "CONTENT_TYPE": "text/plain; charset=utf-8",
+        "CONTENT_LENGTH": "5",
+        "SERVER_NAME": "example.org",
+        "SERVER_PORT": "8080",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": str(local_port),
+        "HTTP_HOST": "example.org:8080",
+        "HTTP_X_MULTI": "a,b",
+        "HTTP_X_UNDER": "kept",
+        "wsgi.version": [1, 0],
+        "wsgi.url_scheme": "http",
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "body": "hello",
+    }
+    assert {key: env.get(key) for key in expected} == expected
+    assert sorted(key for key in env if key.startswith("HTTP_")) == [
+        "HTTP_HOST", "HTTP_X_MULTI", "HTTP_X_UNDER"]
+
+
+def test_wsgi_environ_script_name_exact_and_http10_without_host(serve):
+    live = wsgi_server(serve, environ_app, script_name="/app/")
+    data = exchange(live.port, b"GET /app HTTP/1.0\r\n\r\n")
+    status_line, _, body = split_response(data)
+    assert status_line == "HTTP/1.1 200 OK"
+    env = json.loads(body)
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("/app", "", "")
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(live.port))
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
+    assert env.get("CONTENT_LENGTH") in (None, "")   # PEP 3333: empty or absent
+    assert "CONTENT_TYPE" not in env
+    assert "HTTP_HOST" not in env
+
+
+def test_wsgi_input_chunked_body(serve):
+    live = wsgi_server(serve, environ_app)
+    with RawClient(live.port) as client:
+        client.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                    b"Content-Type: application/octet-stream\r\n\r\n"
+                    b"6\r\nhello \r\n5;ext=1\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n")
+        status, headers, body = client.response()
+        assert status == 200, body
+        env = json.loads(body)
+    assert env["body"] == "hello world"
+    assert env.get("CONTENT_LENGTH") in (None, "", "11")
+
+
+def test_wsgi_errors_reach_the_logger(serve, caplog):
+    def app(environ, start_response):
+        errors = environ["wsgi.errors"]
+        errors.write("first line\n")
+        errors.writelines(["second line\n"])
+        errors.flush()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"logged"]
+    live = wsgi_server(serve, app)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[::2] == (200, b"logged")
+    messages = [r.getMessage() for r in caplog.records if r.name == "poex_http.wsgi"]
+    assert messages == ["first line", "second line"]
+
+
+def test_wsgi_start_response_exc_info_before_headers_replaces_status(serve):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-First", "1")])
+        try:
+            raise ValueError("changed my mind")
+        except ValueError:
+            start_response("500 Oops", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"replaced"]
+    live = wsgi_server(serve, app)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert client.status_line == "HTTP/1.1 500 Oops"
+        assert body == b"replaced"
+        assert "x-first" not in headers
+        assert headers["content-type"] == "text/plain"
+        client.send(get("/"))   # the connection is still good
+        assert client.response()[::2] == (500, b"replaced")
+
+
+def test_wsgi_start_response_exc_info_after_headers_reraises(serve):
+    reraised = []
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"partial")
+        try:
+            raise ValueError("late failure")
+        except ValueError:
+            try:
+                start_response("500 Internal Server Error",
+                               [("Content-Type", "text/plain")], sys.exc_info())
+            except ValueError as exc:
+                reraised.append(str(exc))
+                raise
+        return [b"never sent"]
+    live = wsgi_server(serve, app)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        data = client.read_all()   # the server ends the connection
+    status_line, fields, rest = split_response(data)
+    assert status_line == "HTTP/1.1 200 OK"
+    assert ("Transfer-Encoding", "chunked") in fields
+    assert rest == b"7\r\npartial\r\n"   # no last chunk: the body is visibly cut
+    assert reraised == ["late failure"]
+    wait_until(lambda: not live.server.connections)
+    data = exchange(live.port, get("/", headers=[("Connection", "close")]))
+    assert split_response(data)[0] == "HTTP/1.1 200 OK"
+    assert live.thread.is_alive()
+
+
+def test_wsgi_write_callable(serve):
+    def app(environ, start_response):
+        headers = [("Content-Type", "text/plain")]
+        if environ["PATH_INFO"] == "/length":
+            headers.append(("Content-Length", "13"))
+        write = start_response("200 OK", headers)
+        write(b"one,")
+        write(b"two,")
+        return [b"three"]
+    live = wsgi_server(serve, app)
+    with RawClient(live.port) as client:
+        client.send(get("/chunked"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"one,two,three")
+        assert headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in headers
+        client.send(get("/length"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, b"one,two,three")
+        assert headers["content-length"] == "13"
+        assert "transfer-encoding" not in headers
+
+
+class ClosingBody:
+    """A WSGI iterable that records its close() and may raise while iterated."""
+
+    def __init__(self, parts, closes, fail=False):
+        self.parts = parts
+        self.closes = closes
+        self.fail = fail
+
+    def __iter__(self):
+        for part in self.parts:
+            yield part
+        if self.fail:
+            raise RuntimeError("iteration failed")
+
+    def close(self):
+        self.closes.append(b"".join(self.parts))
+
+
+def test_wsgi_iterable_close_is_called(serve):
+    closes = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ClosingBody([b"alpha ", b"beta"], closes)
+    live = wsgi_server(serve, app)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[::2] == (200, b"alpha beta")
+    wait_until(lambda: closes)
+    assert closes == [b"alpha beta"]
+
+
+def test_wsgi_iterable_close_is_called_when_iteration_raises_before_any_data(serve):
+    closes = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ClosingBody([], closes, fail=True)
+    live = wsgi_server(serve, app)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[::2] == (500, b"Internal Server Error\n")
+    wait_until(lambda: closes)
+    assert closes == [b""]
+
+
+def test_wsgi_iterable_close_is_called_when_iteration_raises_midway(serve):
+    closes = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return ClosingBody([b"first"], closes, fail=True)
+    live = wsgi_server(serve, app)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        data = client.read_all()
+    status_line, fields, rest = split_response(data)
+    assert status_line == "HTTP/1.1 200 OK"
+    assert rest == b"5\r\nfirst\r\n"   # cut short, then closed
+    wait_until(lambda: closes)
+    assert closes == [b"first"]
+    wait_until(lambda: not live.server.connections)
+
+
+def test_wsgi_file_wrapper_is_sent_with_sendfile(serve, tmp_path, monkeypatch):
+    data = os.urandom(300 * 1024)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    calls = []
+    real_sendfile = os.sendfile
+
+    def spy(out_fd, in_fd, offset, count):
+        sent = real_sendfile(out_fd, in_fd, offset, count)
+        calls.append(sent)
+        return sent
+    monkeypatch.setattr(os, "sendfile", spy)
+    opened = []
+
+    def app(environ, start_response):
+        f = open(str(path), "rb")
+        opened.append(f)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 16384)
+    # Not under the validator: its iterator wrapper would hide the file wrapper.
+    live = wsgi_server(serve, app, validate=False)
+    with RawClient(live.port) as client:
+        client.send(get("/big"))
+        status, headers, body = client.response()
+    assert status == 200
+    assert headers["content-length"] == str(len(data))
+    assert "transfer-encoding" not in headers
+    assert body == data
+    assert calls and sum(calls) == len(data)
+    wait_until(lambda: opened[0].closed)
+
+
+def test_wsgi_file_wrapper_under_the_validator_still_serves_the_bytes(serve, tmp_path):
+    data = os.urandom(200 * 1024)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    opened = []
+
+    def app(environ, start_response):
+        f = open(str(path), "rb")
+        opened.append(f)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 16384)
+    live = wsgi_server(serve, app)
+    with RawClient(live.port) as client:
+        client.send(get("/big"))
+        status, headers, body = client.response()
+    assert (status, body) == (200, data)
+    wait_until(lambda: opened[0].closed)
+
+
+def _generator_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def body():
+        for number in range(5):
+            yield b"piece %d;" % number
+    return body()
+
+
+GENERATED = b"piece 0;piece 1;piece 2;piece 3;piece 4;"
+
+
+def test_wsgi_generator_without_length_is_chunked_on_http11(serve):
+    live = wsgi_server(serve, _generator_app)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert (status, body) == (200, GENERATED)
+        assert headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in headers
+        assert "connection" not in headers
+        client.send(get("/"))   # still kept alive
+        assert client.response()[::2] == (200, GENERATED)
+
+
+def test_wsgi_generator_without_length_is_close_delimited_on_http10(serve):
+    live = wsgi_server(serve, _generator_app)
+    data = exchange(live.port, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status_line, fields, rest = split_response(data)
+    names = [name.lower() for name, _ in fields]
+    assert status_line == "HTTP/1.1 200 OK"
+    assert "content-length" not in names
+    assert "transfer-encoding" not in names
+    assert ("Connection", "close") in fields
+    assert rest == GENERATED
+
+
+def test_wsgi_demo_app(serve):
+    live = wsgi_server(serve, wsgiref.simple_server.demo_app)
+    with RawClient(live.port) as client:
+        client.send(get("/demo?x=1"))
+        status, headers, body = client.response()
+    assert status == 200
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    lines = body.decode("utf-8").split("\n")
+    assert lines[0] == "Hello world!"
+    for line in ("PATH_INFO = '/demo'", "QUERY_STRING = 'x=1'", "REQUEST_METHOD = 'GET'",
+                 "HTTP_HOST = 'x'", "wsgi.url_scheme = 'http'"):
+        assert line in lines
+
+
+def test_wsgi_app_that_raises_gives_500_and_the_server_goes_on(serve, caplog):
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/fail":
+            raise RuntimeError("application exploded")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"alive"]
+    live = wsgi_server(serve, app)
+    with RawClient(live.port) as client:
+        client.send(get("/fail", headers=[("Connection", "close")]))
+        status, _, body = client.response()
+        assert client.status_line == "HTTP/1.1 500 Internal Server Error"
+        assert body == b"Internal Server Error\n"
+        assert client.closed_by_server()
+    with RawClient(live.port) as client:   # a new connection
+        client.send(get("/next", headers=[("Connection", "close")]))
+        assert client.response()[::2] == (200, b"alive")
+    assert any(r.exc_info and str(r.exc_info[1]) == "application exploded"
+               for r in caplog.records)
+    wait_until(lambda: not live.server.connections)
+    assert live.thread.is_alive()
+
+
+def test_wsgi_keepalive_with_http_client(serve):
+    def app(environ, start_response):
+        length = environ.get("CONTENT_LENGTH")
+        body = environ["wsgi.input"].read(int(length)) if length else b""
+        data = ("%s %s %s %d" % (environ["REMOTE_PORT"], environ["REQUEST_METHOD"],
+                                 environ["PATH_INFO"], len(body))).encode("ascii")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [data]
+    live = wsgi_server(serve, app, keepalive=100)
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=DEADLINE)
+    try:
+        answers = []
+        for method, path, body in [("GET", "/a", None), ("POST", "/b", b"x" * 1000),
+                                   ("GET", "/c", None), ("PUT", "/d", b"yz")]:
+            conn.request(method, path, body=body)
+            response = conn.getresponse()
+            assert response.status == 200
+            assert not response.will_close
+            answers.append(response.read().decode("ascii"))
+        port = conn.sock.getsockname()[1]
+        assert answers == ["%d GET /a 0" % port, "%d POST /b 1000" % port,
+                           "%d GET /c 0" % port, "%d PUT /d 2" % port]
+    finally:
+        conn.close()
+
+
+def test_wsgi_concurrent_clients_are_all_answered_promptly(serve):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["PATH_INFO"].encode("latin-1")]
+    live = wsgi_server(serve, app, keepalive=1000)
+
+    def check(path, response):
+        assert response[::2] == (200, path.encode("ascii"))
+    assert _concurrent_clients(live.port, 4, 150, check) == []
+
+
+# ====================================================================
+# 3. TLS
+# ====================================================================
+
+def test_tls_https_get_with_keepalive(serve, pem):
+    def echo(req, resp):
+        resp.content_type = "application/octet-stream"
+        resp.content = req.content
+        resp.done()
+    info = json_handler(lambda req: [req.connection.ID, req.scheme, req.connection.tls])
+    live = serve(handlers=[("^/echo", echo), ("", info)], keepalive=100,
+                 ssl_context=server_context(pem))
+    conn = https(live.port, pem)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/info")
+            response = conn.getresponse()
+            assert response.status == 200
+            assert not response.will_close
+            assert json.loads(response.read()) == ["HTTPd-1", "https", True]
+        payload = os.urandom(300000)   # larger than one TLS record and one recv
+        conn.request("POST", "/echo", body=payload)
+        response = conn.getresponse()
+        assert response.read() == payload
+        conn.request("GET", "/info")
+        assert json.loads(conn.getresponse().read()) == ["HTTPd-1", "https", True]
+        assert conn.sock.version().startswith("TLS")
+    finally:
+        conn.close()
+    wait_until(lambda: not live.server.connections)
+
+
+def test_tls_wsgi_url_scheme_is_https(serve, pem):
+    live = wsgi_server(serve, environ_app, ssl_context=server_context(pem))
+    conn = https(live.port, pem)
+    try:
+        conn.request("GET", "/tls?q=1")
+        response = conn.getresponse()
+        env = json.loads(response.read())
+    finally:
+        conn.close()
+    assert env["wsgi.url_scheme"] == "https"
+    assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/tls", "q=1")
+    assert env["SERVER_PORT"] == str(live.port)
+
+
+def test_tls_large_static_file_arrives_intact(serve, pem, tmp_path):
+    root = tmp_path / "static"
+    root.mkdir()
+    data = os.urandom(2 * 1024 * 1024)
+    (root / "big.bin").write_bytes(data)
+    live = serve(handlers=[("", poex_http.StaticFiles(str(root)))], keepalive=10,
+                 ssl_context=server_context(pem))
+    conn = https(live.port, pem)
+    try:
+        conn.request("GET", "/big.bin")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Length") == str(len(data))
+        body = response.read()
+        assert len(body) == len(data)
+        assert body == data
+        conn.request("GET", "/big.bin", headers={"Range": "bytes=1000000-1099999"})
+        response = conn.getresponse()
+        assert response.status == 206
+        assert response.read() == data[1000000:1100000]
+    finally:
+        conn.close()
+
+
+def test_tls_plain_http_client_is_dropped(serve, pem):
+    live = serve(handlers=[("", hello)], keepalive=10, ssl_context=server_context(pem))
+    with socket.create_connection(("127.0.0.1", live.port), timeout=DEADLINE) as sock:
+        sock.sendall(get("/"))
+        assert read_until_closed(sock) == b""
+    wait_until(lambda: not live.server.connections)
+    assert live.thread.is_alive()
+    conn = https(live.port, pem)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"Hello world\n")
+    finally:
+        conn.close()
+
+
+def _client_hello():
+    """The bytes of a real TLS ClientHello."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello_bytes = outgoing.read()
+    assert hello_bytes[0] == 0x16 and len(hello_bytes) > 40
+    return hello_bytes
+
+
+@pytest.mark.parametrize("sent", ["nothing", "half a ClientHello"])
+def test_tls_stalled_handshake_is_closed_after_timeout(serve, pem, sent):
+    live = serve(handlers=[("", hello)], timeout=0.5, ssl_context=server_context(pem))
+    data = b""
+    if sent != "nothing":
+        hello_bytes = _client_hello()
+        data = hello_bytes[:len(hello_bytes) // 2]
+    with socket.create_connection(("127.0.0.1", live.port), timeout=DEADLINE) as sock:
+        begin = time.monotonic()
+        if data:
+            sock.sendall(data)
+        wait_until(lambda: live.server.connections)
+        assert read_until_closed(sock) == b""   # EOF within DEADLINE, or socket.timeout
+        elapsed = time.monotonic() - begin
+    assert 0.4 <= elapsed < 5.0, elapsed
+    wait_until(lambda: not live.server.connections)
+    assert live.thread.is_alive()
+
+
+@pytest.mark.parametrize("files", ["combined", "separate key"])
+def test_cli_certfile_serves_https(procs, tmp_path, files):
+    (tmp_path / "hello.txt").write_bytes(b"hello over tls\n")
+    cafile = tmp_path / "ca.pem"
+    cafile.write_text(LOCALHOST_CERT)
+    if files == "combined":
+        (tmp_path / "both.pem").write_text(LOCALHOST_PEM)
+        tls_args = ["--certfile", "both.pem"]
+    else:
+        (tmp_path / "cert.pem").write_text(LOCALHOST_CERT)
+        (tmp_path / "key.pem").write_text(LOCALHOST_KEY)
+        tls_args = ["--certfile", "cert.pem", "--keyfile", "key.pem"]
+    port = free_port()
+    proc = procs.poex("--bind", "127.0.0.1", "--port", str(port), "--quiet", *tls_args)
+    assert procs.line(proc) == "Serving %s on https://127.0.0.1:%d/" % (
+        os.path.realpath(str(tmp_path)), port)
+    conn = https(port, str(cafile))
+    try:
+        for _ in range(2):
+            conn.request("GET", "/hello.txt")
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, b"hello over tls\n")
+            assert not response.will_close
+    finally:
+        conn.close()
+    if shutil.which("curl"):
+        result = subprocess.run(
+            ["curl", "-sS", "-k", "--max-time", "10", "https://127.0.0.1:%d/hello.txt" % port],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=DEADLINE * 2)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"hello over tls\n"
+    assert procs.terminate(proc) == 0
+
+
+def test_cli_bad_arguments_exit_1_with_one_line(procs, tmp_path):
+    write_app_module(tmp_path)
+    cases = [
+        (["--wsgi", "no_such_module_xyz:app"], "No module named 'no_such_module_xyz'"),
+        (["--wsgi", "pidapp:nope"], "nope"),
+        (["--keyfile", "key.pem"], "--certfile"),
+    ]
+    for args, needle in cases:
+        result = subprocess.run([sys.executable, "-m", "poex_http", "--port", "0"] + args,
+                                cwd=str(tmp_path), env=procs.env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                timeout=DEADLINE * 2)
+        lines = result.stderr.decode("utf-8").splitlines()
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stdout == b""
+        assert len(lines) == 1, (args, lines)
+        assert lines[0].startswith("poex_http: ")
+        assert needle in lines[0]
+        assert "Traceback" not in lines[0]
+        if args[1] == "no_such_module_xyz:app":
+            assert lines[0] == "poex_http: No module named 'no_such_module_xyz'"
+
+
+# ====================================================================
+# 4. Trusted proxies
+# ====================================================================
+
+XFF = ("X-Forwarded-For", "203.0.113.9, 10.1.1.1")
+PROTO = ("X-Forwarded-Proto", "https")
+
+
+@pytest.mark.parametrize("trusted, headers, expected", [
+    (["127.0.0.1"], [XFF], ["10.1.1.1", "http"]),
+    (["127.0.0.1"], [XFF, PROTO], ["10.1.1.1", "https"]),
+    (["127.0.0.1", "10.0.0.0/8"], [XFF, PROTO], ["203.0.113.9", "https"]),
+    ("127.0.0.1, 10.0.0.0/8", [XFF], ["203.0.113.9", "http"]),
+    (["127.0.0.0/8", "10.0.0.0/8"], [("X-Forwarded-For", "203.0.113.9"),
+                                     ("X-Forwarded-For", "10.1.1.1")], ["203.0.113.9", "http"]),
+    (None, [XFF, PROTO], ["127.0.0.1", "http"]),
+    (["10.0.0.0/8"], [XFF, PROTO], ["127.0.0.1", "http"]),
+    (["127.0.0.1"], [], ["127.0.0.1", "http"]),
+])
+def test_trusted_proxies_remote_ip_and_scheme(serve, trusted, headers, expected):
+    handler = json_handler(lambda req: [req.remote_ip, req.scheme, req.connection.remote_ip])
+    live = serve(handlers=[("", handler)], trusted_proxies=trusted, keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/", headers=headers))
+        status, _, body = client.response()
+    assert status == 200
+    assert json.loads(body) == expected + ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("trusted, expected", [
+    (["127.0.0.1"], ["10.1.1.1", "https"]),
+    (None, ["127.0.0.1", "http"]),
+    (["10.0.0.0/8"], ["127.0.0.1", "http"]),
+])
+def test_trusted_proxies_wsgi_environ(serve, trusted, expected):
+    live = wsgi_server(serve, environ_app, trusted_proxies=trusted)
+    with RawClient(live.port) as client:
+        client.send(get("/", headers=[XFF, PROTO]))
+        status, _, body = client.response()
+    assert status == 200
+    env = json.loads(body)
+    assert [env["REMOTE_ADDR"], env["wsgi.url_scheme"]] == expected
+    assert env["HTTP_X_FORWARDED_FOR"] == "203.0.113.9, 10.1.1.1"
+
+
+@pytest.mark.parametrize("trusted, expected", [
+    ("unix", ["10.1.1.1", "https"]),
+    (["127.0.0.1"], [None, "http"]),
+])
+def test_trusted_proxies_unix_socket_peer(serve, short_dir, trusted, expected):
+    path = os.path.join(short_dir, "t.sock")
+    handler = json_handler(lambda req: [req.remote_ip, req.scheme])
+    serve(handlers=[("", handler)], unix=path, trusted_proxies=trusted)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(DEADLINE)
+        sock.connect(path)
+        sock.sendall(get("/", headers=[XFF, PROTO, ("Connection", "close")]))
+        status_line, _, body = split_response(read_until_closed(sock))
+    assert status_line == "HTTP/1.1 200 OK"
+    assert json.loads(body) == expected
+
+
+def test_trusted_proxies_unit():
+    proxies = poex_http.TrustedProxies(["127.0.0.1", "10.0.0.0/8", "2001:db8::/32", "::1"])
+    assert proxies.trusts("127.0.0.1") is True
+    assert proxies.trusts("10.0.0.1") is True
+    assert proxies.trusts("10.255.255.255") is True
+    assert proxies.trusts("127.0.0.2") is False
+    assert proxies.trusts("11.0.0.1") is False
+    assert proxies.trusts("2001:db8::5") is True
+    assert proxies.trusts("2001:db9::5") is False
+    assert proxies.trusts("::1") is True
+    assert proxies.trusts(None) is False          # a Unix socket peer
+    for bad in ("", "garbage", "unknown", "10.1.1", "10.0.0.1:8080", "300.1.1.1", "_hidden"):
+        assert proxies.trusts(bad) is False, bad
+    assert bool(proxies) is True
+
+    comma = poex_http.TrustedProxies("127.0.0.1, 10.0.0.0/8 ,unix")
+    assert comma.trusts("127.0.0.1") is True
+    assert comma.trusts("10.9.8.7") is True
+    assert comma.trusts("192.168.1.1") is False
+    assert comma.trusts(None) is True
+
+    unix = poex_http.TrustedProxies("unix")
+    assert unix.trusts(None) is True
+    assert unix.trusts("127.0.0.1") is False
+    assert bool(unix) is True
+
+    assert bool(poex_http.TrustedProxies("")) is False
+    assert bool(poex_http.TrustedProxies([])) is False
+    assert poex_http.TrustedProxies([]).trusts("127.0.0.1") is False
+    with pytest.raises(ValueError):
+        poex_http.TrustedProxies(["not-an-address"])
+
+
+# ====================================================================
+# 5. Command line: --wsgi, --workers, --unix
+# ====================================================================
+
+def test_cli_wsgi_serves_the_app(procs, tmp_path):
+    spec = write_app_module(tmp_path)
+    port = free_port()
+    proc = procs.poex("--wsgi", spec, "--bind", "127.0.0.1", "--port", str(port), "--quiet")
+    assert procs.line(proc) == "Serving pidapp:app on http://127.0.0.1:%d/" % port
+    status, answer = http_json(port, "/some/path", method="POST", body=b"abc")
+    assert status == 200
+    assert answer["pid"] == proc.pid
+    assert (answer["path"], answer["remote_addr"], answer["scheme"]) == (
+        "/some/path", "127.0.0.1", "http")
+    assert answer["multiprocess"] is False
+    assert (answer["length"], answer["sha256"]) == (3, hashlib.sha256(b"abc").hexdigest())
+    assert procs.terminate(proc) == 0
+
+
+def test_cli_wsgi_workers_serve_from_different_processes(procs, tmp_path):
+    spec = write_app_module(tmp_path)
+    port = free_port()
+    proc = procs.poex("--wsgi", spec, "--workers", "2", "--concurrency", "1",
+                      "--bind", "127.0.0.1", "--port", str(port), "--quiet")
+    assert procs.line(proc) == "Serving pidapp:app on http://127.0.0.1:%d/" % port
+    first = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    second = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        answers = []
+        for conn in (first, second, first, second):   # both held open throughout
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            assert response.status == 200
+            assert not response.will_close
+            answers.append(json.loads(response.read()))
+        pids = [answer["pid"] for answer in answers]
+        assert pids[0] == pids[2] and pids[1] == pids[3]
+        assert pids[0] != pids[1]
+        assert proc.pid not in pids
+        assert ppid_of(pids[0]) == ppid_of(pids[1]) == proc.pid
+        assert all(answer["multiprocess"] is True for answer in answers)
+    finally:
+        first.close()
+        second.close()
+    assert procs.terminate(proc) == 0
+
+
+def test_cli_unix_socket(procs, tmp_path, short_dir):
+    (tmp_path / "hello.txt").write_bytes(b"over a unix socket\n")
+    path = os.path.join(short_dir, "cli.sock")
+    proc = procs.poex("--unix", path, "--quiet")
+    assert procs.line(proc) == "Serving %s on http+unix://%s" % (
+        os.path.realpath(str(tmp_path)), path)
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(DEADLINE)
+        sock.connect(path)
+        sock.sendall(get("/hello.txt", headers=[("Connection", "close")]))
+        status_line, _, body = split_response(read_until_closed(sock))
+    assert (status_line, body) == ("HTTP/1.1 200 OK", b"over a unix socket\n")
+    assert procs.terminate(proc) == 0
+    assert not os.path.exists(path)
+
+
+# ====================================================================
+# 6. Behind nginx
+# ====================================================================
+
+NGINX_CONF = """\
+{user}worker_processes 1;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream poex {{
+        server 127.0.0.1:{tcp_port};
+        server unix:{sock};
+        keepalive 8;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 20m;
+        location / {{
+            proxy_pass http://poex;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.mark.skipif(not shutil.which("nginx"), reason="nginx not installed")
+def test_behind_nginx(procs, tmp_path, short_dir):
+    """Two poex_http backends (TCP and Unix socket) behind a real nginx.
+
+    The client connects from 127.0.0.2 with a forged X-Forwarded-For: nginx
+    appends the address it saw, and the backends, trusting nginx only,
+    report that one (127.0.0.2) as REMOTE_ADDR, not the forged one.  (From
+    127.0.0.1, itself a trusted proxy address, the forged one would
+    rightly be believed.)
+    """
+    spec = write_app_module(tmp_path)
+    tcp_port = free_port()
+    sock_path = os.path.join(short_dir, "b.sock")
+    nginx_port = free_port()
+    nginx = None
+    backends = []
+    try:
+        backends.append(procs.poex("--wsgi", spec, "--bind", "127.0.0.1", "--port", str(tcp_port),
+                                   "--trusted-proxies", "127.0.0.1", "--quiet", name="tcp"))
+        backends.append(procs.poex("--wsgi", spec, "--unix", sock_path,
+                                   "--trusted-proxies", "unix", "--quiet", name="unix"))
+        assert procs.line(backends[0]) == "Serving pidapp:app on http://127.0.0.1:%d/" % tcp_port
+        assert procs.line(backends[1]) == "Serving pidapp:app on http+unix://%s" % sock_path
+        conf = os.path.join(short_dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(
+                user="user root;\n" if os.geteuid() == 0 else "", dir=short_dir,
+                tcp_port=tcp_port, sock=sock_path, port=nginx_port))
+        nginx = procs.start(["nginx", "-p", short_dir + "/", "-e", short_dir + "/error.log",
+                             "-c", conf, "-g", "daemon off; pid %s/nginx.pid;" % short_dir],
+                            name="nginx")
+
+        def nginx_up():
+            assert nginx.poll() is None, open(os.path.join(short_dir, "error.log")).read()
+            try:
+                socket.create_connection(("127.0.0.1", nginx_port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(nginx_up)
+
+        pids = {backends[0].pid: "tcp", backends[1].pid: "unix"}
+        client = http.client.HTTPConnection("127.0.0.1", nginx_port, timeout=DEADLINE,
+                                            source_address=("127.0.0.2", 0))
+        answers = []
+        try:
+            for number in range(24):
+                client.request("GET", "/n/%d" % number,
+                               headers={"X-Forwarded-For": "198.51.100.7"})
+                response = client.getresponse()
+                assert response.status == 200
+                answers.append(json.loads(response.read()))
+        finally:
+            client.close()
+        assert {answer["pid"] for answer in answers} == set(pids)
+        for number, answer in enumerate(answers):
+            assert answer["path"] == "/n/%d" % number
+            assert answer["remote_addr"] == "127.0.0.2", answer
+            assert answer["xff"] == "198.51.100.7, 127.0.0.2"
+            assert answer["scheme"] == "http"
+        tcp_ports = [a["remote_port"] for a in answers if pids[a["pid"]] == "tcp"]
+        assert len(tcp_ports) >= 8
+        assert len(set(tcp_ports)) <= 2, tcp_ports   # upstream connections are reused
+
+        # Uploads: under the backends' 1 MiB limit they arrive intact, on both
+        # backends; over it, poex_http answers 413 through nginx.
+        upload_pids = set()
+        for _ in range(4):
+            body = os.urandom(900 * 1024)
+            status, answer = http_json(nginx_port, "/upload", method="POST", body=body,
+                                       headers={"Content-Type": "application/octet-stream"},
+                                       source=("127.0.0.2", 0))
+            assert status == 200
+            assert (answer["length"], answer["sha256"]) == (
+                len(body), hashlib.sha256(body).hexdigest())
+            upload_pids.add(answer["pid"])
+        assert upload_pids == set(pids)
+        for _ in range(2):
+            status, body = http_json(nginx_port, "/too-big", method="POST",
+                                     body=os.urandom(2 * 1024 * 1024),
+                                     headers={"Content-Type": "application/octet-stream"})
+            assert status == 413
+            assert body.startswith(b"<html><head><title>Error 413: Content Too Large</title>")
+        status, answer = http_json(nginx_port, "/after")
+        assert (status, answer["path"]) == (200, "/after")
+    finally:
+        if nginx is not None and nginx.poll() is None:
+            nginx.terminate()
+            try:
+                nginx.wait(DEADLINE)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
+        for proc in backends:
+            if proc.poll() is None:
+                proc.kill()
+        procs.kill_all()
