@@ -221,6 +221,8 @@ _CHUNK_LINE_RE = re.compile(
 # empty when the target has no authority).
 _HOST_RE = re.compile(
     r"(?:\[[0-9A-Fa-f:.]+(?:%25[0-9A-Za-z._~-]+)?\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+# Host values seen valid before (a server hears the same few).
+_VALID_HOSTS = {}
 # Header names seen before: raw bytes -> (name as sent, lower-case name).
 # Bounded, so a client cannot grow it without end.
 _FIELD_NAME_CACHE = {}
@@ -582,8 +584,11 @@ class RequestParser:
         if hosts is not None:
             if len(hosts) > 1:
                 raise BadRequest("More than one Host header.")
-            if not _HOST_RE.fullmatch(hosts[0]):
-                raise BadRequest("Invalid Host header.")
+            if hosts[0] not in _VALID_HOSTS:
+                if not _HOST_RE.fullmatch(hosts[0]):
+                    raise BadRequest("Invalid Host header.")
+                if len(_VALID_HOSTS) < 256:
+                    _VALID_HOSTS[hosts[0]] = True
             head.host = hosts[0]
         elif head.http11:
             raise BadRequest("Missing Host header.")
@@ -1929,12 +1934,16 @@ class _HTTPConnection(_Transport):
         ``complete`` is True when ``body`` is the whole body unless the
         handler set a Content-Length (then the rest may follow by send()).
         """
+        # Hot path (bench workload "hello"): one pass over the handler's
+        # fields, the Date and default lines from a once-a-second cache,
+        # one encode, one send with the body.
         head = self._head
         server = self.server
         close = (not head.keep_alive or self.keepalive_remaining <= 1
                  or server.shutting_down or not server.keepalivetimeout)
-        lines = []
-        user_names = set()
+        out = [_STATUS_LINES.get(code) or status_line(code) if message is None
+               else status_line(code, message), ""]
+        overridden = None
         length = None
         for name, value in fields:
             lower = name.lower()
@@ -1945,8 +1954,11 @@ class _HTTPConnection(_Transport):
                 elif lower == "connection" and "close" in value.lower():
                     close = True
                 continue  # framing is the server's business
-            user_names.add(lower)
-            lines.append("%s: %s\r\n" % (name, value))
+            if lower in server._common_names:
+                overridden = overridden or set()
+                overridden.add(lower)
+            out.append(name + ": " + value + "\r\n")
+        out[1] = server._common_lines(overridden)
         if head.method == "HEAD" or not status_has_body(code):
             framing = _FRAME_NONE
             if head.method == "HEAD" and status_has_body(code):
@@ -1965,13 +1977,6 @@ class _HTTPConnection(_Transport):
         else:
             framing = _FRAME_CLOSE
             close = True
-        out = [status_line(code, message)]
-        if "date" not in user_names:
-            out.append(_date_cache.get())
-        for lower, line in self.server._default_header_lines:
-            if lower not in user_names:
-                out.append(line)
-        out.extend(lines)
         if length is not None:
             out.append("Content-Length: %d\r\n" % length)
         elif framing == _FRAME_CHUNKED:
@@ -2284,6 +2289,9 @@ def _address_parts(address):
     return (address or None), None  # Unix socket: the path, no port
 
 
+_NO_TRAILERS = Headers._wrap(())
+
+
 class Request:
     """An HTTP request, complete with its body."""
 
@@ -2298,7 +2306,7 @@ class Request:
         self.protocol = head.version
         self.content = content
         self.connection = connection
-        self.trailers = Headers._wrap(list(trailers or ()))
+        self.trailers = Headers._wrap(list(trailers)) if trailers else _NO_TRAILERS
         self._headers = None
         self._uri = None
 
@@ -3576,6 +3584,9 @@ class Server:
         self.headers = Headers(headers)
         self._default_header_lines = tuple(
             (name.lower(), "%s: %s\r\n" % (name, value)) for name, value in self.headers.items())
+        self._common_names = frozenset(["date"] + [lower for lower, _ in self._default_header_lines])
+        self._common_second = None
+        self._common = ""
         if options["handlers"] is not None and options["handler"] is not None:
             raise TypeError("give handlers or handler, not both")
         handlers = options["handlers"] if options["handlers"] is not None else options["handler"]
@@ -3775,6 +3786,18 @@ class Server:
                 # its request, which is then answered with Connection: close.
                 conn._set_deadline(min(self.timeout or 5, self.keepalivetimeout or 5))
         self._maybe_finished()
+
+    def _common_lines(self, overridden=None):
+        """Date and the default headers as one string, rebuilt once a second;
+        without the ones a handler set itself (``overridden``)."""
+        if overridden:
+            return "".join(([] if "date" in overridden else [_date_cache.get()]) + [
+                line for lower, line in self._default_header_lines if lower not in overridden])
+        date = _date_cache.get()
+        if date is not self._common_second:
+            self._common_second = date
+            self._common = date + "".join(line for _, line in self._default_header_lines)
+        return self._common
 
     def _maybe_finished(self):
         if self.shutting_down and not self.connections:
