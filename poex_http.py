@@ -1644,6 +1644,7 @@ class _Transport:
                 if not data.remaining:
                     data.close()
                     out.popleft()
+                    self._on_file_done()
                 continue
             if len(out) > 1 and len(data) < _SEND_JOIN_LIMIT and out[1].__class__ is not _FileRegion:
                 # Many small pieces: one send() of them all.
@@ -1690,6 +1691,9 @@ class _Transport:
     def _on_file_progress(self, sent):
         pass
 
+    def _on_file_done(self):
+        pass
+
     def _on_file_error(self, exc):
         pass
 
@@ -1718,6 +1722,8 @@ _READING = 0    # waiting for, or receiving, a request
 _HANDLING = 1   # a request is with its handler, or its response is going out
 _CLOSING = 2    # the last response is out; draining input before the close
 
+_TCP_CORK = getattr(socket, "TCP_CORK", None)
+
 # Response fields the connection writes itself, from what the handler set.
 _SERVER_FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "connection"))
 
@@ -1739,7 +1745,7 @@ class _HTTPConnection(_Transport):
                  "deadline", "_timer", "_head", "_body", "_response", "_framing",
                  "_remaining", "_will_close", "_linger", "_in_process_input",
                  "_finished", "_eof", "_idle", "_trailers", "body_sent", "_drain_waiters",
-                 "tls", "_handshaking", "routes")
+                 "tls", "_handshaking", "routes", "_corked")
 
     def __init__(self, server, sock, info):
         super().__init__(server.reactor, sock)
@@ -1770,6 +1776,7 @@ class _HTTPConnection(_Transport):
         # The handler table as it was at accept: changes apply to new
         # connections (as in the Perl module).
         self.routes = server.router._table
+        self._corked = False
 
     def start(self):
         self._set_deadline(self.server.timeout)
@@ -2102,6 +2109,24 @@ class _HTTPConnection(_Transport):
         """Queue the body of the current response from a file."""
         self._remaining -= region.remaining
         self._write_file(region)
+
+    def _cork(self):
+        """Hold back partial segments while a head and a file go out, so the
+        client gets full-size segments (Linux TCP_CORK; nginx's tcp_nopush)."""
+        if _TCP_CORK is not None and not self.tls and not self._corked:
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+                self._corked = True
+            except OSError:
+                pass  # not TCP (a Unix socket)
+
+    def _on_file_done(self):
+        if self._corked:
+            self._corked = False
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
+            except OSError:
+                pass
 
     def _on_file_progress(self, sent):
         self.body_sent += sent
@@ -2711,6 +2736,7 @@ class Response:
         region = _FileRegion(fd, offset, length, server.blocksize,
                              HAS_SENDFILE and server.use_sendfile and not conn.tls)
         self._headers_sent = True
+        conn._cork()
         conn._start_response(self.code, self.message, self.headers._fields, b"", False)
         conn._send_file(region)
         conn._finish_response()
@@ -3594,6 +3620,7 @@ class Server:
             raise TypeError("Missing required handler or handlers param")
         self.router = Router(handlers)
         self.access_log = _open_access_log(options["access_log"])
+        self._access_lines = []
         trusted = options["trusted_proxies"]
         self.trusted_proxies = TrustedProxies(trusted) if trusted else None
         self.shutting_down = False
@@ -3941,8 +3968,17 @@ class Server:
         head = request._head
         line = "-" if head.method == "ERROR" else "%s %s %s" % (
             head.method, head.target, head.version)
-        self.access_log.info('%s - - [%s] "%s" %d %s', request.remote_ip or "-",
-                             _clf_time(), line, response.code, conn.body_sent or "-")
+        if not self._access_lines:
+            self.reactor.call_soon(self._flush_access_log)
+        self._access_lines.append('%s - - [%s] "%s" %d %s' % (
+            request.remote_ip or "-", _clf_time(), line, response.code, conn.body_sent or "-"))
+
+    def _flush_access_log(self):
+        """The lines of one loop turn as one log record (the logging module
+        costs several microseconds a record: too much once per request)."""
+        lines, self._access_lines = self._access_lines, []
+        if lines:
+            self.access_log.info("%s", "\n".join(lines))
 
     def _protocol_error(self, conn, exc):
         """(status, headers, content) for a protocol error, after ``on_error``.
