@@ -798,7 +798,7 @@ class Headers:
         """``set`` for a name and value known to be valid."""
         lower = name.lower()
         fields = self._fields
-        if self._index is None or lower in self._index:
+        if fields and (self._index is None or lower in self._index):
             for index, (key, _) in enumerate(fields):
                 if key.lower() == lower:
                     self._fields = fields[:index] + [(name, value)] + [
@@ -2646,10 +2646,7 @@ class Response:
         request = self.request
         shown = request.path if request is not None else os.path.basename(path)
         try:
-            # O_NONBLOCK: opening a FIFO must not block the loop (it is
-            # refused below as not a regular file).
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-                         | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+            fd = os.open(path, _OPEN_FLAGS)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return self._finish_error(404, "No such file or directory %s" % _quote_path(shown))
         except PermissionError:
@@ -2667,6 +2664,16 @@ class Response:
         except BaseException:
             _close_quietly(fd)
             raise
+
+    def _send_cached(self, fields, data):
+        """Send a complete answer with these fields (the headers the handler
+        set come first) and body, and finish."""
+        self._responded = self._finished = True
+        self.headers._fields.extend(fields)
+        self.headers._index = None
+        if self._off_thread(Response._send_whole, data):
+            return
+        self._send_whole(data)
 
     def _finish_error(self, code, text):
         self._responded = self._finished = False
@@ -2831,6 +2838,10 @@ class Error:
         return "<Error %s>" % self.status_line
 
 
+# O_NONBLOCK: opening a FIFO must not block the loop (it is refused as not
+# a regular file).
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+               | getattr(os, "O_NONBLOCK", 0))
 # Files up to this size are read and sent with their head in one write.
 _SMALL_FILE = 65536
 
@@ -3076,11 +3087,20 @@ class StaticFiles:
     ``x.js`` to a client that accepts that coding.
     """
 
-    def __init__(self, root, index="index.html", listing=True, prefix=""):
+    def __init__(self, root, index="index.html", listing=True, prefix="",
+                 cache_size=4 * 2**20):
         self.root = os.path.realpath(root)
         self.index = index
         self.listing = listing
         self.prefix = prefix.rstrip("/")
+        self._siblings = {}  # file path -> (second, precompressed siblings)
+        # Small files' bytes and headers, kept while their inode, size and
+        # mtime stay the same (checked on every request): a plain GET of a
+        # cached file costs no open, read or close.  ``cache_size`` bounds
+        # the bytes held; 0 turns the cache off.
+        self.cache_size = cache_size
+        self._cache = {}  # file path -> _CachedFile
+        self._cached_bytes = 0
 
     def __call__(self, req, resp):
         if req.method not in ("GET", "HEAD"):
@@ -3099,7 +3119,7 @@ class StaticFiles:
             return
         fs_path, stat = found
         if stat is None or stat.st_mode & 0o170000 != 0o040000:  # not S_ISDIR
-            self._send_file(req, resp, fs_path)
+            self._send_file(req, resp, fs_path, stat)
             return
         if not req.path.endswith("/"):
             location = _quote_path(req.path) + "/"
@@ -3121,19 +3141,75 @@ class StaticFiles:
             return
         self._list(req, resp, fs_path)
 
-    def _send_file(self, req, resp, fs_path):
-        accept = req.header("Accept-Encoding") or ""
-        for coding, suffix in _PRECOMPRESSED:
-            sibling = fs_path + suffix
-            if os.path.isfile(sibling) and _resolve_under(
-                    self.root, _relative(self.root, sibling)):
-                # The answer depends on Accept-Encoding, whatever this client sent.
-                resp.headers.set("Vary", "Accept-Encoding")
-                if accept and _accepts_encoding(accept, coding):
-                    resp.headers.set("Content-Encoding", coding)
-                    resp.sendfile(sibling, guess_type(fs_path))
-                    return
+    def _send_file(self, req, resp, fs_path, stat=None):
+        siblings = self._precompressed(fs_path)
+        if siblings:
+            # The answer depends on Accept-Encoding, whatever this client sent.
+            resp.headers.set("Vary", "Accept-Encoding")
+            accept = req.header("Accept-Encoding")
+            if accept:
+                for coding, sibling in siblings:
+                    if _accepts_encoding(accept, coding):
+                        resp.headers.set("Content-Encoding", coding)
+                        resp.sendfile(sibling, guess_type(fs_path))
+                        return
+        if (stat is not None and self.cache_size and req.method == "GET"
+                and resp.code == 200 and stat.st_mode & 0o170000 == 0o100000  # S_ISREG
+                and _CONDITIONAL_FIELDS.isdisjoint(req.headers._lookup())):
+            cached = self._cached(fs_path, stat)
+            if cached is not None:
+                resp._send_cached(cached.fields, cached.data)
+                return
         resp.sendfile(fs_path)
+
+    def _cached(self, fs_path, stat):
+        """The cache entry for a small file as ``stat`` describes it, or None."""
+        entry = self._cache.get(fs_path)
+        if entry is not None:
+            if entry.identity == (stat.st_ino, stat.st_size, stat.st_mtime_ns):
+                return entry
+            self._drop(fs_path)
+        if stat.st_size > _SMALL_FILE or stat.st_size > self.cache_size:
+            return None
+        try:
+            fd = os.open(fs_path, _OPEN_FLAGS)
+        except OSError:
+            return None  # sendfile() gives the right error
+        try:
+            opened = os.fstat(fd)
+            data = _pread(fd, opened.st_size, 0)
+        finally:
+            os.close(fd)
+        if (opened.st_ino, opened.st_size, opened.st_mtime_ns) != (
+                stat.st_ino, stat.st_size, stat.st_mtime_ns) or len(data) != stat.st_size:
+            return None  # changing under our feet: no caching now
+        entry = _CachedFile(opened, guess_type(fs_path), data)
+        while self._cache and self._cached_bytes + len(data) > self.cache_size:
+            self._drop(next(iter(self._cache)))
+        self._cache[fs_path] = entry
+        self._cached_bytes += len(data)
+        return entry
+
+    def _drop(self, fs_path):
+        entry = self._cache.pop(fs_path)
+        self._cached_bytes -= len(entry.data)
+
+    def _precompressed(self, fs_path):
+        """The (coding, path) siblings of a file, looked up at most once a
+        second per file (two failed stat() calls per request cost more
+        than the rest of a small file's answer)."""
+        now = int(time.monotonic())
+        cached = self._siblings.get(fs_path)
+        if cached is not None and cached[0] == now:
+            return cached[1]
+        found = tuple(
+            (coding, fs_path + suffix) for coding, suffix in _PRECOMPRESSED
+            if os.path.isfile(fs_path + suffix)
+            and _resolve_under(self.root, _relative(self.root, fs_path + suffix)))
+        if len(self._siblings) > 4096:
+            self._siblings.clear()
+        self._siblings[fs_path] = (now, found)
+        return found
 
     def _list(self, req, resp, fs_path):
         try:
@@ -3168,6 +3244,24 @@ class StaticFiles:
             "<body><h1>%s</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
             "%s\n</table></body></html>\n" % (title, title, "\n".join(rows)))
         resp.done()
+
+
+# Request fields that make a file answer depend on more than the file.
+_CONDITIONAL_FIELDS = frozenset(("range", "if-range", "if-none-match", "if-modified-since",
+                                 "if-match", "if-unmodified-since"))
+
+
+class _CachedFile:
+    """A small file's bytes and response fields, and the identity they belong to."""
+
+    __slots__ = ("identity", "fields", "data")
+
+    def __init__(self, stat, content_type, data):
+        self.identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        self.fields = (("Content-Type", content_type), ("ETag", make_etag(stat)),
+                       ("Last-Modified", _last_modified(stat.st_mtime)),
+                       ("Accept-Ranges", "bytes"), ("Content-Length", str(len(data))))
+        self.data = data
 
 
 def _relative(root, path):
