@@ -2148,21 +2148,25 @@ class _HTTPConnection(_Transport):
         self.phase = _READING
         if self.keepalive_remaining > 0:
             self.keepalive_remaining -= 1
-        self.server._request_done(self, response)
-        if self.closed:
-            return
-        if self._will_close or self._eof or self.server.shutting_down:
+        server = self.server
+        if response is not None and (server.access_log is not None
+                                     or "post_request" in server.router.specials):
+            server._request_done(self, response)
+            if self.closed:
+                return
+        if self._will_close or self._eof or server.shutting_down:
             self._close()
             return
-        if self.parser.buffered:
-            self._set_deadline(self.server.timeout)
+        if self.parser._buffer:
+            self._set_deadline(server.timeout)
             self._process_input()
-        elif not self.server.keepalivetimeout:
+        elif not server.keepalivetimeout:
             self._close()  # a keep-alive timeout of 0 closes at once
         else:
             self._idle = True
-            self._set_deadline(self.server.keepalivetimeout)
-            self._resume_reading()
+            self._set_deadline(server.keepalivetimeout)
+            if not self._reading:
+                self._resume_reading()
 
     # -- errors and closing
 
@@ -4013,7 +4017,12 @@ class Server:
             self._call_special("pre_request", request)
             if conn.closed:
                 return
-        handler = self.router.find(head.path, conn.routes)
+        path = head.path
+        for pattern, handler in conn.routes:
+            if pattern.search(path):
+                break
+        else:
+            handler = None
         if handler is None:
             response.error(404, "No handler for path %s.\n" % _quote_path(head.path))
             return
@@ -4049,8 +4058,6 @@ class Server:
         self._call_special("stream_request", response.request, response)
 
     def _request_done(self, conn, response):
-        if response is None:
-            return
         if self.access_log is not None:
             self._log_access(conn, response)
         if "post_request" in self.router.specials:
