@@ -29,12 +29,14 @@ __all__ = [
     "Limits", "HTTPError", "ProtocolError", "BadRequest", "RequestTimeout",
     "LengthRequired", "ContentTooLarge", "URITooLong", "ExpectationFailed",
     "HeaderFieldsTooLarge", "NotImplementedByServer", "VersionNotSupported",
-    "RequestParser", "RequestHead", "EndOfMessage",
+    "RequestParser", "RequestHead", "EndOfMessage", "reason_phrase", "status_line",
+    "status_has_body", "frame_chunk", "LAST_CHUNK", "CONTINUE_RESPONSE",
     "Headers", "format_http_date", "parse_http_date", "guess_type", "make_etag",
     "etag_matches", "parse_range", "safe_join", "FileTruncated", "StaticFiles",
     "Reactor", "Timer", "default_reactor",
     "Request", "Response", "Connection", "Error", "URI",
-    "Router", "Server", "spawn", "run", "stop", "post", "TrustedProxies",
+    "Router", "SPECIAL_HANDLERS", "resolve_handler", "Server", "spawn", "run", "stop",
+    "post", "TrustedProxies",
     "threaded", "WSGIHandler", "FileWrapper", "SERVER_OPTIONS", "main",
     "HAS_SENDFILE", "HAS_REUSEPORT", "HAS_AF_UNIX",
 ]
@@ -56,7 +58,7 @@ HAS_SENDFILE = hasattr(os, "sendfile")
 HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
 HAS_AF_UNIX = hasattr(socket, "AF_UNIX")
 
-log = logging.getLogger("poex_http")
+_log = logging.getLogger("poex_http")
 
 
 # === 2. Limits ===
@@ -1318,7 +1320,7 @@ class Reactor:
             if caught:
                 raise SystemExit(128 + number)
             caught.append(number)
-            log.info("signal %d: shutting down (again to exit at once)", number)
+            _log.info("signal %d: shutting down (again to exit at once)", number)
             self.call_soon_threadsafe(self.shutdown_servers)
         return {number: signal.signal(number, on_signal) for number in numbers}
 
@@ -1392,7 +1394,7 @@ class Reactor:
                 if mask & selectors.EVENT_WRITE:
                     handler._on_writable()
             except Exception:
-                log.exception("error in I/O callback of %r", handler)
+                _log.exception("error in I/O callback of %r", handler)
         while timers and timers[0].deadline <= now:
             timer = heapq.heappop(timers)
             if timer.cancelled:
@@ -1414,7 +1416,7 @@ class Reactor:
         try:
             callback(*args)
         except Exception:
-            log.exception("error in callback %r", callback)
+            _log.exception("error in callback %r", callback)
 
     def close(self):
         """Release the selector and the wake-up sockets."""
@@ -1795,7 +1797,7 @@ class _HTTPConnection(_Transport):
             self._want_write = True
         except (ssl.SSLError, OSError) as exc:
             # Plain HTTP on a TLS port, a client that hangs up, a bad hello.
-            log.debug("%s: TLS handshake failed: %s", self.info.ID, exc)
+            _log.debug("%s: TLS handshake failed: %s", self.info.ID, exc)
             self._close(abort=True)
             return
         else:
@@ -2016,7 +2018,7 @@ class _HTTPConnection(_Transport):
         framing = self._framing
         if framing == _FRAME_LENGTH:
             if len(data) > self._remaining:
-                log.warning("%s: response body longer than its Content-Length; cut",
+                _log.warning("%s: response body longer than its Content-Length; cut",
                             self.info.ID)
                 data = data[:self._remaining]
             self._remaining -= len(data)
@@ -2037,7 +2039,7 @@ class _HTTPConnection(_Transport):
         if self._framing == _FRAME_CHUNKED:
             self._write(LAST_CHUNK)
         elif self._framing == _FRAME_LENGTH and self._remaining:
-            log.warning("%s: response ended %d bytes short of its Content-Length",
+            _log.warning("%s: response ended %d bytes short of its Content-Length",
                         self.info.ID, self._remaining)
             self._will_close = True
         if not self._out and not self.closed:
@@ -2133,7 +2135,7 @@ class _HTTPConnection(_Transport):
 
     def _on_file_error(self, exc):
         if isinstance(exc, FileTruncated):
-            log.warning("%s: file shrank while being sent; closing", self.info.ID)
+            _log.warning("%s: file shrank while being sent; closing", self.info.ID)
         else:
             self.server._network_error(self, "sendfile", exc)
         self._close(abort=True)
@@ -2610,7 +2612,7 @@ class Response:
     def done(self):
         """Finish the response (sending it first if that has not happened)."""
         if self._finished:
-            log.warning("done() called more than once for %r", self.request)
+            _log.warning("done() called more than once for %r", self.request)
             return
         self._finished = True
         if not self._headers_sent:
@@ -2656,7 +2658,7 @@ class Response:
         except PermissionError:
             return self._finish_error(403, "Denied %s" % _quote_path(shown))
         except OSError as exc:
-            log.error("sendfile: cannot open %s: %s", path, exc)
+            _log.error("sendfile: cannot open %s: %s", path, exc)
             return self._finish_error(500, "Unable to open %s" % _quote_path(shown))
         try:
             stat = os.fstat(fd)
@@ -3312,12 +3314,12 @@ class _WorkerPool:
             try:
                 func(*args)
             except BaseException:  # the job reports its own errors
-                log.exception("worker thread job failed")
+                _log.exception("worker thread job failed")
 
 
 def _handler_raised_in_thread(response, where):
     """After a handler raised on a worker thread: 500, or end what was started."""
-    log.exception("%s raised", where)
+    _log.exception("%s raised", where)
     conn = response._conn
     if conn is not None:
         conn.reactor.call_soon_threadsafe(conn.server._handler_failed, conn, response)
@@ -3523,7 +3525,7 @@ class WSGIHandler:
                 try:
                     result.close()
                 except Exception:
-                    log.exception("close() of the WSGI iterable raised")
+                    _log.exception("close() of the WSGI iterable raised")
 
     @staticmethod
     def _send_file(wrapper, begin, resp):
@@ -3783,7 +3785,7 @@ class Server:
             self.reactor.call_soon_threadsafe(self._resume_accepting)
 
     def _bind_failed(self, exc):
-        log.error("cannot listen on %s: %s; trying again in %s s",
+        _log.error("cannot listen on %s: %s; trying again in %s s",
                   self._where(), exc.strerror or exc, self.retry)
         self._network_error(None, "bind", exc)
         self._retry_timer = self.reactor.call_later(self.retry, self._retry_bind)
@@ -3965,7 +3967,7 @@ class Server:
         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
             # Out of descriptors: the listener stays readable, so stop
             # watching it for a moment instead of spinning.
-            log.error("accept: %s; pausing %.1f s", exc.strerror, self.limits.accept_pause)
+            _log.error("accept: %s; pausing %.1f s", exc.strerror, self.limits.accept_pause)
             self._pause_accepting()
             self.reactor.call_later(self.limits.accept_pause, self._resume_accepting)
 
@@ -3986,7 +3988,7 @@ class Server:
                 sock = self.ssl_context.wrap_socket(sock, server_side=True,
                                                     do_handshake_on_connect=False)
             except OSError as exc:
-                log.debug("TLS wrap failed: %s", exc)
+                _log.debug("TLS wrap failed: %s", exc)
                 sock.close()
                 return
         info = Connection("%s-%d" % (self.alias, next(self._connection_ids)), sock, peer, self,
@@ -4029,7 +4031,7 @@ class Server:
         try:
             handler(request, response)
         except Exception:
-            log.exception("handler for %s %s raised", head.method, head.target)
+            _log.exception("handler for %s %s raised", head.method, head.target)
             self._handler_failed(conn, response)
 
     def _handler_failed(self, conn, response):
@@ -4118,7 +4120,7 @@ class Server:
         try:
             special(*args)
         except Exception:
-            log.exception("special handler %s raised", name)
+            _log.exception("special handler %s raised", name)
 
     # -- handlers at run time
 
@@ -4236,7 +4238,7 @@ class _Supervisor:
                 code = os.waitstatus_to_exitcode(status) if hasattr(
                     os, "waitstatus_to_exitcode") else status
                 if not self.stopping:
-                    log.warning("worker %d ended (status %s); starting another", pid, code)
+                    _log.warning("worker %d ended (status %s); starting another", pid, code)
                     if time.monotonic() - started < self.RESTART_DELAY:
                         time.sleep(self.RESTART_DELAY)
         finally:
@@ -4255,7 +4257,7 @@ class _Supervisor:
             self._signal_workers(signal.SIGKILL)
             raise SystemExit(128 + number)
         self.stopping = True
-        log.info("signal %d: stopping %d workers (again to kill them)", number, len(self.workers))
+        _log.info("signal %d: stopping %d workers (again to kill them)", number, len(self.workers))
         self._signal_workers(signal.SIGTERM)
 
     def _signal_workers(self, number):
@@ -4302,7 +4304,7 @@ class _Supervisor:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
-            log.exception("worker %d failed", os.getpid())
+            _log.exception("worker %d failed", os.getpid())
         finally:
             os._exit(code)
 

@@ -7075,3 +7075,61 @@ def test_behind_nginx(procs, tmp_path, short_dir):
             if proc.poll() is None:
                 proc.kill()
         procs.kill_all()
+
+
+# --------------------------------------------------------------- static files: the small-file cache
+
+def _get_body(port, path, headers=()):
+    with RawClient(port) as client:
+        client.send(get(path, headers=headers))
+        return client.response()
+
+
+def test_static_cache_serves_a_changed_file_fresh(serve, tmp_path):
+    target = tmp_path / "page.txt"
+    target.write_bytes(b"first version\n")
+    handler = poex_http.StaticFiles(str(tmp_path))
+    live = serve(handlers=[("", handler)])
+    status, headers, body = _get_body(live.port, "/page.txt")
+    assert (status, body) == (200, b"first version\n")
+    assert str(target) in handler._cache  # now cached
+    first_etag = headers["etag"]
+    # Same size, new bytes, a later mtime: the cache must notice.
+    target.write_bytes(b"second versio\n")
+    os.utime(str(target), ns=(time.time_ns(), time.time_ns() + 10**9))
+    status, headers, body = _get_body(live.port, "/page.txt")
+    assert (status, body) == (200, b"second versio\n")
+    assert headers["etag"] != first_etag
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert headers["last-modified"] and headers["accept-ranges"] == "bytes"
+    # A replaced file (new inode) is noticed too.
+    replacement = tmp_path / "new.txt"
+    replacement.write_bytes(b"replaced file!\n")
+    os.replace(str(replacement), str(target))
+    assert _get_body(live.port, "/page.txt")[2] == b"replaced file!\n"
+
+
+def test_static_cache_answers_conditional_and_range_requests_from_the_file(serve, tmp_path):
+    (tmp_path / "a.bin").write_bytes(bytes(range(100)))
+    live = serve(handlers=[("", poex_http.StaticFiles(str(tmp_path)))])
+    status, headers, body = _get_body(live.port, "/a.bin")
+    assert status == 200 and body == bytes(range(100))
+    etag = headers["etag"]
+    assert _get_body(live.port, "/a.bin", [("If-None-Match", etag)])[:1] == (304,)
+    status, headers, body = _get_body(live.port, "/a.bin", [("Range", "bytes=10-19")])
+    assert (status, body, headers["content-range"]) == (206, bytes(range(10, 20)), "bytes 10-19/100")
+
+
+def test_static_cache_is_bounded_and_can_be_off(serve, tmp_path):
+    for number in range(6):
+        (tmp_path / ("f%d.bin" % number)).write_bytes(bytes([number]) * 1000)
+    bounded = poex_http.StaticFiles(str(tmp_path), cache_size=2500)
+    off = poex_http.StaticFiles(str(tmp_path), cache_size=0)
+    live = serve(handlers=[("^/off/", off), ("", bounded)], keepalive=True)
+    off.prefix = "/off"
+    for number in range(6):
+        assert _get_body(live.port, "/f%d.bin" % number)[2] == bytes([number]) * 1000
+        assert _get_body(live.port, "/off/f%d.bin" % number)[2] == bytes([number]) * 1000
+        assert bounded._cached_bytes <= 2500
+    assert sorted(bounded._cache) == [str(tmp_path / "f4.bin"), str(tmp_path / "f5.bin")]
+    assert off._cache == {} and off._cached_bytes == 0
