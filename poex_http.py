@@ -53,6 +53,7 @@ import sys
 import threading
 import time
 from collections import deque
+from threading import get_ident as _get_ident
 
 HAS_SENDFILE = hasattr(os, "sendfile")
 HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
@@ -539,7 +540,13 @@ class RequestParser:
             buffer = self._buffer = buffer.lstrip(b"\r\n")
             if not buffer:
                 return None
-        head_end, consumed = _find_blank_line(buffer, limits.max_header_size + 3)
+        # The usual head ends with CRLF CRLF and has no bare LF line before
+        # it: found with two finds here; anything else takes the general way.
+        end = buffer.find(b"\r\n\r\n", 0, limits.max_header_size + 3)
+        if end >= 0 and buffer.find(b"\n\n", 0, end) < 0:
+            head_end, consumed = end + 2, end + 4
+        else:
+            head_end, consumed = _find_blank_line(buffer, limits.max_header_size + 3)
         if head_end < 0:
             line_end = buffer.find(b"\n", 0, limits.max_request_line + 2)
             if line_end < 0 and len(buffer) > limits.max_request_line + 1:
@@ -551,7 +558,12 @@ class RequestParser:
         self._buffer = buffer[consumed:]
         if _FORBIDDEN_CONTROL_RE.search(block) is not None:
             raise BadRequest("Control character in the request head.")
-        lines = _split_lines(block)
+        crlf = block.count(b"\r\n")
+        if crlf == block.count(b"\n") == block.count(b"\r"):
+            lines = block.split(b"\r\n")  # all CRLF: the usual case
+            lines.pop()
+        else:
+            lines = _split_lines(block)
         request_line = lines[0]
         match = _REQUEST_LINE_RE.fullmatch(request_line)
         if match is None or len(request_line) > limits.max_request_line:
@@ -1862,7 +1874,8 @@ class _HTTPConnection(_Transport):
             self.reactor.call_soon(self._on_readable)
         if self.phase == _CLOSING:
             return  # lingering: discard
-        self.parser.feed(data)
+        parser = self.parser
+        parser._buffer = parser._buffer + data if parser._buffer else data
         if self.phase == _READING:
             if self._idle:
                 # The next request has begun: `timeout` applies from here
@@ -1893,10 +1906,14 @@ class _HTTPConnection(_Transport):
         parser = self.parser
         try:
             while self.phase == _READING and not self.closed:
-                if not parser._buffer and parser._reader is None:
-                    break  # nothing left to parse (the usual end of a turn)
+                if parser._reader is None:
+                    if not parser._buffer:
+                        break  # nothing left to parse (the usual end of a turn)
+                    next_event = parser._parse_head
+                else:
+                    next_event = parser.next_event
                 try:
-                    event = parser.next_event()
+                    event = next_event()
                 except HTTPError as exc:
                     self._reject(exc)
                     return
@@ -1967,10 +1984,14 @@ class _HTTPConnection(_Transport):
                 overridden = overridden or set()
                 overridden.add(lower)
             out.append(name + ": " + value + "\r\n")
-        out[1] = server._common_lines(overridden)
-        if head.method == "HEAD" or not status_has_body(code):
+        if overridden is None and server._common_second is _date_cache.line \
+                and _date_cache.second == int(time.time()):
+            out[1] = server._common
+        else:
+            out[1] = server._common_lines(overridden)
+        if head.method == "HEAD" or code < 200 or code == 204 or code == 304:
             framing = _FRAME_NONE
-            if head.method == "HEAD" and status_has_body(code):
+            if head.method == "HEAD" and code >= 200 and code != 204 and code != 304:
                 if length is None and body:
                     length = len(body)
             elif code != 304:
@@ -2617,14 +2638,26 @@ class Response:
         self._finished = True
         if not self._headers_sent:
             self._responded = True
-        if self._off_thread(Response._done_now):
-            return
+        conn = self._conn
+        if conn is not None:
+            ident = conn.reactor._thread_ident
+            if ident is not None and ident != _get_ident():
+                conn.reactor.call_soon_threadsafe(Response._done_now, self)
+                return
         self._done_now()
 
     def _done_now(self):
-        if not self._headers_sent:
-            self._send_head(self._content_bytes(), complete=True)
+        # Hot path (bench workload "hello"): the usual answer is content set
+        # and done() called, which comes straight here.
         conn = self._conn
+        if not self._headers_sent:
+            self._headers_sent = True
+            if conn is None or conn.closed:
+                return
+            content = self._content
+            conn._start_response(self.code, self.message, self.headers._fields,
+                                 content.encode("utf-8") if content.__class__ is str
+                                 else bytes(content), True)
         if conn is not None and not conn.closed and conn._response is self:
             conn._finish_response()
 
