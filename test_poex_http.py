@@ -6404,32 +6404,22 @@ class ClosingBody:
         self.closes.append(b"".join(self.parts))
 
 
-def test_wsgi_iterable_close_is_called(serve):
+@pytest.mark.parametrize("parts, fail, expected", [
+    ([b"alpha ", b"beta"], False, (200, b"alpha beta")),
+    ([], True, (500, b"Internal Server Error\n")),   # raises before any data
+])
+def test_wsgi_iterable_close_is_called(serve, parts, fail, expected):
     closes = []
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return ClosingBody([b"alpha ", b"beta"], closes)
+        return ClosingBody(parts, closes, fail=fail)
     live = wsgi_server(serve, app)
     with RawClient(live.port) as client:
         client.send(get("/"))
-        assert client.response()[::2] == (200, b"alpha beta")
+        assert client.response()[::2] == expected
     wait_until(lambda: closes)
-    assert closes == [b"alpha beta"]
-
-
-def test_wsgi_iterable_close_is_called_when_iteration_raises_before_any_data(serve):
-    closes = []
-
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return ClosingBody([], closes, fail=True)
-    live = wsgi_server(serve, app)
-    with RawClient(live.port) as client:
-        client.send(get("/"))
-        assert client.response()[::2] == (500, b"Internal Server Error\n")
-    wait_until(lambda: closes)
-    assert closes == [b""]
+    assert closes == [b"".join(parts)]
 
 
 def test_wsgi_iterable_close_is_called_when_iteration_raises_midway(serve):
