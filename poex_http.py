@@ -311,10 +311,10 @@ def _parse_field_lines(lines, max_count):
     cache = _FIELD_NAME_CACHE
     for line in lines:
         name, colon, value = line.partition(b":")
+        if not colon:
+            raise BadRequest("Malformed header line.")
         names = cache.get(name)
         if names is None:
-            if not colon:
-                raise BadRequest("Malformed header line.")
             if not _TOKEN_RE.fullmatch(name):
                 if line[:1] in b" \t":
                     # RFC 9112 §5.2: obs-fold is rejected, not unfolded.
@@ -753,6 +753,12 @@ def _check_field(name, value):
         raise ValueError("invalid header name %r" % name)
     if "\n" in value or "\r" in value or "\0" in value:
         raise ValueError("header value for %s holds CR, LF or NUL" % name)
+    if not value.isascii():
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError("header value for %s is not Latin-1 (encode it, e.g. RFC 8187)"
+                             % name) from None
     return name, value
 
 
@@ -1939,13 +1945,15 @@ class _HTTPConnection(_Transport):
         if self.phase == _READING and not self.closed:
             if self._eof:
                 self._close(abort=True)
-            elif self._head is None and not parser.in_message:
+            elif not self._reading and len(parser._buffer) <= self.limits.max_pipeline:
                 self._resume_reading()
 
     def _dispatch(self):
         self.phase = _HANDLING
         self.deadline = None
         self.body_sent = 0
+        self._framing = _FRAME_NONE
+        self._remaining = 0
         self._finished = False
         self._will_close = False
         if self.parser.buffered > self.limits.max_pipeline:
@@ -2180,7 +2188,7 @@ class _HTTPConnection(_Transport):
         if self._will_close or self._eof or server.shutting_down:
             self._close()
             return
-        if self.parser._buffer:
+        if self.parser._buffer and self.parser.in_message:
             self._set_deadline(server.timeout)
             self._process_input()
         elif not server.keepalivetimeout:
@@ -2460,7 +2468,8 @@ class Response:
     """
 
     __slots__ = ("request", "code", "message", "headers", "_content", "_conn",
-                 "_responded", "_headers_sent", "_finished", "_streaming", "_unsent", "_lock")
+                 "_responded", "_headers_sent", "_finished", "_streaming", "_unsent", "_lock",
+                 "_file_span")
 
     def __init__(self, request=None, connection=None, code=200):
         self.request = request
@@ -2492,8 +2501,8 @@ class Response:
     @content_type.setter
     def content_type(self, value):
         value = str(value)
-        if "\n" in value or "\r" in value or "\0" in value:
-            raise ValueError("Content-Type holds CR, LF or NUL")
+        if "\n" in value or "\r" in value or "\0" in value or not value.isascii():
+            _check_field("Content-Type", value)  # raises the right ValueError
         self.headers._put("Content-Type", value)  # hot path: the name is known good
 
     @property
@@ -2542,8 +2551,19 @@ class Response:
         conn = self._conn
         if conn is None or conn.reactor.in_reactor_thread():
             return False
-        conn.reactor.call_soon_threadsafe(method, self, *args)
+        conn.reactor.call_soon_threadsafe(self._handed_over, method, args)
         return True
+
+    def _handed_over(self, method, args):
+        """Run a call a worker thread made; if it fails (a bad header, say),
+        the response ends as a failed handler's would, never stuck."""
+        try:
+            method(self, *args)
+        except Exception:
+            _log.exception("%s of %r failed", method.__name__, self)
+            conn = self._conn
+            if conn is not None:
+                conn.server._handler_failed(conn, self)
 
     def respond(self):
         """Send the status line, headers and ``content``; only once."""
@@ -2561,11 +2581,11 @@ class Response:
         self._send_head(self._content_bytes(), complete=True)
 
     def _send_head(self, body, complete):
-        self._headers_sent = True
         conn = self._conn
-        if conn is None or conn.closed:
-            return
-        conn._start_response(self.code, self.message, self.headers._fields, body, complete)
+        if conn is not None and not conn.closed:
+            # Raises (a bad status, say) before anything is sent.
+            conn._start_response(self.code, self.message, self.headers._fields, body, complete)
+        self._headers_sent = True
 
     def send(self, data=b""):
         """Send part of the body (the head goes first, with ``content``).
@@ -2588,7 +2608,7 @@ class Response:
             return conn._out_size < conn.limits.output_high_water
         with self._thread_lock():
             self._unsent += len(data)
-        conn.reactor.call_soon_threadsafe(Response._send_from_thread, self, data)
+        conn.reactor.call_soon_threadsafe(self._handed_over, Response._send_from_thread, (data,))
         while (not conn.closed
                and conn._out_size + self._unsent > conn.limits.output_high_water):
             drained = threading.Event()
@@ -2642,7 +2662,7 @@ class Response:
         if conn is not None:
             ident = conn.reactor._thread_ident
             if ident is not None and ident != _get_ident():
-                conn.reactor.call_soon_threadsafe(Response._done_now, self)
+                conn.reactor.call_soon_threadsafe(self._handed_over, Response._done_now, ())
                 return
         self._done_now()
 
@@ -2651,13 +2671,14 @@ class Response:
         # and done() called, which comes straight here.
         conn = self._conn
         if not self._headers_sent:
-            self._headers_sent = True
             if conn is None or conn.closed:
+                self._headers_sent = True
                 return
             content = self._content
             conn._start_response(self.code, self.message, self.headers._fields,
                                  content.encode("utf-8") if content.__class__ is str
                                  else bytes(content), True)
+            self._headers_sent = True
         if conn is not None and not conn.closed and conn._response is self:
             conn._finish_response()
 
@@ -2695,14 +2716,13 @@ class Response:
             return self._finish_error(500, "Unable to open %s" % _quote_path(shown))
         try:
             stat = os.fstat(fd)
-            import stat as stat_module
-            if not stat_module.S_ISREG(stat.st_mode):
-                os.close(fd)
-                return self._finish_error(404, "No such file or directory %s" % _quote_path(shown))
-            self._send_open_file(fd, stat, path, content_type)
-        except BaseException:
-            _close_quietly(fd)
+        except OSError:
+            os.close(fd)
             raise
+        if stat.st_mode & 0o170000 != 0o100000:  # not S_ISREG
+            os.close(fd)
+            return self._finish_error(404, "No such file or directory %s" % _quote_path(shown))
+        self._send_open_file(fd, stat, path, content_type)
 
     def _send_cached(self, fields, data):
         """Send a complete answer with these fields (the headers the handler
@@ -2719,7 +2739,24 @@ class Response:
         self.error(code, text)
 
     def _send_open_file(self, fd, stat, path, content_type):
-        """Conditional, range and body handling for an open regular file."""
+        """Conditional, range and body handling for an open regular file.
+
+        Owns ``fd``: closes it, or hands it on to be closed, on every path.
+        """
+        try:
+            answer = self._file_answer(stat, path, content_type)
+        except BaseException:
+            os.close(fd)
+            raise
+        if answer is None:
+            return self._send_region(fd, *self._file_span)
+        os.close(fd)
+        return self._send_whole(answer)
+
+    def _file_answer(self, stat, path, content_type):
+        """Set code and headers for a file; return the body of an answer
+        without the file (304, 416), or None with the span to send in
+        ``_file_span`` (offset, length, head only)."""
         request = self.request
         method = request.method if request is not None else "GET"
         header = request.header if request is not None else (lambda name: None)
@@ -2735,11 +2772,10 @@ class Response:
         offset, length = 0, size
         if method in ("GET", "HEAD") and self.code == 200:
             if _not_modified(header, etag, stat.st_mtime):
-                os.close(fd)
                 self.code = 304
                 headers.remove("Content-Type")
                 headers.remove("Content-Encoding")
-                return self._send_whole(b"")
+                return b""
             headers._put("Last-Modified", last_modified)
             headers._put("Accept-Ranges", "bytes")
             range_header = header("Range")
@@ -2747,11 +2783,10 @@ class Response:
                     header("If-Range"), etag, stat.st_mtime):
                 ranges = parse_range(range_header, size)
                 if ranges == []:
-                    os.close(fd)
                     self.code = 416
                     headers.set("Content-Range", "bytes */%d" % size)
                     headers.set("Content-Type", "text/plain; charset=utf-8")
-                    return self._send_whole(b"Requested range not satisfiable.\n")
+                    return b"Requested range not satisfiable.\n"
                 if ranges is not None and len(ranges) == 1:
                     # Several ranges are answered with the whole file (200),
                     # which RFC 9110 §14.2 allows.
@@ -2761,14 +2796,16 @@ class Response:
                     headers.set("Content-Range", "bytes %d-%d/%d" % (first, last, size))
         else:
             headers._put("Last-Modified", last_modified)
-        self._send_region(fd, offset, length, method == "HEAD")
+        self._file_span = (offset, length, method == "HEAD")
+        return None
 
     def _send_region(self, fd, offset, length, head_only=False):
         """Send ``length`` bytes of ``fd`` from ``offset`` as the body, close
         ``fd``, and finish."""
         self.headers._put("Content-Length", str(length))
         conn = self._conn
-        if head_only or not length or conn is None or conn.closed:
+        if (head_only or not length or conn is None or conn.closed
+                or not status_has_body(self.code)):
             os.close(fd)
             return self._send_whole(b"")
         if length <= _SMALL_FILE:
@@ -2779,12 +2816,15 @@ class Response:
                 os.close(fd)
             return self._send_whole(data)
         server = conn.server
-        region = _FileRegion(fd, offset, length, server.blocksize,
-                             HAS_SENDFILE and server.use_sendfile and not conn.tls)
+        try:
+            conn._cork()
+            conn._start_response(self.code, self.message, self.headers._fields, b"", False)
+        except BaseException:
+            os.close(fd)
+            raise
         self._headers_sent = True
-        conn._cork()
-        conn._start_response(self.code, self.message, self.headers._fields, b"", False)
-        conn._send_file(region)
+        conn._send_file(_FileRegion(fd, offset, length, server.blocksize,
+                                    HAS_SENDFILE and server.use_sendfile and not conn.tls))
         conn._finish_response()
 
     def send_fd(self, fd, offset, length):
@@ -2800,11 +2840,12 @@ class Response:
         self._send_region(fd, offset, length, head_only)
 
     def _send_whole(self, body):
-        self._headers_sent = True
         conn = self._conn
         if conn is None or conn.closed:
+            self._headers_sent = True
             return
         conn._start_response(self.code, self.message, self.headers._fields, body, True)
+        self._headers_sent = True
         if conn._response is self:
             conn._finish_response()
 
@@ -2883,13 +2924,6 @@ _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY
                | getattr(os, "O_NONBLOCK", 0))
 # Files up to this size are read and sent with their head in one write.
 _SMALL_FILE = 65536
-
-
-def _close_quietly(fd):
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 _last_modified_cache = {}
@@ -3172,7 +3206,7 @@ class StaticFiles:
             return
         if self.index:
             index = os.path.join(fs_path, self.index)
-            if os.path.isfile(index):
+            if os.path.isfile(index) and self._inside(index):
                 self._send_file(req, resp, index)
                 return
         if not self.listing:
@@ -3233,6 +3267,11 @@ class StaticFiles:
         entry = self._cache.pop(fs_path)
         self._cached_bytes -= len(entry.data)
 
+    def _inside(self, fs_path):
+        """Does this file system path, symlinks resolved, lie under the root?"""
+        resolved = os.path.realpath(fs_path)
+        return resolved == self.root or resolved.startswith(self.root.rstrip(os.sep) + os.sep)
+
     def _precompressed(self, fs_path):
         """The (coding, path) siblings of a file, looked up at most once a
         second per file (two failed stat() calls per request cost more
@@ -3243,8 +3282,7 @@ class StaticFiles:
             return cached[1]
         found = tuple(
             (coding, fs_path + suffix) for coding, suffix in _PRECOMPRESSED
-            if os.path.isfile(fs_path + suffix)
-            and _resolve_under(self.root, _relative(self.root, fs_path + suffix)))
+            if os.path.isfile(fs_path + suffix) and self._inside(fs_path + suffix))
         if len(self._siblings) > 4096:
             self._siblings.clear()
         self._siblings[fs_path] = (now, found)
@@ -3301,10 +3339,6 @@ class _CachedFile:
                        ("Last-Modified", _last_modified(stat.st_mtime)),
                        ("Accept-Ranges", "bytes"), ("Content-Length", str(len(data))))
         self.data = data
-
-
-def _relative(root, path):
-    return "/" + os.path.relpath(path, root).replace(os.sep, "/")
 
 
 def _display_path(path):
@@ -3454,8 +3488,11 @@ class WSGIHandler:
         server = conn.server
         path = _environ_path(head.path)
         script_name = self.script_name
-        if script_name and (path == script_name or path.startswith(script_name + "/")):
-            path = path[len(script_name):]
+        if script_name:
+            if path == script_name or path.startswith(script_name + "/"):
+                path = path[len(script_name):]
+            else:
+                script_name = ""  # mounted elsewhere than it says: the whole path
         host = head.host or ""
         server_name, _, server_port = host.rpartition(":") if host.rfind(":") > host.rfind("]") \
             else (host, "", "")
@@ -3548,7 +3585,9 @@ class WSGIHandler:
                 return
             for data in result:
                 if data:
-                    write(data)
+                    begin()
+                    if not resp.send(data):
+                        return  # the client is gone: stop the application's iterable
             begin()
             resp.done()
         except Exception:
@@ -3797,7 +3836,8 @@ class Server:
         try:
             self._listen()
         except OSError as exc:
-            if not (self.retry and "on_error" in self.router.specials):
+            # A prefork parent must bind before it forks: no retry there.
+            if not (self.retry and "on_error" in self.router.specials) or self.prefork:
                 self.reactor._remove_server(self)
                 if _servers_by_alias.get(self.alias) is self:
                     del _servers_by_alias[self.alias]

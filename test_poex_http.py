@@ -7123,3 +7123,148 @@ def test_static_cache_is_bounded_and_can_be_off(serve, tmp_path):
         assert bounded._cached_bytes <= 2500
     assert sorted(bounded._cache) == [str(tmp_path / "f4.bin"), str(tmp_path / "f5.bin")]
     assert off._cache == {} and off._cached_bytes == 0
+
+
+# --------------------------------------------------------------- regressions found in review
+
+def test_static_symlinked_index_and_siblings_stay_inside_the_root(serve, tmp_path):
+    root = tmp_path / "root"
+    (root / "docs").mkdir(parents=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP SECRET outside the root\n")
+    os.symlink(str(secret), str(root / "docs" / "index.html"))
+    (root / "a.js").write_bytes(b"js")
+    os.symlink(str(secret), str(root / "aA.js.gz"))  # what a%41.js.gz would decode to
+    os.symlink(str(secret), str(root / "a.js.gz"))
+    live = serve(handlers=[("", poex_http.StaticFiles(str(root)))])
+    status, _, body = _get_body(live.port, "/docs/")
+    assert b"TOP SECRET" not in body and status == 200 and b"Index of /docs/" in body
+    for path in ("/a.js", "/a%2541.js"):
+        status, headers, body = _get_body(live.port, path, [("Accept-Encoding", "gzip")])
+        assert b"TOP SECRET" not in body and "content-encoding" not in headers
+
+
+def test_pipelining_past_the_read_ahead_limit_is_answered_in_full(serve):
+    gate = threading.Event()
+
+    def slow(req, resp):
+        def finish():
+            gate.wait(DEADLINE)
+            resp.content = b"slow done"
+            resp.done()
+        threading.Thread(target=finish).start()
+
+    def size(req, resp):
+        resp.content = b"%d" % len(req.content)
+        resp.done()
+    live = serve(handlers=[("^/slow", slow), ("^/size", size)], keepalive=True,
+                 limits=poex_http.Limits(max_pipeline=4096))
+    body = b"x" * 100000
+    with RawClient(live.port) as client:
+        client.send(get("/slow") + get("/size", method="POST", body=body,
+                                         headers=[("Content-Length", str(len(body)))]))
+        wait_until(lambda: [c for c in live.server.connections if not c._reading])
+        gate.set()
+        assert client.response()[::2] == (200, b"slow done")
+        assert client.response(method="POST")[::2] == (200, b"100000")
+
+
+@pytest.mark.parametrize("wrap", [lambda h: h, poex_http.threaded])
+def test_a_header_that_cannot_be_sent_gives_500_and_keeps_framing(serve, wrap):
+    def euro(req, resp):
+        resp.headers._put("X-Price", "10 \u20ac")  # bypasses the setter's check on purpose
+        resp.content = b"never"
+        resp.done()
+
+    def ok(req, resp):
+        resp.content = b"ok\n"
+        resp.done()
+    live = serve(handlers=[("^/euro", wrap(euro)), ("^/ok", ok)], keepalive=True)
+    with RawClient(live.port) as client:
+        client.send(get("/ok") + get("/euro") + get("/ok"))
+        assert client.response()[::2] == (200, b"ok\n")
+        assert client.response()[::2] == (500, b"Internal Server Error\n")
+        assert client.response()[::2] == (200, b"ok\n")
+    with pytest.raises(ValueError):
+        poex_http.Response().header("X-Price", "10 \u20ac")
+
+
+def test_no_body_after_a_204_head_even_for_a_big_file(serve, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"B" * 100000)
+
+    def empty(req, resp):
+        resp.code = 204
+        resp.sendfile(str(big))
+    live = serve(handlers=[("^/204", empty), ("", lambda req, resp: resp.error(404, "no"))],
+                 keepalive=True)
+    with RawClient(live.port) as client:
+        client.send(get("/204") + get("/next"))
+        status, headers, body = client.response()
+        assert (status, body) == (204, b"") and "content-length" not in headers
+        # The next answer starts right after the head, not after file bytes.
+        assert client.response()[0] == 404
+        assert client.status_line == "HTTP/1.1 404 Not Found"
+
+
+def test_a_header_line_without_a_colon_is_refused_even_for_a_known_name():
+    parser = poex_http.RequestParser()
+    parser.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX-Api-Key: 1\r\n\r\n")
+    assert parser.next_event().host == "x"
+    parser = poex_http.RequestParser()
+    parser.feed(b"GET / HTTP/1.1\r\nHost\r\nX-Api-Key\r\n\r\n")
+    with pytest.raises(poex_http.BadRequest):
+        parser.next_event()
+
+
+def test_prefork_with_bind_retry_raises_at_once():
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        server = poex_http.Server(host="127.0.0.1", port=blocker.getsockname()[1], prefork=2,
+                                  retry=1, reactor=poex_http.Reactor(),
+                                  handlers=[("", hello), ("on_error", lambda err: None)])
+        with pytest.raises(OSError):
+            server.start()
+
+
+def test_a_stray_crlf_after_a_body_leaves_the_connection_idle(serve):
+    live = serve(handlers=[("", echo)], keepalive=True, keepalivetimeout=0.3, timeout=30)
+    with RawClient(live.port) as client:
+        client.send(get("/", method="POST", body=b"abc", headers=[("Content-Length", "3")])
+                    + b"\r\n")
+        assert client.response(method="POST")[::2] == (200, b"abc")
+        started = time.monotonic()
+        assert client.closed_by_server()
+        assert time.monotonic() - started < 5
+
+
+def test_wsgi_script_name_only_over_paths_under_it(serve):
+    def app(environ, start_response):
+        body = ("%s|%s" % (environ["SCRIPT_NAME"], environ["PATH_INFO"])).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    live = serve(handlers=[("^/app", poex_http.WSGIHandler(app, script_name="/app"))])
+    assert _get_body(live.port, "/app/x")[2] == b"/app|/x"
+    assert _get_body(live.port, "/application")[2] == b"|/application"
+
+
+def test_wsgi_stops_an_endless_body_when_the_client_leaves(serve):
+    closed = threading.Event()
+
+    class Endless:
+        def __iter__(self):
+            while not closed.is_set():
+                yield b"data: tick\n\n"
+
+        def close(self):
+            closed.set()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        return Endless()
+    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=1))])
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response(method="HEAD")[0] == 200  # the head only
+    assert closed.wait(DEADLINE)
