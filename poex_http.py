@@ -1968,13 +1968,40 @@ class _HTTPConnection(_Transport):
         ``complete`` is True when ``body`` is the whole body unless the
         handler set a Content-Length (then the rest may follow by send()).
         """
-        # Hot path (bench workload "hello"): one pass over the handler's
-        # fields, the Date and default lines from a once-a-second cache,
-        # one encode, one send with the body.
+        # Hot path (bench workload "hello"): a server answers the same few
+        # heads over and over, so a head is built once a second at most and
+        # then found in a dict by what it depends on.
         head = self._head
         server = self.server
         close = (not head.keep_alive or self.keepalive_remaining <= 1
                  or server.shutting_down or not server.keepalivetimeout)
+        key = (code, message, tuple(fields), len(body) if complete else None, close,
+               head.method == "HEAD", head.http11)
+        date = _date_cache.get()
+        heads = server._heads
+        if server._heads_date is not date:
+            heads.clear()
+            server._heads_date = date
+        built = heads.get(key)
+        if built is None:
+            built = self._build_head(code, message, fields, body, complete, close)
+            if len(heads) < 256:
+                heads[key] = built
+        data, framing, length, close = built
+        if framing == _FRAME_NONE:
+            body = b""
+        response = self._response
+        if response is not None and response._streaming:
+            self._make_hot()
+        self._framing = framing
+        self._remaining = length if framing == _FRAME_LENGTH else 0
+        self._will_close = close
+        self._write(data + self._frame_body(body) if body else data)
+
+    def _build_head(self, code, message, fields, body, complete, close):
+        """(head bytes, framing, length, close) for a response."""
+        head = self._head
+        server = self.server
         out = [_STATUS_LINES.get(code) or status_line(code) if message is None
                else status_line(code, message), ""]
         overridden = None
@@ -1992,11 +2019,7 @@ class _HTTPConnection(_Transport):
                 overridden = overridden or set()
                 overridden.add(lower)
             out.append(name + ": " + value + "\r\n")
-        if overridden is None and server._common_second is _date_cache.line \
-                and _date_cache.second == int(time.time()):
-            out[1] = server._common
-        else:
-            out[1] = server._common_lines(overridden)
+        out[1] = server._common_lines(overridden)
         if head.method == "HEAD" or code < 200 or code == 204 or code == 304:
             framing = _FRAME_NONE
             if head.method == "HEAD" and code >= 200 and code != 204 and code != 304:
@@ -2004,7 +2027,6 @@ class _HTTPConnection(_Transport):
                     length = len(body)
             elif code != 304:
                 length = None
-            body = b""
         elif length is not None:
             framing = _FRAME_LENGTH
         elif complete:
@@ -2024,14 +2046,7 @@ class _HTTPConnection(_Transport):
         elif not head.http11:
             out.append("Connection: keep-alive\r\n")
         out.append("\r\n")
-        data = "".join(out).encode("latin-1")
-        response = self._response
-        if response is not None and response._streaming:
-            self._make_hot()
-        self._framing = framing
-        self._remaining = length if framing == _FRAME_LENGTH else 0
-        self._will_close = close
-        self._write(data + self._frame_body(body) if body else data)
+        return "".join(out).encode("latin-1"), framing, length, close
 
     def _make_hot(self):
         """A streaming socket: no Nagle delay, a small send buffer, so each
@@ -3785,6 +3800,8 @@ class Server:
         self._common_names = frozenset(["date"] + [lower for lower, _ in self._default_header_lines])
         self._common_second = None
         self._common = ""
+        self._heads = {}  # what _start_response built this second
+        self._heads_date = None
         if options["handlers"] is not None and options["handler"] is not None:
             raise TypeError("give handlers or handler, not both")
         handlers = options["handlers"] if options["handlers"] is not None else options["handler"]
