@@ -17,6 +17,7 @@ import random
 import re
 import resource
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -7268,3 +7269,16 @@ def test_wsgi_stops_an_endless_body_when_the_client_leaves(serve):
         client.send(get("/"))
         assert client.response(method="HEAD")[0] == 200  # the head only
     assert closed.wait(DEADLINE)
+
+
+def test_an_idle_server_uses_no_cpu_and_watches_no_writes(serve):
+    live = serve(handlers=[("", hello)], keepalive=True, keepalivetimeout=30)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[0] == 200
+        (conn,) = live.call(lambda: list(live.server.connections))
+        # Flushed: read interest only, no write interest left behind.
+        assert live.call(lambda: conn._events) == selectors.EVENT_READ
+        before = cpu_seconds()
+        assert_silent(client.sock, 0.5)  # half a second of nothing, measured
+        assert cpu_seconds() - before < 0.05
