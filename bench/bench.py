@@ -58,6 +58,8 @@ http {{
     access_log off;
     default_type application/octet-stream;
     sendfile on;
+    tcp_nopush on;               # full segments with sendfile, as nginx is usually tuned
+    tcp_nodelay on;
     keepalive_requests 1000000;  # like the Python servers: never close a keep-alive connection
     client_body_temp_path body;
     proxy_temp_path proxy;
