@@ -82,6 +82,9 @@ class Limits:
         # Request body in bytes, whatever its framing; larger gets 413 before
         # the body is read.  1 MiB, as POE::Filter::HTTPD had it.
         "max_body": 1048576,
+        # A body larger than this is kept in a temporary file, not in
+        # memory (``req.body_file``; ``req.content`` reads it on demand).
+        "spool_body": 1048576,
         # One chunk-size line of a chunked body, extensions included.
         "max_chunk_line": 4096,
         # Bytes read ahead from a client while its request is being handled
@@ -1735,6 +1738,43 @@ class _Transport:
             pass
 
 
+class _BodyBuffer:
+    """A request body as it arrives: in memory, or past ``spool`` bytes in a
+    temporary file, so a large upload does not sit in the server's memory."""
+
+    __slots__ = ("spool", "parts", "size", "file")
+
+    def __init__(self, spool):
+        self.spool = spool
+        self.parts = []
+        self.size = 0
+        self.file = None
+
+    def add(self, data):
+        self.size += len(data)
+        if self.file is not None:
+            self.file.write(data)
+            return
+        self.parts.append(data)
+        if self.size > self.spool:
+            import tempfile
+            self.file = tempfile.TemporaryFile()
+            self.file.write(b"".join(self.parts))
+            self.parts = None
+
+    def close(self):
+        """Drop the temporary file of a body the connection gave up on."""
+        if self.file is not None:
+            self.file.close()
+
+    def finish(self):
+        """The body: bytes, or the temporary file rewound to its start."""
+        if self.file is None:
+            return b"".join(self.parts)
+        self.file.seek(0)
+        return self.file
+
+
 # === 8. Connection ===
 
 # Phases of a connection.
@@ -1931,15 +1971,15 @@ class _HTTPConnection(_Transport):
                         self._body = b""
                         self._dispatch()
                         continue
-                    self._body = []
+                    self._body = _BodyBuffer(self.limits.spool_body)
                     if event.expect_continue and not parser.buffered:
                         self._write(CONTINUE_RESPONSE)
                 elif event.__class__ is EndOfMessage:
-                    self._body = b"".join(self._body)
+                    self._body = self._body.finish()
                     self._trailers = event.trailers
                     self._dispatch()
                 else:
-                    self._body.append(event)
+                    self._body.add(event)
         finally:
             self._in_process_input = False
         if self.phase == _READING and not self.closed:
@@ -2188,6 +2228,7 @@ class _HTTPConnection(_Transport):
         """The response is on the wire: post_request, then keep alive or close."""
         response = self._response
         self._response = None
+        body = self._body
         self._head = None
         self._body = None
         self._trailers = None
@@ -2198,8 +2239,10 @@ class _HTTPConnection(_Transport):
         if response is not None and (server.access_log is not None
                                      or "post_request" in server.router.specials):
             server._request_done(self, response)
-            if self.closed:
-                return
+        if body is not None and body.__class__ is not bytes:
+            body.close()  # a spooled body's temporary file
+        if self.closed:
+            return
         if self._will_close or self._eof or server.shutting_down:
             self._close()
             return
@@ -2268,6 +2311,8 @@ class _HTTPConnection(_Transport):
         self._resume_reading()
 
     def _shut(self):
+        if self._body is not None and self._body.__class__ is not bytes:
+            self._body.close()  # a spooled body, or one still arriving
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -2370,8 +2415,8 @@ _NO_TRAILERS = Headers._wrap(())
 class Request:
     """An HTTP request, complete with its body."""
 
-    __slots__ = ("method", "path", "protocol", "content", "connection", "trailers",
-                 "_head", "_headers", "_uri", "_client")
+    __slots__ = ("method", "path", "protocol", "_content", "body_file", "connection",
+                 "trailers", "_head", "_headers", "_uri", "_client")
 
     def __init__(self, head, content, connection, trailers=None):
         self._client = None
@@ -2379,11 +2424,44 @@ class Request:
         self.method = head.method
         self.path = head.path
         self.protocol = head.version
-        self.content = content
+        if content.__class__ is bytes:
+            self._content = content
+            self.body_file = None
+        else:  # a large body, spooled to a temporary file
+            self._content = None
+            self.body_file = content
         self.connection = connection
         self.trailers = Headers._wrap(list(trailers)) if trailers else _NO_TRAILERS
         self._headers = None
         self._uri = None
+
+    @property
+    def content(self):
+        """The body as bytes (read from ``body_file`` when it was spooled)."""
+        if self._content is None:
+            position = self.body_file.tell()
+            self.body_file.seek(0)
+            self._content = self.body_file.read()
+            self.body_file.seek(position)
+        return self._content
+
+    @content.setter
+    def content(self, value):
+        self._content = value
+
+    def body_stream(self):
+        """A binary file object over the body, from its start."""
+        if self.body_file is not None:
+            self.body_file.seek(0)
+            return self.body_file
+        import io
+        return io.BytesIO(self._content)
+
+    def body_length(self):
+        """The body's length in bytes."""
+        if self.body_file is not None:
+            return os.fstat(self.body_file.fileno()).st_size
+        return len(self._content)
 
     @property
     def remote_ip(self):
@@ -2458,7 +2536,7 @@ class Request:
     def content_length(self):
         """The body's length in bytes (None when the request announced none)."""
         if self._head.chunked:
-            return len(self.content)
+            return self.body_length()
         return self._head.content_length
 
     def form(self):
@@ -3497,7 +3575,6 @@ class WSGIHandler:
 
     def environ(self, req):
         """The WSGI environ for a request."""
-        import io
         head = req._head
         conn = req.connection
         server = conn.server
@@ -3525,7 +3602,7 @@ class WSGIHandler:
             "REMOTE_PORT": str(conn.remote_port or ""),
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": scheme,
-            "wsgi.input": io.BytesIO(req.content),
+            "wsgi.input": req.body_stream(),
             "wsgi.input_terminated": True,
             "wsgi.errors": _ErrorStream(),
             "wsgi.multithread": True,
@@ -3534,7 +3611,7 @@ class WSGIHandler:
             "wsgi.file_wrapper": FileWrapper,
         }
         if head.content_length is not None or head.chunked:
-            environ["CONTENT_LENGTH"] = str(len(req.content))
+            environ["CONTENT_LENGTH"] = str(req.body_length())
         for name, value in head.fields:
             key = name.upper()
             if "_" in key:

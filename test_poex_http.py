@@ -7282,3 +7282,62 @@ def test_an_idle_server_uses_no_cpu_and_watches_no_writes(serve):
         before = cpu_seconds()
         assert_silent(client.sock, 0.5)  # half a second of nothing, measured
         assert cpu_seconds() - before < 0.05
+
+
+# --------------------------------------------------------------- large request bodies
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_large_body_is_spooled_to_a_file_and_read_back(serve, chunked):
+    seen = []
+
+    def upload(req, resp):
+        seen.append((req.body_file is not None, req.body_length(), req.content_length))
+        resp.content = hashlib.sha256(req.content).hexdigest()
+        resp.done()
+    live = serve(handlers=[("", upload)], keepalive=True,
+                 limits=poex_http.Limits(spool_body=1000, max_body=4 * 2**20))
+    small, large = b"s" * 999, seeded_bytes(7, 3 * 2**20)
+    before = fd_count()
+    with RawClient(live.port) as client:
+        for body in (small, large, small):
+            if chunked:
+                framed = b"".join(frame for piece in range(0, len(body), 65536)
+                                  for frame in [poex_http.frame_chunk(body[piece:piece + 65536])])
+                client.send(get("/", method="POST", headers=[("Transfer-Encoding", "chunked")],
+                                body=framed + poex_http.LAST_CHUNK))
+            else:
+                client.send(get("/", method="POST", headers=[("Content-Length", str(len(body)))],
+                                body=body))
+            assert client.response(method="POST")[::2] == (
+                200, hashlib.sha256(body).hexdigest().encode())
+    assert [spooled for spooled, _, _ in seen] == [False, True, False]
+    assert [length for _, length, _ in seen] == [999, len(large), 999]
+    wait_until(lambda: fd_count() <= before)  # the temporary file is closed
+
+
+def test_wsgi_input_reads_a_spooled_body(serve):
+    def app(environ, start_response):
+        data = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+        body = ("%d %s" % (len(data), hashlib.sha256(data).hexdigest())).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    live = serve(handlers=[("", poex_http.WSGIHandler(wsgiref.validate.validator(app)))],
+                 limits=poex_http.Limits(spool_body=4096, max_body=2**20))
+    payload = seeded_bytes(11, 500000)
+    with RawClient(live.port) as client:
+        client.send(get("/", method="POST", headers=[("Content-Length", str(len(payload)))],
+                        body=payload))
+        assert client.response(method="POST")[::2] == (
+            200, b"500000 " + hashlib.sha256(payload).hexdigest().encode())
+
+
+def test_a_client_leaving_mid_upload_leaves_no_temporary_file(serve):
+    live = serve(handlers=[("", echo)], limits=poex_http.Limits(spool_body=1000))
+    before = fd_count()
+    with RawClient(live.port) as client:
+        client.send(get("/", method="POST", headers=[("Content-Length", "500000")],
+                        body=b"x" * 100000))
+        wait_until(lambda: any(conn._body is not None and conn._body.file is not None
+                               for conn in live.call(lambda: list(live.server.connections))))
+    wait_until(lambda: not live.server.connections and fd_count() <= before)
