@@ -1975,11 +1975,19 @@ class _HTTPConnection(_Transport):
                     if event.expect_continue and not parser.buffered:
                         self._write(CONTINUE_RESPONSE)
                 elif event.__class__ is EndOfMessage:
-                    self._body = self._body.finish()
+                    try:
+                        self._body = self._body.finish()
+                    except OSError as exc:
+                        self._body_lost(exc)
+                        return
                     self._trailers = event.trailers
                     self._dispatch()
                 else:
-                    self._body.add(event)
+                    try:
+                        self._body.add(event)
+                    except OSError as exc:
+                        self._body_lost(exc)
+                        return
         finally:
             self._in_process_input = False
         if self.phase == _READING and not self.closed:
@@ -1987,6 +1995,13 @@ class _HTTPConnection(_Transport):
                 self._close(abort=True)
             elif not self._reading and len(parser._buffer) <= self.limits.max_pipeline:
                 self._resume_reading()
+
+    def _body_lost(self, exc):
+        """A body that could not be stored (disk full, say): 500, not a short body."""
+        _log.error("%s: cannot store a request body: %s", self.info.ID, exc)
+        self._body.close()
+        self._body = None
+        self._reject(HTTPError(500, "The request body could not be stored."))
 
     def _dispatch(self):
         self.phase = _HANDLING
@@ -2015,7 +2030,8 @@ class _HTTPConnection(_Transport):
         server = self.server
         close = (not head.keep_alive or self.keepalive_remaining <= 1
                  or server.shutting_down or not server.keepalivetimeout)
-        key = (code, message, tuple(fields), len(body) if complete else None, close,
+        key = (code, message, tuple(fields),
+               len(body) if complete or head.method == "HEAD" else None, close,
                head.method == "HEAD", head.http11)
         date = _date_cache.get()
         heads = server._heads
@@ -2228,7 +2244,6 @@ class _HTTPConnection(_Transport):
         """The response is on the wire: post_request, then keep alive or close."""
         response = self._response
         self._response = None
-        body = self._body
         self._head = None
         self._body = None
         self._trailers = None
@@ -2239,8 +2254,6 @@ class _HTTPConnection(_Transport):
         if response is not None and (server.access_log is not None
                                      or "post_request" in server.router.specials):
             server._request_done(self, response)
-        if body is not None and body.__class__ is not bytes:
-            body.close()  # a spooled body's temporary file
         if self.closed:
             return
         if self._will_close or self._eof or server.shutting_down:
@@ -2311,8 +2324,8 @@ class _HTTPConnection(_Transport):
         self._resume_reading()
 
     def _shut(self):
-        if self._body is not None and self._body.__class__ is not bytes:
-            self._body.close()  # a spooled body, or one still arriving
+        if self._body.__class__ is _BodyBuffer:
+            self._body.close()  # a body still arriving
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -2650,6 +2663,11 @@ class Response:
     def _handed_over(self, method, args):
         """Run a call a worker thread made; if it fails (a bad header, say),
         the response ends as a failed handler's would, never stuck."""
+        conn = self._conn
+        if conn is None or conn.closed or conn._response is not self:
+            if method is Response._send_region:
+                os.close(args[0])  # the file descriptor it was to send
+            return  # this response is over: nothing may reach the wire
         try:
             method(self, *args)
         except Exception:
@@ -2675,7 +2693,7 @@ class Response:
 
     def _send_head(self, body, complete):
         conn = self._conn
-        if conn is not None and not conn.closed:
+        if conn is not None and not conn.closed and conn._response is self:
             # Raises (a bad status, say) before anything is sent.
             conn._start_response(self.code, self.message, self.headers._fields, body, complete)
         self._headers_sent = True
@@ -2725,7 +2743,7 @@ class Response:
         if not self._headers_sent:
             self._send_head(self._content_bytes() + data, complete=False)
             self._content = b""
-        elif conn is not None and not conn.closed:
+        elif conn is not None and not conn.closed and conn._response is self:
             conn._send_body(data)
         else:
             return
@@ -2764,7 +2782,7 @@ class Response:
         # and done() called, which comes straight here.
         conn = self._conn
         if not self._headers_sent:
-            if conn is None or conn.closed:
+            if conn is None or conn.closed or conn._response is not self:
                 self._headers_sent = True
                 return
             content = self._content
@@ -2821,8 +2839,10 @@ class Response:
         """Send a complete answer with these fields (the headers the handler
         set come first) and body, and finish."""
         self._responded = self._finished = True
-        self.headers._fields.extend(fields)
-        self.headers._index = None
+        headers = self.headers
+        for name, value in fields:
+            if name != "Content-Type" or "Content-Type" not in headers:
+                headers._put(name, value)
         if self._off_thread(Response._send_whole, data):
             return
         self._send_whole(data)
@@ -2913,6 +2933,7 @@ class Response:
             conn._cork()
             conn._start_response(self.code, self.message, self.headers._fields, b"", False)
         except BaseException:
+            conn._on_file_done()  # uncork
             os.close(fd)
             raise
         self._headers_sent = True
@@ -2934,7 +2955,7 @@ class Response:
 
     def _send_whole(self, body):
         conn = self._conn
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or conn._response is not self:
             self._headers_sent = True
             return
         conn._start_response(self.code, self.message, self.headers._fields, body, True)
@@ -3315,7 +3336,7 @@ class StaticFiles:
             accept = req.header("Accept-Encoding")
             if accept:
                 for coding, sibling in siblings:
-                    if _accepts_encoding(accept, coding):
+                    if _accepts_encoding(accept, coding) and self._inside(sibling):
                         resp.headers.set("Content-Encoding", coding)
                         resp.sendfile(sibling, guess_type(fs_path))
                         return
@@ -3332,7 +3353,7 @@ class StaticFiles:
         """The cache entry for a small file as ``stat`` describes it, or None."""
         entry = self._cache.get(fs_path)
         if entry is not None:
-            if entry.identity == (stat.st_ino, stat.st_size, stat.st_mtime_ns):
+            if entry.identity == (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns):
                 return entry
             self._drop(fs_path)
         if stat.st_size > _SMALL_FILE or stat.st_size > self.cache_size:
@@ -3346,8 +3367,9 @@ class StaticFiles:
             data = _pread(fd, opened.st_size, 0)
         finally:
             os.close(fd)
-        if (opened.st_ino, opened.st_size, opened.st_mtime_ns) != (
-                stat.st_ino, stat.st_size, stat.st_mtime_ns) or len(data) != stat.st_size:
+        if (opened.st_ino, opened.st_size, opened.st_mtime_ns, opened.st_ctime_ns) != (
+                stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) \
+                or len(data) != stat.st_size:
             return None  # changing under our feet: no caching now
         entry = _CachedFile(opened, guess_type(fs_path), data)
         while self._cache and self._cached_bytes + len(data) > self.cache_size:
@@ -3427,7 +3449,8 @@ class _CachedFile:
     __slots__ = ("identity", "fields", "data")
 
     def __init__(self, stat, content_type, data):
-        self.identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        # ctime too: a rewrite that puts the old mtime back still moves it.
+        self.identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         self.fields = (("Content-Type", content_type), ("ETag", make_etag(stat)),
                        ("Last-Modified", _last_modified(stat.st_mtime)),
                        ("Accept-Ranges", "bytes"), ("Content-Length", str(len(data))))
@@ -3909,7 +3932,10 @@ class Server:
         for key in ("BindAddress", "BindAddr", "LocalAddr"):
             if host is None and inet.get(key):
                 host = inet[key]
-        return host, int(80 if port is None else port), bool(inet.get("Reuse", 1))
+        port = int(80 if port is None else port)
+        if not 0 <= port <= 65535:
+            raise ValueError("port %d is not between 0 and 65535" % port)
+        return host, port, bool(inet.get("Reuse", 1))
 
     # -- life cycle
 
@@ -4207,6 +4233,7 @@ class Server:
         if not response._headers_sent:
             response._responded = response._finished = True
             response.code = 500
+            response.message = None
             response.headers = Headers({"Content-Type": "text/plain; charset=utf-8"})
             response._content = b"Internal Server Error\n"
             response._done_now()
@@ -4560,7 +4587,12 @@ def _cli_handler(args):
     """The handler the command line serves: a WSGI application or a directory."""
     if args.wsgi:
         sys.path.insert(0, os.getcwd())
-        return WSGIHandler(_import_object(args.wsgi), threads=args.threads), args.wsgi
+        try:
+            app = _import_object(args.wsgi)
+        except Exception as exc:  # the application's own import may fail any way
+            raise ValueError("cannot load --wsgi %s: %s: %s"
+                             % (args.wsgi, type(exc).__name__, exc)) from None
+        return WSGIHandler(app, threads=args.threads), args.wsgi
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):
         raise ValueError("root directory %s does not exist" % root)
@@ -4574,7 +4606,11 @@ def _cli_ssl_context(args):
         return None
     import ssl
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(args.certfile, args.keyfile)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError("cannot load --certfile %s: %s" % (
+            args.certfile, getattr(exc, "strerror", None) or exc)) from None
     return context
 
 
@@ -4595,8 +4631,11 @@ def main(argv=None):
             headers.set(name.strip(), value.strip())
         config["ssl_context"] = _cli_ssl_context(args)
         handler, what = _cli_handler(args)
-    except (ValueError, OSError, ImportError, AttributeError) as exc:
-        return _fail(getattr(exc, "strerror", None) or exc)
+        if config["access_log"] not in (None, "-"):
+            _open_access_log(config["access_log"])  # fails here, with its own message
+    except (ValueError, OSError) as exc:
+        return _fail(getattr(exc, "strerror", None) and "%s: %s" % (
+            exc.strerror, exc.filename) if getattr(exc, "filename", None) else exc)
     config["headers"] = headers.items()
     try:
         server = Server(handlers=[("", handler)], retry=0, **config).start()

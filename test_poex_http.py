@@ -6758,7 +6758,12 @@ def test_cli_bad_arguments_exit_1_with_one_line(procs, tmp_path):
         (["--wsgi", "no_such_module_xyz:app"], "No module named 'no_such_module_xyz'"),
         (["--wsgi", "pidapp:nope"], "nope"),
         (["--keyfile", "key.pem"], "--certfile"),
+        (["--certfile", "missing.pem"], "cannot load --certfile missing.pem"),
+        (["--wsgi", "broken:app"], "cannot load --wsgi broken:app: ZeroDivisionError"),
+        (["--port", "70000"], "port 70000 is not between 0 and 65535"),
+        (["--access-log", "no/such/dir/log"], "no/such/dir/log"),
     ]
+    (tmp_path / "broken.py").write_text("app = 1 / 0\n")
     for args, needle in cases:
         result = subprocess.run([sys.executable, "-m", "poex_http", "--port", "0"] + args,
                                 cwd=str(tmp_path), env=procs.env(), stdin=subprocess.DEVNULL,
@@ -6772,7 +6777,8 @@ def test_cli_bad_arguments_exit_1_with_one_line(procs, tmp_path):
         assert needle in lines[0]
         assert "Traceback" not in lines[0]
         if args[1] == "no_such_module_xyz:app":
-            assert lines[0] == "poex_http: No module named 'no_such_module_xyz'"
+            assert lines[0] == ("poex_http: cannot load --wsgi no_such_module_xyz:app: "
+                                "ModuleNotFoundError: No module named 'no_such_module_xyz'")
 
 
 # ====================================================================
@@ -7341,3 +7347,119 @@ def test_a_client_leaving_mid_upload_leaves_no_temporary_file(serve):
         wait_until(lambda: any(conn._body is not None and conn._body.file is not None
                                for conn in live.call(lambda: list(live.server.connections))))
     wait_until(lambda: not live.server.connections and fd_count() <= before)
+
+
+# --------------------------------------------------------------- regressions found in the second review
+
+def test_a_body_that_cannot_be_stored_gives_500_not_a_short_body(serve, monkeypatch):
+    import tempfile as _tempfile
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+    monkeypatch.setattr(_tempfile, "TemporaryFile", FullDisk)
+    seen = []
+    live = serve(handlers=[("", lambda req, resp: seen.append(req) or echo(req, resp))],
+                 limits=poex_http.Limits(spool_body=1000))
+    with RawClient(live.port) as client:
+        client.send(get("/", method="POST", headers=[("Content-Length", "5000")], body=b"x" * 5000))
+        status, headers, body = client.response()
+        assert status == 500 and headers["connection"] == "close"
+    assert seen == []
+
+
+def test_a_bad_reason_phrase_gives_500_not_a_silent_connection(serve):
+    def bad(req, resp):
+        resp.message = "Fine\r\nX-Injected: yes"
+        resp.content = b"never"
+        resp.done()
+    live = serve(handlers=[("", poex_http.threaded(bad))], keepalive=True)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert (status, body) == (500, b"Internal Server Error\n")
+        assert client.status_line == "HTTP/1.1 500 Internal Server Error"
+        assert "x-injected" not in headers
+
+
+def test_calls_from_a_thread_after_its_response_ended_reach_nothing(serve):
+    later = []
+
+    def first(req, resp):
+        def work():
+            resp.code = 1000  # cannot be sent: the reactor answers 500 instead
+            resp.send(b"one")
+            try:
+                # Queued before or after the reactor failed the first: either
+                # way none of it may reach the wire.
+                resp.send(b"INJECTED")
+            except RuntimeError:
+                pass  # the response had already been ended
+            later.append(True)
+        threading.Thread(target=work).start()
+
+    def second(req, resp):
+        resp.content = b"second"
+        resp.done()
+    live = serve(handlers=[("^/first", first), ("^/second", second)], keepalive=True)
+    with RawClient(live.port) as client:
+        client.send(get("/first") + get("/second"))
+        assert client.response()[0] == 500
+        wait_until(lambda: later)
+        assert client.response()[::2] == (200, b"second")
+        client.send(get("/second"))
+        assert client.response()[::2] == (200, b"second")
+        assert b"INJECTED" not in client.buffer
+
+
+def test_a_spooled_body_is_readable_after_the_response(serve):
+    kept = []
+
+    def early(req, resp):
+        resp.done()
+        kept.append(req.content)  # read after answering
+    live = serve(handlers=[("", early)], limits=poex_http.Limits(spool_body=1000))
+    with RawClient(live.port) as client:
+        client.send(get("/", method="POST", headers=[("Content-Length", "5000")], body=b"y" * 5000))
+        assert client.response()[0] == 200
+    wait_until(lambda: kept)
+    assert kept == [b"y" * 5000]
+
+
+def test_static_cache_keeps_one_content_type_and_sees_an_in_place_rewrite(serve, tmp_path):
+    target = tmp_path / "t.txt"
+    target.write_bytes(b"AAAA")
+    files = poex_http.StaticFiles(str(tmp_path))
+
+    def typed(req, resp):
+        resp.content_type = "text/x-mine"
+        files(req, resp)
+    live = serve(handlers=[("", typed)], keepalive=True)
+    for _ in range(2):  # the second answer comes from the cache
+        with RawClient(live.port) as client:
+            client.send(get("/t.txt"))
+            assert client.response()[2] == b"AAAA"
+            assert client.raw_head.count(b"Content-Type:") == 1
+            assert b"Content-Type: text/x-mine" in client.raw_head
+    stat = os.stat(str(target))
+    with open(str(target), "r+b") as handle:  # same size, old mtime put back
+        handle.write(b"BBBB")
+    os.utime(str(target), ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    wait_until(lambda: os.stat(str(target)).st_ctime_ns != stat.st_ctime_ns, timeout=3)
+    assert _get_body(live.port, "/t.txt")[2] == b"BBBB"
+
+
+def test_head_of_a_streamed_answer_gets_its_own_length(serve):
+    def streamed(req, resp):
+        resp.content = "x" * int(req.query_form()["n"])
+        resp.send(b"y")
+        resp.done()
+    live = serve(handlers=[("", streamed)], keepalive=True)
+    with RawClient(live.port) as client:
+        for n in (5, 50):
+            client.send(get("/?n=%d" % n, method="HEAD"))
+            status, headers, _ = client.response(method="HEAD")
+            assert headers.get("content-length") in (None, str(n + 1))
