@@ -4634,8 +4634,9 @@ def main(argv=None):
         if config["access_log"] not in (None, "-"):
             _open_access_log(config["access_log"])  # fails here, with its own message
     except (ValueError, OSError) as exc:
-        return _fail(getattr(exc, "strerror", None) and "%s: %s" % (
-            exc.strerror, exc.filename) if getattr(exc, "filename", None) else exc)
+        if isinstance(exc, OSError) and exc.strerror and exc.filename:
+            return _fail("%s: %s" % (exc.strerror, exc.filename))
+        return _fail(exc)
     config["headers"] = headers.items()
     try:
         server = Server(handlers=[("", handler)], retry=0, **config).start()
