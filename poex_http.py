@@ -1374,20 +1374,28 @@ class Reactor:
         self._thread_ident = threading.get_ident()
         self._stopping = False
         previous = {}
+        previous_wakeup = None
         if signals and threading.current_thread() is threading.main_thread():
+            import signal
             if signals is True:
-                import signal
                 signals = (signal.SIGINT, signal.SIGTERM)
+            # A Python signal handler runs only when the main thread next runs
+            # bytecode.  A signal that lands just before select() blocks, or
+            # on another thread, would wait for the next event; the C-level
+            # handler's byte on the wake-up socket makes select() return.
+            previous_wakeup = signal.set_wakeup_fd(self._wake_send.fileno(),
+                                                   warn_on_full_buffer=False)
             previous = self._install_signal_handlers(signals)
         try:
             while not self._stopping and self._has_work():
                 self._run_once()
         finally:
             self._thread_ident = None
-            if previous:
+            if previous_wakeup is not None:
                 import signal
                 for number, handler in previous.items():
                     signal.signal(number, handler)
+                signal.set_wakeup_fd(previous_wakeup)
 
     def stop(self):
         """Make ``run()`` return after the current turn; callable from any thread."""
@@ -4411,39 +4419,74 @@ class _Supervisor:
         self.size = max(server.prefork for server in servers)
         self.workers = {}  # pid -> start time
         self.stopping = False
+        self._restart_at = 0.0
+        self._wake_recv = self._wake_send = None
 
     def run(self):
+        import select
         import signal
+        # Signals and ended children both write a byte to this socket, so the
+        # wait below never sleeps through one (a Python handler runs only
+        # when bytecode runs, which a blocking waitpid() would postpone).
+        self._wake_recv, self._wake_send = socket.socketpair()
+        self._wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
         previous = {number: signal.signal(number, self._on_signal)
                     for number in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_child)
+        previous_wakeup = signal.set_wakeup_fd(self._wake_send.fileno(),
+                                               warn_on_full_buffer=False)
         try:
             while True:
-                if not self.stopping:
+                self._reap()
+                now = time.monotonic()
+                if not self.stopping and now >= self._restart_at:
                     self._start_workers()
-                if not self.workers:
+                if self.stopping and not self.workers:
                     break
+                timeout = None if self.stopping or now >= self._restart_at \
+                    else self._restart_at - now
+                select.select([self._wake_recv], [], [], timeout)
                 try:
-                    pid, status = os.waitpid(-1, 0)
-                except ChildProcessError:
-                    break
-                started = self.workers.pop(pid, None)
-                if started is None:
-                    continue
-                code = os.waitstatus_to_exitcode(status) if hasattr(
-                    os, "waitstatus_to_exitcode") else status
-                if not self.stopping:
-                    _log.warning("worker %d ended (status %s); starting another", pid, code)
-                    if time.monotonic() - started < self.RESTART_DELAY:
-                        time.sleep(self.RESTART_DELAY)
+                    while self._wake_recv.recv(4096):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
         finally:
+            signal.set_wakeup_fd(previous_wakeup)
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            self._wake_recv.close()
+            self._wake_send.close()
             for server in self.servers:
                 server.shutting_down = True
                 if server._listener is not None:
                     server._listener.close()
                     server._listener = None
                 self.reactor._remove_server(server)
+
+    def _reap(self):
+        """Collect every ended worker; a quick death delays its replacement."""
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            started = self.workers.pop(pid, None)
+            if started is None or self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status) if hasattr(
+                os, "waitstatus_to_exitcode") else status
+            _log.warning("worker %d ended (status %s); starting another", pid, code)
+            if time.monotonic() - started < self.RESTART_DELAY:
+                self._restart_at = time.monotonic() + self.RESTART_DELAY
+
+    @staticmethod
+    def _on_child(number, frame):
+        pass  # installed so that SIGCHLD reaches the wake-up socket
 
     def _on_signal(self, number, frame):
         import signal
@@ -4485,6 +4528,10 @@ class _Supervisor:
             # decides, and tells the workers with SIGTERM.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)
+            self._wake_recv.close()
+            self._wake_send.close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             self.reactor._after_fork()
             for server in self.servers:

@@ -3899,6 +3899,44 @@ def test_cli_second_signal_exits_at_once(big_root, tmp_path, signum):
             client.close()
 
 
+def test_signal_caught_on_another_thread_still_wakes_the_loop():
+    """A process-directed signal may be handled, at C level, by any thread.
+
+    The loop sleeps in select() with nothing due; it must wake for the
+    Python handler to run, not wait for the next connection or timer.
+    """
+    reactor = poex_http.Reactor()
+    server = poex_http.Server(handlers=[("", hello)], host="127.0.0.1", port=0,
+                              reactor=reactor).start()
+    outcome = {}
+
+    def signal_from_this_thread():
+        try:
+            wait_until(lambda: reactor._thread_ident is not None)
+            client = RawClient(server.port)
+            client.sock.sendall(get("/"))
+            outcome["reply"] = read_head(client)[0]  # the loop has gone back to select()
+            client.close()
+            signal.raise_signal(signal.SIGTERM)  # raise() targets the calling thread
+            outcome["stopped"] = wait_until(lambda: reactor._thread_ident is None, timeout=3)
+        except AssertionError:
+            outcome["stopped"] = False
+        finally:
+            if reactor._thread_ident is not None:
+                reactor.call_soon_threadsafe(reactor.stop)
+
+    helper = threading.Thread(target=signal_from_this_thread)
+    helper.start()
+    try:
+        reactor.run(signals=True)
+    finally:
+        helper.join(DEADLINE)
+        reactor.close()
+    assert outcome == {"reply": "HTTP/1.1 200 OK", "stopped": True}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1
+
+
 # ====================================================================
 # 6. Bind retry
 # ====================================================================
