@@ -7201,6 +7201,33 @@ def test_static_symlinked_index_and_siblings_stay_inside_the_root(serve, tmp_pat
         assert b"TOP SECRET" not in body and "content-encoding" not in headers
 
 
+def test_static_sibling_swapped_for_an_outside_link_is_not_served_from_memory(serve, tmp_path):
+    """Siblings are looked up once a second; one replaced by a symlink to
+    outside the root within that second must still not be sent."""
+    root = tmp_path / "root"
+    root.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP SECRET outside the root\n")
+    (root / "a.js").write_bytes(b"plain js")
+    static = poex_http.StaticFiles(str(root))
+    live = serve(handlers=[("", static)])
+    gzip_only = [("Accept-Encoding", "gzip")]
+    for _ in range(5):  # each try must fall within one second of the lookup cache
+        (root / "a.js.gz").write_bytes(b"gzipped js")
+        second = int(time.monotonic())
+        status, headers, body = _get_body(live.port, "/a.js", gzip_only)
+        assert (status, headers.get("content-encoding"), body) == (200, "gzip", b"gzipped js")
+        os.unlink(str(root / "a.js.gz"))
+        os.symlink(str(secret), str(root / "a.js.gz"))
+        status, headers, body = _get_body(live.port, "/a.js", gzip_only)
+        looked_up_again = int(time.monotonic()) != second
+        assert (status, headers.get("content-encoding"), body) == (200, None, b"plain js")
+        os.unlink(str(root / "a.js.gz"))
+        if not looked_up_again:
+            return
+    pytest.fail("every try crossed a second boundary")
+
+
 def test_pipelining_past_the_read_ahead_limit_is_answered_in_full(serve):
     gate = threading.Event()
 
