@@ -1516,18 +1516,22 @@ class FileTruncated(OSError):
 class _FileRegion:
     """Bytes of an open file to send: ``os.sendfile``, or blocks of ``blocksize``.
 
-    Owns the descriptor and closes it exactly once, whatever happens.
+    Owns the descriptor (unless told otherwise) and closes it exactly once,
+    whatever happens.
     """
 
-    __slots__ = ("fd", "offset", "remaining", "blocksize", "use_sendfile", "started")
+    __slots__ = ("fd", "offset", "remaining", "blocksize", "use_sendfile", "started",
+                 "owns_fd")
 
-    def __init__(self, fd, offset, length, blocksize, use_sendfile):
+    def __init__(self, fd, offset, length, blocksize, use_sendfile, owns_fd=True):
         self.fd = fd
         self.offset = offset
         self.remaining = length
         self.blocksize = max(1, blocksize)
         self.use_sendfile = use_sendfile
         self.started = False
+        # Several ranges of one file share its descriptor: the last closes it.
+        self.owns_fd = owns_fd
 
     def send(self, sock):
         """One send of the region; bytes sent.  Raises BlockingIOError when full."""
@@ -1557,7 +1561,8 @@ class _FileRegion:
     def close(self):
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
-            os.close(fd)
+            if self.owns_fd:
+                os.close(fd)
 
     def __len__(self):
         return self.remaining
@@ -2231,7 +2236,8 @@ class _HTTPConnection(_Transport):
                 pass  # not TCP (a Unix socket)
 
     def _on_file_done(self):
-        if self._corked:
+        # Several ranges queue several regions: stay corked until the last.
+        if self._corked and not any(item.__class__ is _FileRegion for item in self._out):
             self._corked = False
             try:
                 self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
@@ -2583,7 +2589,7 @@ class Response:
 
     __slots__ = ("request", "code", "message", "headers", "_content", "_conn",
                  "_responded", "_headers_sent", "_finished", "_streaming", "_unsent", "_lock",
-                 "_file_span")
+                 "_file_span", "_file_parts")
 
     def __init__(self, request=None, connection=None, code=200):
         self.request = request
@@ -2807,7 +2813,8 @@ class Response:
         Answers 404 for a missing file or a directory, 403 for an unreadable
         one; sets Content-Type (given, or guessed), Last-Modified, ETag and
         Accept-Ranges; answers conditional requests with 304 and a single
-        byte range with 206 (416 when unsatisfiable).  The body goes out
+        byte range with 206, several as multipart/byteranges (416 when
+        none can be satisfied).  The body goes out
         with ``os.sendfile`` where possible, else in ``blocksize`` blocks,
         never blocking the loop.
         """
@@ -2870,6 +2877,8 @@ class Response:
             os.close(fd)
             raise
         if answer is None:
+            if self._file_parts is not None:
+                return self._send_parts(fd, *self._file_parts)
             return self._send_region(fd, *self._file_span)
         os.close(fd)
         return self._send_whole(answer)
@@ -2909,15 +2918,18 @@ class Response:
                     headers.set("Content-Type", "text/plain; charset=utf-8")
                     return b"Requested range not satisfiable.\n"
                 if ranges is not None and len(ranges) == 1:
-                    # Several ranges are answered with the whole file (200),
-                    # which RFC 9110 §14.2 allows.
                     first, last = ranges[0]
                     self.code = 206
                     offset, length = first, last - first + 1
                     headers.set("Content-Range", "bytes %d-%d/%d" % (first, last, size))
+                elif ranges:
+                    self.code = 206
+                    self._file_parts = _byteranges(headers, ranges, size)
+                    return None
         else:
             headers._put("Last-Modified", last_modified)
         self._file_span = (offset, length, method == "HEAD")
+        self._file_parts = None
         return None
 
     def _send_region(self, fd, offset, length, head_only=False):
@@ -2947,6 +2959,43 @@ class Response:
         self._headers_sent = True
         conn._send_file(_FileRegion(fd, offset, length, server.blocksize,
                                     HAS_SENDFILE and server.use_sendfile and not conn.tls))
+        conn._finish_response()
+
+    def _send_parts(self, fd, parts, closing):
+        """Send ranges of ``fd`` as a multipart/byteranges body (``parts`` of
+        (part head, offset, length), then ``closing``), close ``fd``, and finish."""
+        total = sum(len(head) + length for head, _, length in parts) + len(closing)
+        self.headers._put("Content-Length", str(total))
+        conn = self._conn
+        if conn is None or conn.closed:
+            os.close(fd)
+            return self._send_whole(b"")
+        if total <= _SMALL_FILE:
+            try:
+                body = b"".join([head + _pread(fd, length, offset)
+                                 for head, offset, length in parts] + [closing])
+            finally:
+                os.close(fd)
+            return self._send_whole(body)
+        server = conn.server
+        use_sendfile = HAS_SENDFILE and server.use_sendfile and not conn.tls
+        last = len(parts) - 1
+        handed_over = False  # to the last region, which closes it
+        try:
+            conn._cork()
+            conn._start_response(self.code, self.message, self.headers._fields, b"", False)
+            self._headers_sent = True
+            for index, (head, offset, length) in enumerate(parts):
+                conn._send_body(head)
+                handed_over = index == last
+                conn._send_file(_FileRegion(fd, offset, length, server.blocksize,
+                                            use_sendfile, owns_fd=handed_over))
+            conn._send_body(closing)
+        except BaseException:
+            if not handed_over:
+                os.close(fd)
+            conn._on_file_done()  # uncork
+            raise
         conn._finish_response()
 
     def send_fd(self, fd, offset, length):
@@ -3072,6 +3121,19 @@ def _not_modified(header, etag, mtime):
         since = parse_http_date(if_modified_since)
         return since is not None and int(mtime) <= since
     return False
+
+
+def _byteranges(headers, ranges, size):
+    """RFC 9110 §14.6: make the answer multipart/byteranges; returns the
+    (part head, offset, length) of each range and the closing delimiter."""
+    # Random, so no file can be made to contain it.
+    boundary = os.urandom(12).hex()
+    part_type = headers.get("Content-Type") or "application/octet-stream"
+    headers.set("Content-Type", "multipart/byteranges; boundary=" + boundary)
+    parts = [(("\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n"
+               % (boundary, part_type, first, last, size)).encode("latin-1"),
+              first, last - first + 1) for first, last in ranges]
+    return parts, ("\r\n--%s--\r\n" % boundary).encode("ascii")
 
 
 def _if_range_holds(if_range, etag, mtime):

@@ -4647,9 +4647,49 @@ def test_sendfile_unsatisfiable_range_is_416(serve, files, spec):
     assert fields["content-length"] == str(len(body))
 
 
+def multipart_body(boundary, part_type, parts, size):
+    """The exact multipart/byteranges body for (first, last, data) parts."""
+    out = b""
+    for first, last, data in parts:
+        out += ("\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n"
+                % (boundary, part_type, first, last, size)).encode() + data
+    return out + ("\r\n--%s--\r\n" % boundary).encode()
+
+
+def boundary_of(fields):
+    media_type, _, parameter = fields["content-type"].partition("; boundary=")
+    assert media_type == "multipart/byteranges"
+    assert re.fullmatch(r"[0-9a-f]{24}", parameter), parameter
+    return parameter
+
+
+@pytest.mark.parametrize("spec, spans", [
+    ("bytes=0-0,5-5", [(0, 0), (5, 5)]),
+    ("bytes=0-1,3-4,10-12", [(0, 1), (3, 4), (10, 12)]),
+    ("bytes=-3,0-1", [(0, 1), (33, 35)]),                  # sorted
+    ("bytes=0-1,40-50,5-6", [(0, 1), (5, 6)]),              # the unsatisfiable one dropped
+    ("bytes=0-3,2-5,20-", [(0, 5), (20, 35)]),              # overlapping ones merged
+])
+def test_sendfile_several_ranges_are_multipart(serve, files, spec, spans):
+    live = file_server(serve, files)
+    status, fields, body = fetch(live.port, "/f/p.txt", headers=[("Range", spec)])
+    assert status == 206
+    assert "content-range" not in fields
+    boundary = boundary_of(fields)
+    assert body == multipart_body(boundary, "text/plain; charset=utf-8",
+                                  [(a, b, TEXT[a:b + 1]) for a, b in spans], 36)
+    assert fields["content-length"] == str(len(body))
+    assert fields["etag"] and fields["accept-ranges"] == "bytes"
+
+
+def test_sendfile_multipart_boundaries_differ(serve, files):
+    live = file_server(serve, files)
+    seen = {boundary_of(fetch(live.port, "/f/p.txt", headers=[("Range", "bytes=0-0,2-2")])[1])
+            for _ in range(3)}
+    assert len(seen) == 3
+
+
 @pytest.mark.parametrize("spec", [
-    "bytes=0-0,5-5",            # several ranges: the whole file
-    "bytes=0-1,3-4,10-12",
     "bytes=abc",                 # malformed: ignored
     "bytes=5-2",
     "bytes=1-2-3",
@@ -4658,7 +4698,7 @@ def test_sendfile_unsatisfiable_range_is_416(serve, files, spec):
     "bytes=\u00b2-5",           # a latin-1 "digit" that int() refuses
     "bytes=0-\u00b9",
 ])
-def test_sendfile_several_or_bad_ranges_give_the_whole_file(serve, files, spec):
+def test_sendfile_bad_ranges_give_the_whole_file(serve, files, spec):
     live = file_server(serve, files)
     status, fields, body = fetch(live.port, "/f/p.txt", headers=[("Range", spec)])
     assert (status, body) == (200, TEXT)
@@ -4727,6 +4767,25 @@ def test_sendfile_ranges_of_a_large_file(serve, files, options, spec, first, las
     assert status == 206
     assert fields["content-range"] == "bytes %d-%d/%d" % (first, last, len(BIG_FILE))
     assert body == BIG_FILE[first:last + 1]
+
+
+@pytest.mark.parametrize("options", SEND_MODES)
+def test_sendfile_multipart_ranges_of_a_large_file(serve, files, options):
+    """Parts larger than one read go out as file regions between their heads;
+    twice on one connection, so the framing must be exact."""
+    size = len(BIG_FILE)
+    spans = [(0, 99999), (150000, 250000), (size - 10, size - 1)]
+    spec = "bytes=%s" % ",".join("%d-%d" % span for span in reversed(spans))
+    live = file_server(serve, files, keepalive=100, **options)
+    with RawClient(live.port) as client:
+        for _ in range(2):
+            client.send(get("/f/big.bin", headers=[("Range", spec)]))
+            status, fields, body = client.response()
+            assert status == 206
+            assert body == multipart_body(boundary_of(fields), "application/octet-stream",
+                                          [(a, b, BIG_FILE[a:b + 1]) for a, b in spans], size)
+            assert fields["content-length"] == str(len(body))
+        assert client.buffer == b""
 
 
 def test_sendfile_falls_back_when_os_sendfile_fails_before_its_first_byte(serve, files, monkeypatch):
@@ -4879,6 +4938,25 @@ def _fd_case_range(live):
         MULTI[10:200001]
 
 
+def _fd_case_multipart(live):
+    status, fields, body = fetch(live.port, "/f/multi.bin",
+                                 headers=[("Range", "bytes=0-99999,200000-300000,-5")])
+    assert status == 206 and MULTI[200000:300001] in body
+
+
+def _fd_case_multipart_abort(live):
+    sock = connect_slow(live.port)
+    try:
+        sock.sendall(get("/f/multi.bin", headers=[("Range", "bytes=0-99,1000-")]))
+        status, fields, got = read_raw_head(sock)
+        while len(got) < 65536:
+            got += sock.recv(65536)
+        assert status == 206
+        assert fds_open_on(live.path) == 1, "the file should be open mid-transfer"
+    finally:
+        sock.close()
+
+
 def _fd_case_abort(live):
     sock = connect_slow(live.port)
     try:
@@ -4905,8 +4983,10 @@ def _fd_case_timeout(live):
 
 @pytest.mark.parametrize("options", SEND_MODES[:2])
 @pytest.mark.parametrize("case", [_fd_case_finished, _fd_case_head, _fd_case_304, _fd_case_416,
-                                  _fd_case_range, _fd_case_abort, _fd_case_timeout],
-                         ids=["finished", "head", "304", "416", "range", "abort", "timeout"])
+                                  _fd_case_range, _fd_case_multipart, _fd_case_multipart_abort,
+                                  _fd_case_abort, _fd_case_timeout],
+                         ids=["finished", "head", "304", "416", "range", "multipart",
+                              "multipart-abort", "abort", "timeout"])
 def test_sendfile_closes_file_descriptors(serve, files, case, options):
     live = file_server(serve, files, timeout=0.3 if case is _fd_case_timeout else 300, **options)
     live.path = files / "multi.bin"
@@ -6698,6 +6778,23 @@ def test_tls_wsgi_url_scheme_is_https(serve, pem):
     assert env["SERVER_PORT"] == str(live.port)
 
 
+def test_tls_multipart_ranges_arrive_intact(serve, pem, files):
+    live = file_server(serve, files, ssl_context=server_context(pem))
+    size = len(BIG_FILE)
+    spans = [(10, 80000), (200000, size - 1)]
+    conn = https(live.port, pem)
+    try:
+        conn.request("GET", "/f/big.bin", headers={"Range": "bytes=10-80000,200000-"})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 206
+    fields = {name.lower(): value for name, value in response.getheaders()}
+    assert body == multipart_body(boundary_of(fields), "application/octet-stream",
+                                  [(a, b, BIG_FILE[a:b + 1]) for a, b in spans], size)
+
+
 def test_tls_large_static_file_arrives_intact(serve, pem, tmp_path):
     root = tmp_path / "static"
     root.mkdir()
@@ -7271,6 +7368,21 @@ def test_a_header_that_cannot_be_sent_gives_500_and_keeps_framing(serve, wrap):
         assert client.response()[::2] == (200, b"ok\n")
     with pytest.raises(ValueError):
         poex_http.Response().header("X-Price", "10 \u20ac")
+
+
+@pytest.mark.parametrize("ranges", [None, "bytes=0-99999,200000-"], ids=["whole", "multipart"])
+def test_a_header_that_cannot_be_sent_with_a_big_file_gives_500_and_closes_it(
+        serve, files, ranges):
+    def euro_file(req, resp):
+        resp.headers._put("X-Price", "10 \u20ac")
+        resp.sendfile(str(files / "big.bin"))
+    live = serve(handlers=[("^/euro", euro_file), ("^/ok", hello)], keepalive=True)
+    headers = [("Range", ranges)] if ranges else []
+    with RawClient(live.port) as client:
+        client.send(get("/euro", headers=headers) + get("/ok"))
+        assert client.response()[::2] == (500, b"Internal Server Error\n")
+        assert client.response()[::2] == (200, b"Hello world\n")
+    wait_until(lambda: fds_open_on(files / "big.bin") == 0)
 
 
 def test_no_body_after_a_204_head_even_for_a_big_file(serve, tmp_path):
