@@ -1343,7 +1343,16 @@ class Reactor:
             caught.append(number)
             _log.info("signal %d: shutting down (again to exit at once)", number)
             self.call_soon_threadsafe(self.shutdown_servers)
-        return {number: signal.signal(number, on_signal) for number in numbers}
+        previous = {}
+        try:
+            for number in numbers:
+                previous[number] = signal.signal(number, on_signal)
+        except BaseException:  # a number that cannot be caught: leave none set
+            for number, handler in previous.items():
+                if handler is not None:
+                    signal.signal(number, handler)
+            raise
+        return previous
 
     def shutdown_servers(self):
         """Shut down every server on this reactor gracefully."""
@@ -1375,18 +1384,18 @@ class Reactor:
         self._stopping = False
         previous = {}
         previous_wakeup = None
-        if signals and threading.current_thread() is threading.main_thread():
-            import signal
-            if signals is True:
-                signals = (signal.SIGINT, signal.SIGTERM)
-            # A Python signal handler runs only when the main thread next runs
-            # bytecode.  A signal that lands just before select() blocks, or
-            # on another thread, would wait for the next event; the C-level
-            # handler's byte on the wake-up socket makes select() return.
-            previous_wakeup = signal.set_wakeup_fd(self._wake_send.fileno(),
-                                                   warn_on_full_buffer=False)
-            previous = self._install_signal_handlers(signals)
         try:
+            if signals and threading.current_thread() is threading.main_thread():
+                import signal
+                if signals is True:
+                    signals = (signal.SIGINT, signal.SIGTERM)
+                # A Python signal handler runs only when the main thread next
+                # runs bytecode.  A signal that lands just before select()
+                # blocks, or on another thread, would wait for the next event;
+                # the C-level handler's byte on the wake-up socket wakes it.
+                previous_wakeup = signal.set_wakeup_fd(self._wake_send.fileno(),
+                                                       warn_on_full_buffer=False)
+                previous = self._install_signal_handlers(signals)
             while not self._stopping and self._has_work():
                 self._run_once()
         finally:
@@ -1394,7 +1403,8 @@ class Reactor:
             if previous_wakeup is not None:
                 import signal
                 for number, handler in previous.items():
-                    signal.signal(number, handler)
+                    if handler is not None:  # None: set outside Python, cannot be restored
+                        signal.signal(number, handler)
                 signal.set_wakeup_fd(previous_wakeup)
 
     def stop(self):
@@ -2054,7 +2064,7 @@ class _HTTPConnection(_Transport):
         built = heads.get(key)
         if built is None:
             built = self._build_head(code, message, fields, body, complete, close)
-            if len(heads) < 256:
+            if len(heads) < 256 and code != 206:  # ranges and boundaries rarely repeat
                 heads[key] = built
         data, framing, length, close = built
         if framing == _FRAME_NONE:
@@ -2149,6 +2159,8 @@ class _HTTPConnection(_Transport):
     def _finish_response(self):
         """The handler is done: end the body, and complete once it is flushed."""
         self._finished = True
+        if self._corked and not self._file_queued():
+            self._uncork()
         if self._framing == _FRAME_CHUNKED:
             self._write(LAST_CHUNK)
         elif self._framing == _FRAME_LENGTH and self._remaining:
@@ -2235,14 +2247,23 @@ class _HTTPConnection(_Transport):
             except OSError:
                 pass  # not TCP (a Unix socket)
 
-    def _on_file_done(self):
-        # Several ranges queue several regions: stay corked until the last.
-        if self._corked and not any(item.__class__ is _FileRegion for item in self._out):
+    def _uncork(self):
+        if self._corked:
             self._corked = False
             try:
                 self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
             except OSError:
                 pass
+
+    def _on_file_done(self):
+        # Several ranges queue several regions, the first of which may be
+        # out before the next is queued: stay corked until the response is
+        # complete and its last region sent.
+        if self._corked and self._finished and not self._file_queued():
+            self._uncork()
+
+    def _file_queued(self):
+        return any(item.__class__ is _FileRegion for item in self._out)
 
     def _on_file_progress(self, sent):
         self.body_sent += sent
@@ -2953,7 +2974,7 @@ class Response:
             conn._cork()
             conn._start_response(self.code, self.message, self.headers._fields, b"", False)
         except BaseException:
-            conn._on_file_done()  # uncork
+            conn._uncork()
             os.close(fd)
             raise
         self._headers_sent = True
@@ -2994,7 +3015,7 @@ class Response:
         except BaseException:
             if not handed_over:
                 os.close(fd)
-            conn._on_file_done()  # uncork
+            conn._uncork()
             raise
         conn._finish_response()
 
@@ -4482,10 +4503,10 @@ class _Supervisor:
         self.workers = {}  # pid -> start time
         self.stopping = False
         self._restart_at = 0.0
-        self._wake_recv = self._wake_send = None
+        self._wake_recv = self._wake_send = self._selector = None
+        self._child_handler = None
 
     def run(self):
-        import select
         import signal
         # Signals and ended children both write a byte to this socket, so the
         # wait below never sleeps through one (a Python handler runs only
@@ -4493,12 +4514,18 @@ class _Supervisor:
         self._wake_recv, self._wake_send = socket.socketpair()
         self._wake_recv.setblocking(False)
         self._wake_send.setblocking(False)
-        previous = {number: signal.signal(number, self._on_signal)
-                    for number in (signal.SIGINT, signal.SIGTERM)}
-        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_child)
-        previous_wakeup = signal.set_wakeup_fd(self._wake_send.fileno(),
-                                               warn_on_full_buffer=False)
+        self._selector = selector = selectors.DefaultSelector()
+        selector.register(self._wake_recv, selectors.EVENT_READ)
+        previous = {}
+        previous_wakeup = None
         try:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                previous[number] = signal.signal(number, self._on_signal)
+            # Workers get back what the application had for SIGCHLD.
+            self._child_handler = previous[signal.SIGCHLD] = signal.signal(
+                signal.SIGCHLD, self._on_child)
+            previous_wakeup = signal.set_wakeup_fd(self._wake_send.fileno(),
+                                                   warn_on_full_buffer=False)
             while True:
                 self._reap()
                 now = time.monotonic()
@@ -4508,16 +4535,21 @@ class _Supervisor:
                     break
                 timeout = None if self.stopping or now >= self._restart_at \
                     else self._restart_at - now
-                select.select([self._wake_recv], [], [], timeout)
+                selector.select(timeout)
                 try:
                     while self._wake_recv.recv(4096):
                         pass
                 except (BlockingIOError, InterruptedError):
                     pass
         finally:
-            signal.set_wakeup_fd(previous_wakeup)
+            if self.workers and not self.stopping:
+                self._signal_workers(signal.SIGTERM)  # left by an error: not orphaned
+            if previous_wakeup is not None:
+                signal.set_wakeup_fd(previous_wakeup)
             for number, handler in previous.items():
-                signal.signal(number, handler)
+                if handler is not None:  # None: set outside Python, cannot be restored
+                    signal.signal(number, handler)
+            selector.close()
             self._wake_recv.close()
             self._wake_send.close()
             for server in self.servers:
@@ -4590,8 +4622,9 @@ class _Supervisor:
             # decides, and tells the workers with SIGTERM.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, self._child_handler or signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
+            self._selector.close()
             self._wake_recv.close()
             self._wake_send.close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

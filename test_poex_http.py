@@ -3101,6 +3101,46 @@ def test_prefork_recycles_a_worker_after_its_connections():
         assert program.stop() == 0
 
 
+PREFORK_WITH_MANY_FILES = """
+import os, resource, signal, sys
+import poex_http
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # past select()'s 1024
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the application's own choice
+
+def report(req, resp):
+    resp.content = "%d %s" % (os.getpid(), signal.getsignal(signal.SIGCHLD) is signal.SIG_IGN)
+    resp.done()
+
+server = poex_http.spawn(host="127.0.0.1", port=0, handler=report, prefork=1)
+print("listening on port %d" % server.port, flush=True)
+poex_http.run()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/task"),
+                    reason="prefork needs fork() and /proc")
+def test_prefork_supervisor_with_many_descriptors_keeps_the_sigchld_choice(tmp_path):
+    import resource
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1200:
+        pytest.skip("cannot open 1200 descriptors here")
+    script = tmp_path / "many_files.py"
+    script.write_text(PREFORK_WITH_MANY_FILES)
+    program = Program(str(script))
+    try:
+        port = int(program.read_line(r"listening on port (\d+)").group(1))
+        status, _, body = fetch(port, "/")
+        pid, ignored = body.decode().split()
+        assert (status, ignored) == (200, "True")
+        assert int(pid) != program.proc.pid
+        assert program.stop() == 0
+        wait_until(lambda: not os.path.exists("/proc/%s" % pid), timeout=3)  # not orphaned
+    finally:
+        program.kill()
+
+
 # --------------------------------------------------------------- life cycle: helpers
 
 def small_client(port, rcvbuf=4096, host="127.0.0.1", family=socket.AF_INET):
@@ -3897,6 +3937,18 @@ def test_cli_second_signal_exits_at_once(big_root, tmp_path, signum):
             assert status != 0
         finally:
             client.close()
+
+
+def test_run_with_a_signal_that_cannot_be_caught_leaves_no_handler_behind():
+    reactor = poex_http.Reactor()
+    reactor.call_soon(lambda: None)
+    try:
+        with pytest.raises(OSError):
+            reactor.run(signals=(signal.SIGTERM, signal.SIGKILL))
+    finally:
+        reactor.close()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1
 
 
 def test_signal_caught_on_another_thread_still_wakes_the_loop():
@@ -4786,6 +4838,27 @@ def test_sendfile_multipart_ranges_of_a_large_file(serve, files, options):
                                           [(a, b, BIG_FILE[a:b + 1]) for a, b in spans], size)
             assert fields["content-length"] == str(len(body))
         assert client.buffer == b""
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="Linux TCP_CORK")
+@pytest.mark.parametrize("options", SEND_MODES[:2])
+def test_sendfile_multipart_stays_corked_until_its_last_part(serve, files, monkeypatch, options):
+    """Part heads between file regions must not go out as small segments."""
+    uncorks = []
+    real = poex_http._HTTPConnection._uncork
+
+    def watched(conn):
+        if conn._corked:
+            uncorks.append((conn._finished, conn._file_queued()))
+        real(conn)
+    monkeypatch.setattr(poex_http._HTTPConnection, "_uncork", watched)
+    live = file_server(serve, files, keepalive=100, **options)
+    with RawClient(live.port) as client:
+        for _ in range(2):
+            client.send(get("/f/big.bin", headers=[("Range", "bytes=0-69999,100000-169999,-70000")]))
+            status, fields, body = client.response()
+            assert status == 206 and BIG_FILE[100000:170000] in body
+    assert uncorks == [(True, False), (True, False)]
 
 
 def test_sendfile_falls_back_when_os_sendfile_fails_before_its_first_byte(serve, files, monkeypatch):
