@@ -4492,8 +4492,8 @@ class _Supervisor:
     """The parent of prefork workers: starts them, replaces those that end,
     and on SIGTERM or SIGINT stops them gracefully (a second signal kills)."""
 
-    # A worker that ends sooner than this after its start is failing, not
-    # recycled: wait this long before starting its replacement.
+    # A worker that fails sooner than this after its start would fail again
+    # at once: wait this long before starting its replacement.
     RESTART_DELAY = 1.0
 
     def __init__(self, reactor, servers):
@@ -4574,6 +4574,9 @@ class _Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status) if hasattr(
                 os, "waitstatus_to_exitcode") else status
+            if code == 0:  # recycled after its connections: replaced at once
+                _log.info("worker %d recycled; starting another", pid)
+                continue
             _log.warning("worker %d ended (status %s); starting another", pid, code)
             if time.monotonic() - started < self.RESTART_DELAY:
                 self._restart_at = time.monotonic() + self.RESTART_DELAY
