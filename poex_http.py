@@ -216,7 +216,7 @@ _FORBIDDEN_CONTROL_RE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # RFC 9112 §7.1: chunk = chunk-size [ chunk-ext ] CRLF.  chunk-ext is
 # *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ).
 _CHUNK_LINE_RE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})"
+    rb"0*([0-9A-Fa-f]{1,16})"
     rb"((?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
     rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
     rb"|\"(?:[^\"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x09\x20-\x7e\x80-\xff])*\"))?)*)"
@@ -469,11 +469,14 @@ class _ChunkedReader:
             self.incomplete = False
             return _END_OF_MESSAGE
         limit = self.limits.max_header_size
-        if buffer[:1] == b"\n":
-            raise BadRequest("Chunked body not ended by CRLF.")
         # The same bound as a head: the fields with their line ends, the
         # final empty line not counted, may take ``max_header_size`` bytes.
         end = buffer.find(b"\r\n\r\n", 0, limit + 2)
+        # Lines of the chunked framing end with CRLF only, as chunk-size
+        # lines do: a bare LF is refused now, not after a timeout.
+        scanned = end + 2 if end >= 0 else min(len(buffer), limit + 2)
+        if buffer.count(b"\n", 0, scanned) != buffer.count(b"\r\n", 0, scanned):
+            raise BadRequest("Trailer line not ended by CRLF.")
         if end < 0:
             if len(buffer) > limit + 1:
                 raise HeaderFieldsTooLarge("Trailer section too large.")
@@ -543,10 +546,11 @@ class RequestParser:
             buffer = self._buffer = buffer.lstrip(b"\r\n")
             if not buffer:
                 return None
-        # The usual head ends with CRLF CRLF and has no bare LF line before
-        # it: found with two finds here; anything else takes the general way.
+        # The usual head ends with CRLF CRLF and has no bare LF before it
+        # (which could end an earlier, empty line): then the first CRLF CRLF
+        # is its end.  Anything else takes the general way.
         end = buffer.find(b"\r\n\r\n", 0, limits.max_header_size + 3)
-        if end >= 0 and buffer.find(b"\n\n", 0, end) < 0:
+        if end >= 0 and buffer.count(b"\n", 0, end) == buffer.count(b"\r\n", 0, end):
             head_end, consumed = end + 2, end + 4
         else:
             head_end, consumed = _find_blank_line(buffer, limits.max_header_size + 3)
@@ -624,8 +628,9 @@ class RequestParser:
                 raise BadRequest("Both Content-Length and Transfer-Encoding.")
             if not head.http11:
                 raise BadRequest("Transfer-Encoding in an HTTP/1.0 request.")
+            # RFC 9110 §5.6.1: empty list elements do not count.
             names = [coding.strip().lower()
-                     for value in codings for coding in value.split(",")]
+                     for value in codings for coding in value.split(",") if coding.strip()]
             for name in names:
                 if name != "chunked":
                     raise NotImplementedByServer(
@@ -641,9 +646,10 @@ class RequestParser:
             value = values.pop()
             if not value.isdigit() or not value.isascii():
                 raise BadRequest("Content-Length is not a number.")
-            if len(value) > 18:
-                raise ContentTooLarge("Content of %s... octets not accepted." % value[:20])
-            length = int(value)
+            digits = value.lstrip("0") or "0"
+            if len(digits) > 18:
+                raise ContentTooLarge("Content of %s... octets not accepted." % digits[:20])
+            length = int(digits)
             if length > self.limits.max_body:
                 raise ContentTooLarge("Content of %d octets not accepted." % length)
             head.content_length = length
@@ -2859,7 +2865,11 @@ class Response:
         except PermissionError:
             return self._finish_error(403, "Denied %s" % _quote_path(shown))
         except OSError as exc:
-            _log.error("sendfile: cannot open %s: %s", path, exc)
+            if exc.errno == errno.ENAMETOOLONG:  # no file can have that name
+                return self._finish_error(
+                    404, "No such file or directory %s" % _quote_path(shown))
+            # repr: the path comes from the client and may hold line breaks.
+            _log.error("sendfile: cannot open %r: %s", path, exc.strerror or exc)
             return self._finish_error(500, "Unable to open %s" % _quote_path(shown))
         try:
             stat = os.fstat(fd)
@@ -3589,6 +3599,9 @@ class _WorkerPool:
                 func(*args)
             except BaseException:  # the job reports its own errors
                 _log.exception("worker thread job failed")
+            # Not kept while waiting for the next job: a request's body (a
+            # temporary file, perhaps) would stay open as long.
+            func = args = None
 
 
 def _handler_raised_in_thread(response, where):
