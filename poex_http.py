@@ -717,6 +717,9 @@ _REASONS = {
     511: "Network Authentication Required",
 }
 _STATUS_LINES = {}
+# RFC 9110 §5.5: what a response field value or reason phrase may not hold
+# (every control character but HTAB), so nothing can split a response.
+_FORBIDDEN_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def reason_phrase(code):
@@ -733,8 +736,8 @@ def status_line(code, message=None):
                 raise ValueError("status code %r is not three digits" % (code,))
             line = _STATUS_LINES[code] = "HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code))
         return line
-    if "\r" in message or "\n" in message or "\0" in message:
-        raise ValueError("reason phrase holds CR, LF or NUL")
+    if _FORBIDDEN_VALUE_RE.search(message) is not None:
+        raise ValueError("reason phrase holds a control character")
     return "HTTP/1.1 %d %s\r\n" % (code, message)
 
 
@@ -752,16 +755,99 @@ LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+class _BodyWriter:
+    """Frames a response body (h11's writers are the model): ``frame(data)``
+    for each piece, ``end()`` for the closing bytes.  This base writes the
+    body as it is, for a body the close of the connection ends (HTTP/1.0
+    without a length)."""
+
+    __slots__ = ()
+    missing = 0              # bytes announced and never sent
+    excess = 0               # bytes sent beyond the announced length, cut
+    body_complete = False    # would ending now end the body as announced?
+
+    def __init__(self, length=None):
+        pass
+
+    def frame(self, data):
+        return data
+
+    def frame_file(self, length):
+        """``length`` bytes of a file go out next, unframed."""
+
+    def end(self):
+        return b""
+
+
+class _NoBodyWriter(_BodyWriter):
+    """HEAD, 1xx, 204 and 304: whatever the handler sends is dropped."""
+
+    __slots__ = ()
+    body_complete = True
+
+    def frame(self, data):
+        return b""
+
+
+class _LengthWriter(_BodyWriter):
+    """Content-Length framing (RFC 9112 §6.2): no more bytes than announced."""
+
+    __slots__ = ("missing", "excess")
+
+    def __init__(self, length):
+        self.missing = length
+        self.excess = 0
+
+    def frame(self, data):
+        if len(data) > self.missing:
+            self.excess += len(data) - self.missing
+            data = data[:self.missing]
+        self.missing -= len(data)
+        return data
+
+    def frame_file(self, length):
+        self.missing -= length
+
+    @property
+    def body_complete(self):
+        return not self.missing
+
+
+class _ChunkedWriter(_BodyWriter):
+    """Chunked transfer-coding (RFC 9112 §7.1); only the last chunk completes it."""
+
+    __slots__ = ()
+
+    def frame(self, data):
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    def frame_file(self, length):
+        raise ValueError("a file body needs a Content-Length")
+
+    def end(self):
+        return LAST_CHUNK
+
+
 # === 5. HTTP utilities ===
+
+# Response field names already checked (hot path: a handler sets the same
+# few names on every response).
+_CHECKED_NAMES = set()
+
 
 def _check_field(name, value):
     """A header field safe to put on the wire (no response splitting)."""
-    name = str(name)
-    value = str(value)
-    if not _TOKEN_RE.fullmatch(name.encode("latin-1", "replace")):
-        raise ValueError("invalid header name %r" % name)
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise ValueError("header value for %s holds CR, LF or NUL" % name)
+    if name.__class__ is not str:
+        name = str(name)
+    if value.__class__ is not str:
+        value = str(value)
+    if name not in _CHECKED_NAMES:
+        if not _TOKEN_RE.fullmatch(name.encode("latin-1", "replace")):
+            raise ValueError("invalid header name %r" % name)
+        if len(_CHECKED_NAMES) < 512:
+            _CHECKED_NAMES.add(name)
+    if _FORBIDDEN_VALUE_RE.search(value) is not None:
+        raise ValueError("header value for %s holds a control character" % name)
     if not value.isascii():
         try:
             value.encode("latin-1")
@@ -785,7 +871,7 @@ class Headers:
                 self.add(name, value)
 
     @classmethod
-    def _wrap(cls, fields):
+    def wrap(cls, fields):
         """Adopt a list of (name, value) pairs that are already checked."""
         headers = cls.__new__(cls)
         headers._fields = fields
@@ -862,7 +948,11 @@ class Headers:
         return [name for name, _ in self._fields]
 
     def copy(self):
-        return Headers._wrap(list(self._fields))
+        return Headers.wrap(list(self._fields))
+
+    def has_any(self, lower_names):
+        """Is any of these lower-case names present?"""
+        return not lower_names.isdisjoint(self._lookup())
 
     def __contains__(self, name):
         return name.lower() in self._lookup()
@@ -888,7 +978,7 @@ class Headers:
 
     def __eq__(self, other):
         if isinstance(other, Headers):
-            other = other._fields
+            other = other.items()
         elif isinstance(other, dict):
             other = list(other.items())
         elif not isinstance(other, list):
@@ -1219,10 +1309,10 @@ class TrustedProxies:
 class Timer:
     """A callback due at a monotonic deadline; ``cancel()`` is lazy."""
 
-    __slots__ = ("deadline", "sequence", "callback", "args", "cancelled", "_reactor")
+    __slots__ = ("deadline", "sequence", "callback", "args", "cancelled", "reactor")
 
     def __init__(self, reactor, deadline, sequence, callback, args):
-        self._reactor = reactor
+        self.reactor = reactor  # None once the timer has fired
         self.deadline = deadline
         self.sequence = sequence
         self.callback = callback
@@ -1233,35 +1323,14 @@ class Timer:
         """Forget the callback; the heap entry goes when it is reached or swept."""
         if not self.cancelled:
             self.cancelled = True
-            if self._reactor is not None:  # None once it has fired
-                self._reactor._cancelled_timers += 1
+            if self.reactor is not None:
+                self.reactor.timer_cancelled()
 
     def __lt__(self, other):
         # (deadline, sequence): equal deadlines keep the order they were set.
         if self.deadline == other.deadline:
             return self.sequence < other.sequence
         return self.deadline < other.deadline
-
-
-class _Waker:
-    """The read end of the socketpair that interrupts select() from other threads."""
-
-    __slots__ = ("reactor", "sock")
-
-    def __init__(self, reactor, sock):
-        self.reactor = reactor
-        self.sock = sock
-
-    def _on_readable(self):
-        # Empty the socket first, then clear the flag: a wake-up sent in
-        # between is either still in the socket or its callback is already
-        # queued; clearing first could swallow one and leave the flag set.
-        try:
-            while self.sock.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        self.reactor._wake_pending = False
 
 
 class Reactor:
@@ -1281,13 +1350,27 @@ class Reactor:
         self._servers = set()
         self._stopping = False
         self._thread_ident = None
-        self._wake_pending = False
-        wake_recv, self._wake_send = socket.socketpair()
-        wake_recv.setblocking(False)
-        self._wake_send.setblocking(False)
-        self._waker = _Waker(self, wake_recv)
-        self._selector.register(wake_recv, selectors.EVENT_READ, self._waker)
+        self._open_waker()
         self.now = time.monotonic()
+
+    def _open_waker(self):
+        """The socketpair that interrupts select() from other threads and signals."""
+        self._wake_pending = False
+        self._wake_recv, self._wake_send = socket.socketpair()
+        self._wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
+        self._selector.register(self._wake_recv, selectors.EVENT_READ, self)
+
+    def on_readable(self):
+        """The wake-up socket: empty it first, then clear the flag.  A wake-up
+        sent in between is either still in the socket or its callback is
+        already queued; clearing first could swallow one and leave the flag set."""
+        try:
+            while self._wake_recv.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._wake_pending = False
 
     # -- callbacks and timers
 
@@ -1315,6 +1398,10 @@ class Reactor:
         heapq.heappush(self._timers, timer)
         return timer
 
+    def timer_cancelled(self):
+        """A timer's cancel(): its heap entry waits to be swept."""
+        self._cancelled_timers += 1
+
     def in_reactor_thread(self):
         """True when called from the thread running the loop (or none runs it)."""
         ident = self._thread_ident
@@ -1323,7 +1410,7 @@ class Reactor:
     # -- file readiness
 
     def register(self, fileobj, events, handler):
-        """Watch ``fileobj``; ``handler._on_readable()`` / ``_on_writable()`` are called."""
+        """Watch ``fileobj``; ``handler.on_readable()`` / ``on_writable()`` are called."""
         self._selector.register(fileobj, events, handler)
 
     def modify(self, fileobj, events, handler):
@@ -1367,10 +1454,14 @@ class Reactor:
 
     # -- servers keep the loop alive
 
-    def _add_server(self, server):
+    @property
+    def servers(self):
+        return tuple(self._servers)
+
+    def add_server(self, server):
         self._servers.add(server)
 
-    def _remove_server(self, server):
+    def remove_server(self, server):
         self._servers.discard(server)
 
     # -- the loop
@@ -1435,9 +1526,9 @@ class Reactor:
             handler = key.data
             try:
                 if mask & selectors.EVENT_READ:
-                    handler._on_readable()
+                    handler.on_readable()
                 if mask & selectors.EVENT_WRITE:
-                    handler._on_writable()
+                    handler.on_writable()
             except Exception:
                 _log.exception("error in I/O callback of %r", handler)
         while timers and timers[0].deadline <= now:
@@ -1445,7 +1536,7 @@ class Reactor:
             if timer.cancelled:
                 self._cancelled_timers -= 1
                 continue
-            timer._reactor = None
+            timer.reactor = None
             self._call(timer.callback, timer.args)
         if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(timers):
             self._timers = timers = [timer for timer in timers if not timer.cancelled]
@@ -1466,25 +1557,18 @@ class Reactor:
     def close(self):
         """Release the selector and the wake-up sockets."""
         self._selector.close()
-        self._waker.sock.close()
+        self._wake_recv.close()
         self._wake_send.close()
 
-    def _after_fork(self):
+    def after_fork(self):
         """In a forked child: a selector and wake-up pair of its own.
 
         The parent's epoll instance is shared across fork(), so the child
         must not touch it; it only drops its copy of the descriptor.
         """
-        self._selector.close()
-        self._waker.sock.close()
-        self._wake_send.close()
+        self.close()
         self._selector = selectors.DefaultSelector()
-        wake_recv, self._wake_send = socket.socketpair()
-        wake_recv.setblocking(False)
-        self._wake_send.setblocking(False)
-        self._waker = _Waker(self, wake_recv)
-        self._selector.register(wake_recv, selectors.EVENT_READ, self._waker)
-        self._wake_pending = False
+        self._open_waker()
         self._ready.clear()
         self._timers.clear()
         self._cancelled_timers = 0
@@ -1672,7 +1756,7 @@ class _Transport:
             if not self.closed:
                 self._on_write_blocked()
 
-    def _on_writable(self):
+    def on_writable(self):
         if self._flush():
             self._update_events()
             self._on_drained()
@@ -1767,6 +1851,110 @@ class _Transport:
             pass
 
 
+# Response fields the server writes itself, from what the handler set.
+_SERVER_FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "connection"))
+
+
+class _HeadWriter:
+    """The one place where a response's status line and fields become bytes:
+    normal answers, error answers and protocol rejections alike.
+
+    Hot path (bench workload "hello"): a server answers the same few heads
+    over and over, so a head is built once a second at most and then found
+    in a dict by what it depends on.
+    """
+
+    __slots__ = ("_defaults", "_default_names", "_date", "_common", "_built")
+
+    def __init__(self, default_fields):
+        self._defaults = tuple((name.lower(), "%s: %s\r\n" % (name, value))
+                               for name, value in default_fields)
+        self._default_names = frozenset(["date"] + [lower for lower, _ in self._defaults])
+        self._date = None
+        self._common = ""
+        self._built = {}
+
+    def build(self, code, message, fields, body, complete, close, head_only, http11,
+              switching=False):
+        """(head bytes, body writer class, length, close) for a response.
+
+        ``complete``: ``body`` is the whole body unless a Content-Length was
+        set; ``close``: the connection closes after it (a ``Connection:
+        close`` field set by the handler closes it too); ``switching``: a
+        101 answer whose Connection and Upgrade fields are the handler's.
+        """
+        date = _date_cache.get()
+        built = self._built
+        if date is not self._date:
+            self._date = date
+            self._common = date + "".join(line for _, line in self._defaults)
+            built.clear()
+        key = (code, message, tuple(fields), len(body) if complete or head_only else None,
+               close, head_only, http11)
+        head = built.get(key)
+        if head is None:
+            head = self._build(code, message, fields, body, complete, close, head_only,
+                               http11, switching)
+            if len(built) < 256 and code >= 200 and code != 206:  # ranges rarely repeat
+                built[key] = head
+        return head
+
+    def _build(self, code, message, fields, body, complete, close, head_only, http11,
+               switching):
+        if code < 200 and not switching:
+            # A 1xx is never the final answer: the client would take the
+            # next response for this request's.
+            raise ValueError("status %d is informational, not a final answer" % code)
+        out = [status_line(code, message), ""]
+        overridden = ()
+        length = None
+        for name, value in fields:
+            lower = name.lower()
+            if lower in _SERVER_FRAMING_FIELDS and not switching:
+                if lower == "content-length":
+                    if _is_digits(value):
+                        length = int(value)
+                elif lower == "connection" and "close" in value.lower():
+                    close = True
+                continue  # framing is the server's business
+            if lower in self._default_names:
+                overridden += (lower,)
+            out.append(name + ": " + value + "\r\n")
+        if overridden:
+            out[1] = "".join(([] if "date" in overridden else [self._date]) + [
+                line for lower, line in self._defaults if lower not in overridden])
+        else:
+            out[1] = self._common
+        if head_only or not status_has_body(code):
+            writer = _NoBodyWriter
+            if head_only and status_has_body(code):
+                if length is None and body:
+                    length = len(body)  # what a GET would have announced
+            elif code != 304:
+                length = None
+        elif length is not None or complete:
+            writer = _LengthWriter
+            if length is None:
+                length = len(body)
+        elif http11:
+            writer = _ChunkedWriter
+        else:
+            writer = _BodyWriter  # until the connection closes
+            close = True
+        if length is not None:
+            out.append("Content-Length: %d\r\n" % length)
+        elif writer is _ChunkedWriter:
+            out.append("Transfer-Encoding: chunked\r\n")
+        if switching:
+            pass
+        elif close:
+            out.append("Connection: close\r\n")
+        elif not http11:
+            out.append("Connection: keep-alive\r\n")
+        out.append("\r\n")
+        return "".join(out).encode("latin-1"), writer, length, close
+
+
 class _BodyBuffer:
     """A request body as it arrives: in memory, or past ``spool`` bytes in a
     temporary file, so a large upload does not sit in the server's memory."""
@@ -1805,36 +1993,59 @@ class _BodyBuffer:
 
 
 # === 8. Connection ===
+#
+# One _HTTPConnection per client socket.  Its life is a state machine: the
+# state says what the connection waits for, and with it which deadline runs
+# and what happens when the client leaves (end of stream or a read error).
+#
+#   state      waits for                    deadline (on expiry)       client leaves         next
+#   HANDSHAKE  the TLS handshake            timeout (close)            close                 NEW
+#   NEW        a request's first byte       timeout (close)            close                 READING
+#   IDLE       the next request             keepalivetimeout (close)   close                 READING
+#   READING    the rest of the request      timeout (408, then close)  close                 HANDLING
+#   HANDLING   the handler's response       -                          close, the response   SENDING,
+#                                                                      is dropped            SWITCHED
+#   SENDING    the kernel to take the       -                          finish sending,       IDLE, READING,
+#              end of the response                                     then close            CLOSING
+#   CLOSING    the client to read our       linger_timeout (close)     close                 CLOSED
+#              last bytes (RFC 9112 §9.6)
+#   SWITCHED   another protocol (after 101) -                          the protocol is told  CLOSED
+#   CLOSED     nothing                      -                          -                     -
+#
+# In every state, output that the kernel refuses for ``timeout`` seconds
+# closes the connection.  "close" is _abort(): on_disconnect, then the socket
+# goes at once.  The one graceful way out is _close(): flush the output, then
+# linger in CLOSING when the client may still be sending (a protocol error,
+# or unread pipelined bytes), so that our close does not reset the answer.
+# A protocol error is answered through the same response path as a
+# handler's answer, with Connection: close.
 
-# Phases of a connection.
-_READING = 0    # waiting for, or receiving, a request
-_HANDLING = 1   # a request is with its handler, or its response is going out
-_CLOSING = 2    # the last response is out; draining input before the close
+_HANDSHAKE, _NEW, _IDLE, _READING, _HANDLING, _SENDING, _CLOSING, _SWITCHED, _CLOSED = range(9)
+_STATE_NAMES = ("HANDSHAKE", "NEW", "IDLE", "READING", "HANDLING", "SENDING", "CLOSING",
+                "SWITCHED", "CLOSED")
 
 _TCP_CORK = getattr(socket, "TCP_CORK", None)
-
-# Response fields the connection writes itself, from what the handler set.
-_SERVER_FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "connection"))
-
-# Response body framing.
-_FRAME_LENGTH = 0   # Content-Length
-_FRAME_CHUNKED = 1  # Transfer-Encoding: chunked
-_FRAME_CLOSE = 2    # until the connection closes (HTTP/1.0)
-_FRAME_NONE = 3     # no body: HEAD, 1xx, 204, 304
+# The send buffer a connection gets back after a streaming response made it
+# small: Linux's largest automatic size (tcp_wmem), capped by the kernel at
+# net.core.wmem_max.  Once set, a send buffer is no longer tuned by the
+# kernel, so the old size cannot simply be put back.
+_LARGE_SNDBUF = 4 * 2**20
 
 
 class _HTTPConnection(_Transport):
-    """One client socket: parser, output, timers, keep-alive and pipelining.
+    """One client socket: parser, output, deadline, keep-alive and pipelining.
 
-    The application side is reached through ``self.server``, which builds
-    the request and response objects, routes, and fires special handlers.
+    The application side is reached through ``self.server``, which routes
+    requests and fires special handlers.  ``Response`` drives the answer
+    through ``send_head``, ``send_body``, ``send_file`` and ``end_response``;
+    a protocol that took the connection over (see ``Response.upgrade``) uses
+    ``write``, ``close`` and ``abort``.
     """
 
-    __slots__ = ("server", "limits", "parser", "info", "phase", "keepalive_remaining",
-                 "deadline", "_timer", "_head", "_body", "_response", "_framing",
-                 "_remaining", "_will_close", "_linger", "_in_process_input",
-                 "_finished", "_eof", "_idle", "_trailers", "body_sent", "_drain_waiters",
-                 "tls", "_handshaking", "routes", "_corked")
+    __slots__ = ("server", "limits", "parser", "info", "tls", "state", "keepalive_remaining",
+                 "routes", "deadline", "_timer", "_head", "_body", "_response", "_writer",
+                 "_keep_alive", "_linger", "_in_process_input", "body_sent", "_drain_waiters",
+                 "_restore", "_protocol")
 
     def __init__(self, server, sock, info):
         super().__init__(server.reactor, sock)
@@ -1842,40 +2053,38 @@ class _HTTPConnection(_Transport):
         self.limits = server.limits
         self.parser = RequestParser(server.limits)
         self.info = info
-        self.phase = _READING
-        self.keepalive_remaining = server.keepalive
-        self.deadline = None
-        self._timer = None
-        self._head = None
-        self._body = None
-        self._response = None
-        self._framing = _FRAME_NONE
-        self._remaining = 0
-        self._will_close = False
-        self._linger = False
-        self._in_process_input = False
-        self._finished = False
-        self._eof = False
-        self._idle = False
-        self._trailers = None
-        self.body_sent = 0
-        self._drain_waiters = None
         self.tls = info.tls
-        self._handshaking = info.tls
+        self.state = _HANDSHAKE if info.tls else _NEW
+        self.keepalive_remaining = server.keepalive
         # The handler table as it was at accept: changes apply to new
         # connections (as in the Perl module).
-        self.routes = server.router._table
-        self._corked = False
+        self.routes = server.router.table
+        self.deadline = None
+        self._timer = None
+        self._head = None        # the request being answered
+        self._body = None        # its body while it arrives (a _BodyBuffer)
+        self._response = None
+        self._writer = None      # the framing of the response's body, once its head is out
+        self._keep_alive = False  # decided with each response's head
+        self._linger = False
+        self._in_process_input = False
+        self.body_sent = 0
+        self._drain_waiters = None
+        self._restore = None     # socket options the response changed, to put back
+        self._protocol = None
 
     def start(self):
         self._set_deadline(self.server.timeout)
         self._update_events()
 
+    def __repr__(self):
+        return "<_HTTPConnection %s %s>" % (self.info.ID, _STATE_NAMES[self.state])
+
     # -- TLS
 
     def _do_handshake(self):
         """One step of a non-blocking TLS handshake (bounded by ``timeout``)."""
-        import ssl
+        import ssl  # deferred: only TLS servers need it
         try:
             self.sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -1885,16 +2094,16 @@ class _HTTPConnection(_Transport):
         except (ssl.SSLError, OSError) as exc:
             # Plain HTTP on a TLS port, a client that hangs up, a bad hello.
             _log.debug("%s: TLS handshake failed: %s", self.info.ID, exc)
-            self._close(abort=True)
+            self._abort()
             return
         else:
-            self._handshaking = False
+            self.state = _NEW
             self._want_write = False
         self._update_events()
-        if not self._handshaking and self.sock.pending():
-            self._on_readable()
+        if self.state == _NEW and self.sock.pending():
+            self.on_readable()
 
-    # -- timers: one deadline per connection, one lazily re-armed timer
+    # -- the deadline: one per connection, one lazily re-armed timer
 
     def _set_deadline(self, seconds):
         """Time out ``seconds`` from now; 0 or None means never."""
@@ -1918,16 +2127,16 @@ class _HTTPConnection(_Transport):
             self._timer = self.reactor.call_at(deadline, self._on_timer)
             return
         self.deadline = None
-        if self.phase == _READING and self.parser.in_message:
+        if self.state == _READING:
             self._reject(RequestTimeout("Request not received in time."))
         else:
-            # Idle keep-alive, a blocked write or a lingering close: go quietly.
-            self._close(abort=True)
+            self._abort()  # quiet: idle, blocked, lingering or handshaking
 
     # -- input
 
-    def _on_readable(self):
-        if self._handshaking:
+    def on_readable(self):
+        state = self.state
+        if state == _HANDSHAKE:
             self._do_handshake()
             return
         try:
@@ -1935,60 +2144,42 @@ class _HTTPConnection(_Transport):
         except _WOULD_BLOCK:
             return
         except OSError as exc:
-            if self.tls and exc.__class__.__name__ in ("SSLZeroReturnError", "SSLEOFError"):
-                self._on_eof()  # the TLS form of a clean close
+            if not (self.tls and exc.__class__.__name__ in ("SSLZeroReturnError", "SSLEOFError")):
+                self.server.network_error(self, "read", exc)
+                self._abort(exc)
                 return
-            self.server._network_error(self, "read", exc)
-            self._close(abort=True)
-            return
+            data = b""  # the TLS form of a clean close
         if not data:
-            self._on_eof()
+            if state == _SENDING:
+                # The response is complete and still flushing: finish, then close.
+                self._keep_alive = False
+                self._pause_reading()
+            else:
+                self._abort()
             return
         if self.tls and self.sock.pending():
             # TLS may hold decrypted bytes the kernel no longer signals.
-            self.reactor.call_soon(self._on_readable)
-        if self.phase == _CLOSING:
-            return  # lingering: discard
-        parser = self.parser
-        parser._buffer = parser._buffer + data if parser._buffer else data
-        if self.phase == _READING:
-            if self._idle:
-                # The next request has begun: `timeout` applies from here
-                # until all of it has arrived.
-                self._idle = False
-                self._set_deadline(self.server.timeout)
+            self.reactor.call_soon(self.on_readable)
+        if state <= _READING:
+            self.parser.feed(data)
             self._process_input()
-        elif self.parser.buffered > self.limits.max_pipeline:
-            self._pause_reading()
-
-    def _on_eof(self):
-        self._eof = True
-        if self.phase == _CLOSING:
-            self._close(abort=True)
-        elif self.phase == _HANDLING and self._finished:
-            # The response is complete and still flushing: finish, then close.
-            self._will_close = True
-            self._pause_reading()
-        else:
-            # The client left mid-request or while its handler works.
-            self._close(abort=True)
+        elif state == _SWITCHED:
+            self._protocol_call(self._protocol.data_received, data)
+        elif state != _CLOSING:  # CLOSING discards what still arrives
+            self.parser.feed(data)  # pipelined behind the request being answered
+            if self.parser.buffered > self.limits.max_pipeline:
+                self._pause_reading()
 
     def _process_input(self):
-        """Parse and dispatch requests until one is in flight or bytes run out."""
+        """Parse and dispatch requests until one is with its handler or the bytes run out."""
         if self._in_process_input:
-            return
+            return  # a response that completed at once: the loop below goes on
         self._in_process_input = True
         parser = self.parser
         try:
-            while self.phase == _READING and not self.closed:
-                if parser._reader is None:
-                    if not parser._buffer:
-                        break  # nothing left to parse (the usual end of a turn)
-                    next_event = parser._parse_head
-                else:
-                    next_event = parser.next_event
+            while self.state <= _READING:
                 try:
-                    event = next_event()
+                    event = parser.next_event()
                 except HTTPError as exc:
                     self._reject(exc)
                     return
@@ -1997,221 +2188,248 @@ class _HTTPConnection(_Transport):
                 if event.__class__ is RequestHead:
                     self._head = event
                     if not event.has_body:
-                        self._body = b""
-                        self._dispatch()
+                        self._dispatch(b"", None)
                         continue
                     self._body = _BodyBuffer(self.limits.spool_body)
                     if event.expect_continue and not parser.buffered:
                         self._write(CONTINUE_RESPONSE)
                 elif event.__class__ is EndOfMessage:
+                    body, self._body = self._body, None
                     try:
-                        self._body = self._body.finish()
+                        content = body.finish()
                     except OSError as exc:
-                        self._body_lost(exc)
+                        self._body_lost(body, exc)
                         return
-                    self._trailers = event.trailers
-                    self._dispatch()
+                    self._dispatch(content, event.trailers)
                 else:
                     try:
                         self._body.add(event)
                     except OSError as exc:
-                        self._body_lost(exc)
+                        self._body_lost(self._body, exc)
                         return
         finally:
             self._in_process_input = False
-        if self.phase == _READING and not self.closed:
-            if self._eof:
-                self._close(abort=True)
-            elif not self._reading and len(parser._buffer) <= self.limits.max_pipeline:
+        if self.state <= _READING:
+            if parser.in_message and self.state != _READING:
+                if self.state == _IDLE:
+                    # The next request has begun: ``timeout`` applies from
+                    # here (from accept for a new connection) until it is in.
+                    self._set_deadline(self.server.timeout)
+                self.state = _READING
+            if not self._reading and parser.buffered <= self.limits.max_pipeline:
                 self._resume_reading()
 
-    def _body_lost(self, exc):
+    def _body_lost(self, body, exc):
         """A body that could not be stored (disk full, say): 500, not a short body."""
         _log.error("%s: cannot store a request body: %s", self.info.ID, exc)
-        self._body.close()
+        body.close()
         self._body = None
         self._reject(HTTPError(500, "The request body could not be stored."))
 
-    def _dispatch(self):
-        self.phase = _HANDLING
+    def _dispatch(self, content, trailers):
+        self.state = _HANDLING
         self.deadline = None
         self.body_sent = 0
-        self._framing = _FRAME_NONE
-        self._remaining = 0
-        self._finished = False
-        self._will_close = False
         if self.parser.buffered > self.limits.max_pipeline:
             self._pause_reading()
-        self.server._handle_request(self, self._head, self._body, self._trailers)
+        request = Request(self._head, content, self.info, trailers)
+        self._response = response = Response(request, self)
+        self.server.handle_request(self, request, response)
 
-    # -- the response, driven by Response
+    # -- the response on the wire: Response calls these
 
-    def _start_response(self, code, message, fields, body, complete):
-        """Send the head and the first body bytes of the current response.
+    def owns(self, response):
+        """Is ``response`` the one this open connection is answering?"""
+        return response is self._response and self.state == _HANDLING
 
-        ``complete`` is True when ``body`` is the whole body unless the
-        handler set a Content-Length (then the rest may follow by send()).
+    def send_head(self, response, body, complete, file=False):
+        """Write the head of ``response`` and the first ``body`` bytes.
+
+        ``complete``: ``body`` is the whole body, unless the handler set a
+        Content-Length (then the rest may follow by ``send_body``).  ``file``:
+        a file follows; hold back partial segments until it is out.  Raises
+        (a bad status, say) before anything is written.
         """
-        # Hot path (bench workload "hello"): a server answers the same few
-        # heads over and over, so a head is built once a second at most and
-        # then found in a dict by what it depends on.
         head = self._head
         server = self.server
         close = (not head.keep_alive or self.keepalive_remaining <= 1
                  or server.shutting_down or not server.keepalivetimeout)
-        key = (code, message, tuple(fields),
-               len(body) if complete or head.method == "HEAD" else None, close,
-               head.method == "HEAD", head.http11)
-        date = _date_cache.get()
-        heads = server._heads
-        if server._heads_date is not date:
-            heads.clear()
-            server._heads_date = date
-        built = heads.get(key)
-        if built is None:
-            built = self._build_head(code, message, fields, body, complete, close)
-            if len(heads) < 256 and code != 206:  # ranges and boundaries rarely repeat
-                heads[key] = built
-        data, framing, length, close = built
-        if framing == _FRAME_NONE:
-            body = b""
-        response = self._response
-        if response is not None and response._streaming:
-            self._make_hot()
-        self._framing = framing
-        self._remaining = length if framing == _FRAME_LENGTH else 0
-        self._will_close = close
-        self._write(data + self._frame_body(body) if body else data)
+        data, writer, length, close = server.response_heads.build(
+            response.code, response.message, response.headers.items(), body, complete,
+            close, head.method == "HEAD", head.http11)
+        self._writer = writer = writer(length)
+        self._keep_alive = not close
+        if file and not self.tls and _TCP_CORK is not None:
+            self._tune(socket.IPPROTO_TCP, _TCP_CORK, 1, 0)  # nginx's tcp_nopush
+        if response.streaming:
+            # No waiting in a large send buffer: each flush reaches the client
+            # promptly and paces the handler.
+            self._tune(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.stream_sndbuf,
+                       _LARGE_SNDBUF)
+        if body:
+            body = writer.frame(body)
+            self.body_sent += len(body)
+            data += body
+        self._write(data)
+        self._after_write(response)
 
-    def _build_head(self, code, message, fields, body, complete, close):
-        """(head bytes, framing, length, close) for a response."""
-        head = self._head
-        server = self.server
-        out = [_STATUS_LINES.get(code) or status_line(code) if message is None
-               else status_line(code, message), ""]
-        overridden = None
-        length = None
-        for name, value in fields:
-            lower = name.lower()
-            if lower in _SERVER_FRAMING_FIELDS:
-                if lower == "content-length":
-                    if value.isdigit():
-                        length = int(value)
-                elif lower == "connection" and "close" in value.lower():
-                    close = True
-                continue  # framing is the server's business
-            if lower in server._common_names:
-                overridden = overridden or set()
-                overridden.add(lower)
-            out.append(name + ": " + value + "\r\n")
-        out[1] = server._common_lines(overridden)
-        if head.method == "HEAD" or code < 200 or code == 204 or code == 304:
-            framing = _FRAME_NONE
-            if head.method == "HEAD" and code >= 200 and code != 204 and code != 304:
-                if length is None and body:
-                    length = len(body)
-            elif code != 304:
-                length = None
-        elif length is not None:
-            framing = _FRAME_LENGTH
-        elif complete:
-            framing = _FRAME_LENGTH
-            length = len(body)
-        elif head.http11:
-            framing = _FRAME_CHUNKED
+    def send_body(self, response, data):
+        """Write more of the body of ``response``, framed."""
+        if data and self.owns(response):
+            data = self._writer.frame(data)
+            self.body_sent += len(data)
+            self._write(data)
+            self._after_write(response)
+
+    def send_file(self, response, region):
+        """Queue ``region`` (a _FileRegion) as part of the body of ``response``."""
+        if not self.owns(response):
+            region.close()
+            return
+        self._writer.frame_file(region.remaining)
+        self._write_file(region)
+
+    def end_response(self, response, failed=False):
+        """The handler is done with ``response``; ``failed``: it gave up midway."""
+        if not self.owns(response):
+            return
+        self.state = _SENDING
+        writer = self._writer
+        if failed and not writer.body_complete:
+            self._keep_alive = False  # the client sees the body cut short
         else:
-            framing = _FRAME_CLOSE
-            close = True
-        if length is not None:
-            out.append("Content-Length: %d\r\n" % length)
-        elif framing == _FRAME_CHUNKED:
-            out.append("Transfer-Encoding: chunked\r\n")
-        if close:
-            out.append("Connection: close\r\n")
-        elif not head.http11:
-            out.append("Connection: keep-alive\r\n")
-        out.append("\r\n")
-        return "".join(out).encode("latin-1"), framing, length, close
-
-    def _make_hot(self):
-        """A streaming socket: no Nagle delay, a small send buffer, so each
-        flush reaches the client promptly and paces the handler."""
-        try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.stream_sndbuf)
-        except OSError:
-            pass  # a Unix socket has no TCP options
-
-    def _frame_body(self, data):
-        self.body_sent += len(data)
-        framing = self._framing
-        if framing == _FRAME_LENGTH:
-            if len(data) > self._remaining:
-                _log.warning("%s: response body longer than its Content-Length; cut",
-                            self.info.ID)
-                data = data[:self._remaining]
-            self._remaining -= len(data)
-            return data
-        if framing == _FRAME_CHUNKED:
-            return frame_chunk(data)
-        if framing == _FRAME_CLOSE:
-            return data
-        return b""
-
-    def _send_body(self, data):
-        if data:
-            self._write(self._frame_body(data))
-
-    def _finish_response(self):
-        """The handler is done: end the body, and complete once it is flushed."""
-        self._finished = True
-        if self._corked and not self._file_queued():
-            self._uncork()
-        if self._framing == _FRAME_CHUNKED:
-            self._write(LAST_CHUNK)
-        elif self._framing == _FRAME_LENGTH and self._remaining:
-            _log.warning("%s: response ended %d bytes short of its Content-Length",
-                        self.info.ID, self._remaining)
-            self._will_close = True
+            self._write(writer.end())
+            if writer.missing:
+                _log.warning("%s: response ended %d bytes short of its Content-Length",
+                             self.info.ID, writer.missing)
+                self._keep_alive = False
+        if writer.excess:
+            _log.warning("%s: response body %d bytes longer than its Content-Length; cut",
+                         self.info.ID, writer.excess)
         if not self._out and not self.closed:
             self._complete_request()
 
-    def _abort_response(self):
-        """A response that cannot be finished properly: close after what is sent."""
-        self._finished = True
-        self._will_close = True
-        if not self._out:
-            self._complete_request()
+    def switch_protocol(self, response, protocol):
+        """Answer 101 with the headers of ``response`` and hand the socket to
+        ``protocol`` (``connection_made(transport)``, ``data_received(data)``,
+        ``connection_lost(exc)``); nothing of HTTP stays behind."""
+        if not self.owns(response):
+            return
+        data, _, _, _ = self.server.response_heads.build(
+            101, response.message, response.headers.items(), b"", True, False, False, True,
+            switching=True)
+        self._write(data)
+        self.state = _SWITCHED
+        self.deadline = None
+        self._protocol = protocol
+        self._response = self._head = self._writer = None
+        self.server.request_done(self, response)
+        pending = self.parser.take_buffered()
+        self.parser = None
+        if not self.closed and self._protocol_call(protocol.connection_made, self) and pending:
+            self._protocol_call(protocol.data_received, pending)
+        if not self.closed and not self._reading:
+            self._resume_reading()
+
+    def _protocol_call(self, method, *args):
+        """Call the switched protocol; one that raises loses its connection."""
+        try:
+            method(*args)
+            return True
+        except Exception as exc:
+            _log.exception("%s: %r raised", self.info.ID, method)
+            self._abort(exc)
+            return False
+
+    # -- for a protocol that took the connection over
+
+    def write(self, data):
+        """Send bytes as they are (after ``Response.upgrade`` only)."""
+        if self.state != _SWITCHED:
+            raise RuntimeError("write() is for a connection switched to another protocol")
+        self._write(data)
+
+    def close(self):
+        """Close after what is queued has gone out."""
+        self._close()
+
+    def abort(self):
+        """Close at once, dropping what is queued."""
+        self._abort()
+
+    def pause_reading(self):
+        self._pause_reading()
+
+    def resume_reading(self):
+        self._resume_reading()
+
+    # -- socket options for one response
+
+    def _tune(self, level, option, value, restore):
+        """Set a socket option until the response ends (``_restore_options``)."""
+        try:
+            self.sock.setsockopt(level, option, value)
+        except OSError:
+            return  # not TCP (a Unix socket)
+        if self._restore is None:
+            self._restore = []
+        self._restore.append((level, option, restore))
+
+    def _restore_options(self):
+        restore, self._restore = self._restore, None
+        for level, option, value in restore:
+            try:
+                self.sock.setsockopt(level, option, value)
+            except OSError:
+                pass
+
+    # -- output events
+
+    def _after_write(self, response):
+        if response.streaming and not self._out and not self.closed:
+            self._stream_flushed(response)
+
+    def _stream_flushed(self, response):
+        """A streaming response's output reached the kernel: tell the handler."""
+        self.reactor.call_soon(self._fire_stream_request, response)
+
+    def _fire_stream_request(self, response):
+        if self.owns(response) and not response.finished:
+            if not self.server.call_special("stream_request", response.request, response):
+                response.fail()
 
     def _on_write_blocked(self):
         self._set_deadline(self.server.timeout)
 
-    def _on_writable(self):
-        if self._handshaking:
+    def on_writable(self):
+        if self.state == _HANDSHAKE:
             self._do_handshake()
         else:
-            _Transport._on_writable(self)
+            super().on_writable()
 
     def _on_drained(self):
         if self._drain_waiters:
             self._wake_drain_waiters()
-        if self.phase == _HANDLING:
+        state = self.state
+        if state == _SENDING:
             self.deadline = None
-            if self._finished:
-                self._complete_request()
-            elif self._response is not None and self._response._streaming:
-                self._stream_flushed()
-        elif self.phase == _CLOSING:
-            self._linger_or_close()
+            self._complete_request()
+        elif state == _HANDLING:
+            self.deadline = None
+            response = self._response
+            if response.streaming and not response.finished:
+                self._stream_flushed(response)
+        elif state == _CLOSING:
+            self._linger_or_abort()
+        else:
+            self.deadline = None
 
     def _on_write_progress(self):
         self._set_deadline(self.server.timeout)
         if self._drain_waiters and self._out_size <= self.limits.output_low_water:
             self._wake_drain_waiters()
 
-    # -- back-pressure and streaming
-
-    def _wait_drain(self, callback):
+    def wait_drain(self, callback):
         """Call ``callback()`` once queued output is at the low watermark."""
         if self.closed or self._out_size <= self.limits.output_low_water:
             self.reactor.call_soon(callback)
@@ -2225,51 +2443,9 @@ class _HTTPConnection(_Transport):
         for callback in waiters or ():
             self.reactor.call_soon(callback)
 
-    def _stream_flushed(self):
-        """A streaming response's output reached the kernel: tell the handler."""
-        response = self._response
-        self.reactor.call_soon(self.server._stream_request, self, response)
-
-    def _after_stream_write(self):
-        if not self._out and not self.closed:
-            self._stream_flushed()
-
     def _on_write_error(self, exc):
-        self.server._network_error(self, "write", exc)
-        self._close(abort=True)
-
-    def _send_file(self, region):
-        """Queue the body of the current response from a file."""
-        self._remaining -= region.remaining
-        self._write_file(region)
-
-    def _cork(self):
-        """Hold back partial segments while a head and a file go out, so the
-        client gets full-size segments (Linux TCP_CORK; nginx's tcp_nopush)."""
-        if _TCP_CORK is not None and not self.tls and not self._corked:
-            try:
-                self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
-                self._corked = True
-            except OSError:
-                pass  # not TCP (a Unix socket)
-
-    def _uncork(self):
-        if self._corked:
-            self._corked = False
-            try:
-                self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
-            except OSError:
-                pass
-
-    def _on_file_done(self):
-        # Several ranges queue several regions, the first of which may be
-        # out before the next is queued: stay corked until the response is
-        # complete and its last region sent.
-        if self._corked and self._finished and not self._file_queued():
-            self._uncork()
-
-    def _file_queued(self):
-        return any(item.__class__ is _FileRegion for item in self._out)
+        self.server.network_error(self, "write", exc)
+        self._abort(exc)
 
     def _on_file_progress(self, sent):
         self.body_sent += sent
@@ -2278,79 +2454,92 @@ class _HTTPConnection(_Transport):
         if isinstance(exc, FileTruncated):
             _log.warning("%s: file shrank while being sent; closing", self.info.ID)
         else:
-            self.server._network_error(self, "sendfile", exc)
-        self._close(abort=True)
+            self.server.network_error(self, "sendfile", exc)
+        self._abort(exc)
+
+    # -- between requests
 
     def _complete_request(self):
         """The response is on the wire: post_request, then keep alive or close."""
         response = self._response
-        self._response = None
-        self._head = None
-        self._body = None
-        self._trailers = None
-        self.phase = _READING
+        self._response = self._head = self._writer = None
+        if self._restore:
+            self._restore_options()
         if self.keepalive_remaining > 0:
             self.keepalive_remaining -= 1
         server = self.server
-        if response is not None and (server.access_log is not None
-                                     or "post_request" in server.router.specials):
-            server._request_done(self, response)
+        server.request_done(self, response)
         if self.closed:
             return
-        if self._will_close or self._eof or server.shutting_down:
+        if not self._keep_alive or server.shutting_down:
             self._close()
-            return
-        if self.parser._buffer and self.parser.in_message:
+        elif self.parser.in_message:
+            self.state = _READING  # pipelined: the next request is here
             self._set_deadline(server.timeout)
             self._process_input()
         elif not server.keepalivetimeout:
             self._close()  # a keep-alive timeout of 0 closes at once
         else:
-            self._idle = True
+            self.state = _IDLE
             self._set_deadline(server.keepalivetimeout)
             if not self._reading:
                 self._resume_reading()
 
+    def server_shutting_down(self):
+        """The server stops: close when idle, else finish what is under way."""
+        if self.state == _IDLE:
+            self._close()
+        elif self.state == _NEW:
+            # Accepted but not heard from yet: a short chance to send its
+            # request, which is then answered with Connection: close.
+            server = self.server
+            self._set_deadline(min(server.timeout or 5, server.keepalivetimeout or 5))
+        elif self.state == _SWITCHED:
+            shutdown = getattr(self._protocol, "server_shutdown", None)
+            if shutdown is None:
+                self._close()
+            else:
+                self._protocol_call(shutdown)
+
     # -- errors and closing
 
     def _reject(self, exc):
-        """Answer a protocol error and close: the one place errors become bytes."""
-        self.phase = _HANDLING
+        """Answer a protocol error, then close: the one place errors become answers."""
         self._linger = True
-        self._finished = True
-        self._will_close = True
-        status, headers, content = self.server._protocol_error(self, exc)
+        error = self.server.protocol_error(self, exc)
         if self.closed:
             return
-        out = [status_line(status), _date_cache.get()]
-        names = {name.lower() for name, _ in headers}
-        for lower, line in self.server._default_header_lines:
-            if lower not in names:
-                out.append(line)
-        for name, value in headers:
-            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                out.append("%s: %s\r\n" % (name, value))
-        out.append("Content-Length: %d\r\nConnection: close\r\n\r\n" % len(content))
-        self._write("".join(out).encode("latin-1") + content)
-        if not self._out and not self.closed:
-            self._complete_request()
+        content = error.content
+        head = self._head = RequestHead("ERROR", "/", "HTTP/1.1", [])
+        head.keep_alive = False
+        self.state = _HANDLING
+        self.body_sent = 0
+        # As in the Perl module, post_request then sees a stand-in request
+        # with method ERROR and target /.
+        response = self._response = Response(Request(head, b"", self.info), self, error.code)
+        response.message = error.message
+        response.headers = error.headers
+        response.content = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        try:
+            response.done()
+        except ValueError:  # a header on_error set cannot be sent
+            _log.exception("%s: the error answer cannot be sent", self.info.ID)
+            response.fail()
 
-    def _close(self, abort=False):
-        """Close now (``abort``), or after the output drains, lingering if need be."""
+    def _close(self):
+        """Close gracefully: after the output drains, lingering if need be."""
         if self.closed:
             return
-        if abort:
-            self._shut()
-            return
-        self.phase = _CLOSING
+        self.state = _CLOSING
         if self._out:
             self._set_deadline(self.server.timeout)
-            return  # _on_drained comes back here
-        self._linger_or_close()
+            return  # _on_drained comes back
+        self._linger_or_abort()
 
-    def _linger_or_close(self):
-        if not (self._linger or self.parser.buffered) or self._eof:
-            self._shut()
+    def _linger_or_abort(self):
+        parser = self.parser
+        if not (self._linger or parser is not None and parser.buffered):
+            self._abort()
             return
         # RFC 9112 §9.6: close in stages so unread input cannot reset the
         # connection before the client has read our last response.
@@ -2358,26 +2547,36 @@ class _HTTPConnection(_Transport):
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
-            self._shut()
+            self._abort()
             return
-        self.parser = RequestParser(self.limits)
         self._set_deadline(self.limits.linger_timeout)
         self._resume_reading()
 
-    def _shut(self):
-        if self._body.__class__ is _BodyBuffer:
+    def _abort(self, exc=None):
+        """Close now: on_disconnect while the addresses are readable, then the socket."""
+        if self.closed:
+            return
+        if self._body is not None:
             self._body.close()  # a body still arriving
+            self._body = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.deadline = None
-        response = self._response
+        self.state = _CLOSED
         self._response = None
-        self._close_socket()
         self.info.aborted = True
+        self.server.connection_closing(self)
+        self._close_socket()
         if self._drain_waiters:
             self._wake_drain_waiters()
-        self.server._connection_closed(self, response)
+        self.server.connection_closed(self)
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            try:
+                protocol.connection_lost(exc)
+            except Exception:
+                _log.exception("%s: connection_lost of %r raised", self.info.ID, protocol)
 
 
 # === 9. Request, response, connection info, error ===
@@ -2410,6 +2609,16 @@ class URI:
 
     def __repr__(self):
         return "URI(%r)" % self.target
+
+
+def _address_parts(address):
+    """(ip, port) of a socket address; IPv4-mapped IPv6 shown as IPv4."""
+    if isinstance(address, tuple):
+        ip, port = address[0], address[1]
+        if ip.startswith("::ffff:") and "." in ip:
+            ip = ip[7:]
+        return ip, port
+    return (address or None), None  # Unix socket: the path, no port
 
 
 class Connection:
@@ -2453,28 +2662,18 @@ class Connection:
         return "<Connection %s %s:%s>" % (self.ID, self.remote_ip, self.remote_port)
 
 
-def _address_parts(address):
-    """(ip, port) of a socket address; IPv4-mapped IPv6 shown as IPv4."""
-    if isinstance(address, tuple):
-        ip, port = address[0], address[1]
-        if ip.startswith("::ffff:") and "." in ip:
-            ip = ip[7:]
-        return ip, port
-    return (address or None), None  # Unix socket: the path, no port
-
-
-_NO_TRAILERS = Headers._wrap(())
+_NO_TRAILERS = Headers.wrap(())
 
 
 class Request:
     """An HTTP request, complete with its body."""
 
     __slots__ = ("method", "path", "protocol", "_content", "body_file", "connection",
-                 "trailers", "_head", "_headers", "_uri", "_client")
+                 "trailers", "head", "_headers", "_uri", "_client")
 
     def __init__(self, head, content, connection, trailers=None):
         self._client = None
-        self._head = head
+        self.head = head  # the RequestHead as parsed
         self.method = head.method
         self.path = head.path
         self.protocol = head.version
@@ -2485,7 +2684,7 @@ class Request:
             self._content = None
             self.body_file = content
         self.connection = connection
-        self.trailers = Headers._wrap(list(trailers)) if trailers else _NO_TRAILERS
+        self.trailers = Headers.wrap(list(trailers)) if trailers else _NO_TRAILERS
         self._headers = None
         self._uri = None
 
@@ -2557,7 +2756,7 @@ class Request:
     def headers(self):
         """The request's header fields (a ``Headers``)."""
         if self._headers is None:
-            self._headers = Headers._wrap(self._head.fields)
+            self._headers = Headers.wrap(self.head.fields)
         return self._headers
 
     def header(self, name, default=None):
@@ -2567,20 +2766,20 @@ class Request:
     @property
     def uri(self):
         if self._uri is None:
-            head = self._head
+            head = self.head
             self._uri = URI(head.target, head.path, head.query)
         return self._uri
 
     @property
     def query(self):
-        return self._head.query
+        return self.head.query
 
     def query_form(self):
         return self.uri.query_form()
 
     @property
     def host(self):
-        return self._head.host
+        return self.head.host
 
     @property
     def content_type(self):
@@ -2589,9 +2788,9 @@ class Request:
     @property
     def content_length(self):
         """The body's length in bytes (None when the request announced none)."""
-        if self._head.chunked:
+        if self.head.chunked:
             return self.body_length()
-        return self._head.content_length
+        return self.head.content_length
 
     def form(self):
         """Query and url-encoded body fields as a dict (the body wins)."""
@@ -2603,7 +2802,72 @@ class Request:
         return values
 
     def __repr__(self):
-        return "<Request %s %s %s>" % (self.method, self._head.target, self.protocol)
+        return "<Request %s %s %s>" % (self.method, self.head.target, self.protocol)
+
+
+# O_NONBLOCK: opening a FIFO must not block the loop (it is refused as not
+# a regular file).
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+               | getattr(os, "O_NONBLOCK", 0))
+# Files up to this size are read and sent with their head in one write.
+_SMALL_FILE = 65536
+
+
+_last_modified_cache = {}
+
+
+def _last_modified(mtime):
+    """Last-Modified for an mtime; files served often share a few mtimes."""
+    seconds = int(mtime)
+    text = _last_modified_cache.get(seconds)
+    if text is None:
+        if len(_last_modified_cache) > 256:
+            _last_modified_cache.clear()
+        text = _last_modified_cache[seconds] = format_http_date(seconds)
+    return text
+
+
+def _not_modified(header, etag, mtime):
+    """RFC 9110 §13.2.2: If-None-Match first, else If-Modified-Since."""
+    if_none_match = header("If-None-Match")
+    if if_none_match is not None:
+        return etag_matches(if_none_match, etag, weak=True)
+    if_modified_since = header("If-Modified-Since")
+    if if_modified_since:
+        since = parse_http_date(if_modified_since)
+        return since is not None and int(mtime) <= since
+    return False
+
+
+def _byteranges(headers, ranges, size):
+    """RFC 9110 §14.6: make the answer multipart/byteranges; returns the
+    (part head, offset, length) of each range and the closing delimiter."""
+    # Random, so no file can be made to contain it.
+    boundary = os.urandom(12).hex()
+    part_type = headers.get("Content-Type") or "application/octet-stream"
+    headers.set("Content-Type", "multipart/byteranges; boundary=" + boundary)
+    parts = [(("\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n"
+               % (boundary, part_type, first, last, size)).encode("latin-1"),
+              first, last - first + 1) for first, last in ranges]
+    return parts, ("\r\n--%s--\r\n" % boundary).encode("ascii")
+
+
+def _if_range_holds(if_range, etag, mtime):
+    """RFC 9110 §13.1.5: a Range applies only if If-Range still matches."""
+    if not if_range:
+        return True
+    if_range = if_range.strip()
+    if if_range.startswith('"') or if_range.startswith("W/"):
+        return if_range == etag  # strong comparison
+    since = parse_http_date(if_range)
+    return since is not None and int(mtime) == since
+
+
+def _error_page(code, text):
+    """The HTML page of an HTTP error; everything echoed is escaped."""
+    title = "Error %d: %s" % (code, reason_phrase(code))
+    return ("<html><head><title>%s</title></head><body><h1>%s</h1><p>%s</p></body></html>"
+            % (title, title, _html_escape(text))).encode("utf-8")
 
 
 class Response:
@@ -2615,8 +2879,7 @@ class Response:
     """
 
     __slots__ = ("request", "code", "message", "headers", "_content", "_conn",
-                 "_responded", "_headers_sent", "_finished", "_streaming", "_unsent", "_lock",
-                 "_file_span", "_file_parts")
+                 "_responded", "_headers_sent", "_finished", "_streaming", "_unsent", "_lock")
 
     def __init__(self, request=None, connection=None, code=200):
         self.request = request
@@ -2647,10 +2910,7 @@ class Response:
 
     @content_type.setter
     def content_type(self, value):
-        value = str(value)
-        if "\n" in value or "\r" in value or "\0" in value or not value.isascii():
-            _check_field("Content-Type", value)  # raises the right ValueError
-        self.headers._put("Content-Type", value)  # hot path: the name is known good
+        self.headers.set("Content-Type", value)
 
     @property
     def content(self):
@@ -2687,9 +2947,12 @@ class Response:
 
     def _content_bytes(self):
         content = self._content
-        if isinstance(content, str):
-            return content.encode("utf-8")
-        return bytes(content)
+        return content.encode("utf-8") if content.__class__ is str else bytes(content)
+
+    def _wire(self):
+        """The connection, while it is answering this response; else None."""
+        conn = self._conn
+        return conn if conn is not None and conn.owns(self) else None
 
     # -- sending
 
@@ -2704,27 +2967,23 @@ class Response:
     def _handed_over(self, method, args):
         """Run a call a worker thread made; if it fails (a bad header, say),
         the response ends as a failed handler's would, never stuck."""
-        conn = self._conn
-        if conn is None or conn.closed or conn._response is not self:
-            if method is Response._send_region:
+        if self._wire() is None:
+            if method == self._send_region:
                 os.close(args[0])  # the file descriptor it was to send
             return  # this response is over: nothing may reach the wire
         try:
-            method(self, *args)
+            method(*args)
         except Exception:
             _log.exception("%s of %r failed", method.__name__, self)
-            conn = self._conn
-            if conn is not None:
-                conn.server._handler_failed(conn, self)
+            self._fail_now()
 
     def respond(self):
         """Send the status line, headers and ``content``; only once."""
         if self._responded:
             raise RuntimeError("respond() called more than once for this request")
         self._responded = True
-        if self._off_thread(Response._respond_now):
-            return
-        self._respond_now()
+        if not self._off_thread(self._respond_now):
+            self._respond_now()
 
     def _respond_now(self):
         if self._headers_sent:
@@ -2732,11 +2991,10 @@ class Response:
             return
         self._send_head(self._content_bytes(), complete=True)
 
-    def _send_head(self, body, complete):
-        conn = self._conn
-        if conn is not None and not conn.closed and conn._response is self:
-            # Raises (a bad status, say) before anything is sent.
-            conn._start_response(self.code, self.message, self.headers._fields, body, complete)
+    def _send_head(self, body, complete, file=False):
+        conn = self._wire()
+        if conn is not None:
+            conn.send_head(self, body, complete, file)  # raises before anything is sent
         self._headers_sent = True
 
     def send(self, data=b""):
@@ -2755,16 +3013,16 @@ class Response:
         conn = self._conn
         if conn is None:
             return True
+        high_water = conn.limits.output_high_water
         if conn.reactor.in_reactor_thread():
             self._send_now(data)
-            return conn._out_size < conn.limits.output_high_water
+            return conn.output_pending < high_water
         with self._thread_lock():
             self._unsent += len(data)
-        conn.reactor.call_soon_threadsafe(self._handed_over, Response._send_from_thread, (data,))
-        while (not conn.closed
-               and conn._out_size + self._unsent > conn.limits.output_high_water):
+        conn.reactor.call_soon_threadsafe(self._handed_over, self._send_from_thread, (data,))
+        while not conn.closed and conn.output_pending + self._unsent > high_water:
             drained = threading.Event()
-            conn.reactor.call_soon_threadsafe(conn._wait_drain, drained.set)
+            conn.reactor.call_soon_threadsafe(conn.wait_drain, drained.set)
             drained.wait(1.0)
         return not conn.closed
 
@@ -2780,16 +3038,11 @@ class Response:
         self._send_now(data)
 
     def _send_now(self, data):
-        conn = self._conn
         if not self._headers_sent:
             self._send_head(self._content_bytes() + data, complete=False)
             self._content = b""
-        elif conn is not None and not conn.closed and conn._response is self:
-            conn._send_body(data)
-        else:
-            return
-        if self._streaming and not self._finished and conn is not None:
-            conn._after_stream_write()
+        elif self._conn is not None:
+            self._conn.send_body(self, data)
 
     def on_drain(self, callback):
         """Call ``callback()`` on the reactor once the queued output is down
@@ -2798,41 +3051,75 @@ class Response:
         if conn is None:
             callback()
         elif conn.reactor.in_reactor_thread():
-            conn._wait_drain(callback)
+            conn.wait_drain(callback)
         else:
-            conn.reactor.call_soon_threadsafe(conn._wait_drain, callback)
+            conn.reactor.call_soon_threadsafe(conn.wait_drain, callback)
 
     def done(self):
         """Finish the response (sending it first if that has not happened)."""
         if self._finished:
             _log.warning("done() called more than once for %r", self.request)
             return
-        self._finished = True
-        if not self._headers_sent:
-            self._responded = True
-        conn = self._conn
-        if conn is not None:
-            ident = conn.reactor._thread_ident
-            if ident is not None and ident != _get_ident():
-                conn.reactor.call_soon_threadsafe(self._handed_over, Response._done_now, ())
-                return
-        self._done_now()
+        self._finished = self._responded = True
+        if not self._off_thread(self._done_now):
+            self._done_now()
 
     def _done_now(self):
         # Hot path (bench workload "hello"): the usual answer is content set
         # and done() called, which comes straight here.
-        conn = self._conn
+        conn = self._wire()
         if not self._headers_sent:
-            if conn is None or conn.closed or conn._response is not self:
+            if conn is None:
                 self._headers_sent = True
                 return
             content = self._content
-            conn._start_response(self.code, self.message, self.headers._fields,
-                                 content.encode("utf-8") if content.__class__ is str
-                                 else bytes(content), True)
+            conn.send_head(self, content.encode("utf-8") if content.__class__ is str
+                           else bytes(content), True)
             self._headers_sent = True
-        if conn is not None and not conn.closed and conn._response is self:
-            conn._finish_response()
+        if conn is not None:
+            conn.end_response(self)
+
+    def fail(self):
+        """End the response as a failed handler's: 500 when nothing is sent
+        yet; else the body is ended if it is complete, or the connection
+        closes after what was sent, so that the client sees it cut short."""
+        if not self._off_thread(self._fail_now):
+            self._fail_now()
+
+    def _fail_now(self):
+        conn = self._wire()
+        if conn is None:
+            return
+        self._responded = self._finished = True
+        if self._headers_sent:
+            conn.end_response(self, failed=True)
+            return
+        self.code = 500
+        self.message = None
+        self.headers = Headers({"Content-Type": "text/plain; charset=utf-8"})
+        self._content = b"Internal Server Error\n"
+        self._done_now()
+
+    def upgrade(self, protocol):
+        """Answer 101 Switching Protocols with the headers set (``Upgrade``,
+        ``Connection: Upgrade``...) and hand the connection to ``protocol``:
+        it gets ``connection_made(transport)``, ``data_received(bytes)`` and
+        ``connection_lost(exc)``, and may have ``server_shutdown()``; the
+        transport has ``write``, ``close``, ``abort``, ``pause_reading``,
+        ``resume_reading``, ``output_pending``, ``wait_drain``, ``reactor``
+        and ``info``."""
+        if self._headers_sent or self._responded:
+            raise RuntimeError("upgrade() after the response was sent")
+        self._responded = self._finished = True
+        if not self._off_thread(self._upgrade_now, protocol):
+            self._upgrade_now(protocol)
+
+    def _upgrade_now(self, protocol):
+        self.code = 101
+        self._headers_sent = True
+        conn = self._wire()
+        if conn is not None:
+            conn.switch_protocol(self, protocol)
 
     def sendfile(self, path, content_type=None):
         """Send a file as the whole response, and finish: do not call ``done()``.
@@ -2841,94 +3128,66 @@ class Response:
         one; sets Content-Type (given, or guessed), Last-Modified, ETag and
         Accept-Ranges; answers conditional requests with 304 and a single
         byte range with 206, several as multipart/byteranges (416 when
-        none can be satisfied).  The body goes out
-        with ``os.sendfile`` where possible, else in ``blocksize`` blocks,
-        never blocking the loop.
+        none can be satisfied).  The body goes out with ``os.sendfile``
+        where possible, else in ``blocksize`` blocks, never blocking the loop.
         """
         if self._headers_sent or self._responded:
             raise RuntimeError("sendfile() after the response was sent")
         self._responded = self._finished = True
-        if self._off_thread(Response._sendfile_now, path, content_type):
-            return
-        self._sendfile_now(path, content_type)
+        if not self._off_thread(self._sendfile_now, path, content_type):
+            self._sendfile_now(path, content_type)
 
     def _sendfile_now(self, path, content_type):
-        conn = self._conn
-        if conn is not None and conn.closed:
+        if self._conn is not None and self._wire() is None:
             return
         request = self.request
-        shown = request.path if request is not None else os.path.basename(path)
+        shown = _quote_path(request.path if request is not None else os.path.basename(path))
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return self._finish_error(404, "No such file or directory %s" % _quote_path(shown))
+            return self._finish_error(404, "No such file or directory %s" % shown)
         except PermissionError:
-            return self._finish_error(403, "Denied %s" % _quote_path(shown))
+            return self._finish_error(403, "Denied %s" % shown)
         except OSError as exc:
             if exc.errno == errno.ENAMETOOLONG:  # no file can have that name
-                return self._finish_error(
-                    404, "No such file or directory %s" % _quote_path(shown))
+                return self._finish_error(404, "No such file or directory %s" % shown)
             # repr: the path comes from the client and may hold line breaks.
             _log.error("sendfile: cannot open %r: %s", path, exc.strerror or exc)
-            return self._finish_error(500, "Unable to open %s" % _quote_path(shown))
+            return self._finish_error(500, "Unable to open %s" % shown)
         try:
             stat = os.fstat(fd)
-        except OSError:
+            if stat.st_mode & 0o170000 != 0o100000:  # not S_ISREG
+                os.close(fd)
+                return self._finish_error(404, "No such file or directory %s" % shown)
+            answer = self._file_answer(stat, path, content_type)
+        except BaseException:
             os.close(fd)
             raise
-        if stat.st_mode & 0o170000 != 0o100000:  # not S_ISREG
+        if answer.__class__ is bytes:  # 304 or 416: the file is not sent
             os.close(fd)
-            return self._finish_error(404, "No such file or directory %s" % _quote_path(shown))
-        self._send_open_file(fd, stat, path, content_type)
-
-    def _send_cached(self, fields, data):
-        """Send a complete answer with these fields (the headers the handler
-        set come first) and body, and finish."""
-        self._responded = self._finished = True
-        headers = self.headers
-        for name, value in fields:
-            if name != "Content-Type" or "Content-Type" not in headers:
-                headers._put(name, value)
-        if self._off_thread(Response._send_whole, data):
-            return
-        self._send_whole(data)
+            self._send_whole(answer)
+        elif answer[0] == "parts":
+            self._send_parts(fd, answer[1], answer[2])
+        else:
+            self._send_region(fd, *answer)
 
     def _finish_error(self, code, text):
         self._responded = self._finished = False
         self.error(code, text)
 
-    def _send_open_file(self, fd, stat, path, content_type):
-        """Conditional, range and body handling for an open regular file.
-
-        Owns ``fd``: closes it, or hands it on to be closed, on every path.
-        """
-        try:
-            answer = self._file_answer(stat, path, content_type)
-        except BaseException:
-            os.close(fd)
-            raise
-        if answer is None:
-            if self._file_parts is not None:
-                return self._send_parts(fd, *self._file_parts)
-            return self._send_region(fd, *self._file_span)
-        os.close(fd)
-        return self._send_whole(answer)
-
     def _file_answer(self, stat, path, content_type):
         """Set code and headers for a file; return the body of an answer
-        without the file (304, 416), or None with the span to send in
-        ``_file_span`` (offset, length, head only)."""
+        without the file (304, 416), ("parts", parts, closing) for several
+        ranges, or the (offset, length, head only) to send."""
         request = self.request
         method = request.method if request is not None else "GET"
         header = request.header if request is not None else (lambda name: None)
         headers = self.headers
-        if content_type:
-            headers.set("Content-Type", content_type)
-        elif "Content-Type" not in headers:
-            headers._put("Content-Type", guess_type(path))
+        if content_type or "Content-Type" not in headers:
+            headers.set("Content-Type", content_type or guess_type(path))
         etag = make_etag(stat)
         last_modified = _last_modified(stat.st_mtime)
-        headers._put("ETag", etag)
+        headers.set("ETag", etag)
         size = stat.st_size
         offset, length = 0, size
         if method in ("GET", "HEAD") and self.code == 200:
@@ -2937,8 +3196,8 @@ class Response:
                 headers.remove("Content-Type")
                 headers.remove("Content-Encoding")
                 return b""
-            headers._put("Last-Modified", last_modified)
-            headers._put("Accept-Ranges", "bytes")
+            headers.set("Last-Modified", last_modified)
+            headers.set("Accept-Ranges", "bytes")
             range_header = header("Range")
             if range_header and method == "GET" and _if_range_holds(
                     header("If-Range"), etag, stat.st_mtime):
@@ -2955,21 +3214,17 @@ class Response:
                     headers.set("Content-Range", "bytes %d-%d/%d" % (first, last, size))
                 elif ranges:
                     self.code = 206
-                    self._file_parts = _byteranges(headers, ranges, size)
-                    return None
+                    return ("parts",) + _byteranges(headers, ranges, size)
         else:
-            headers._put("Last-Modified", last_modified)
-        self._file_span = (offset, length, method == "HEAD")
-        self._file_parts = None
-        return None
+            headers.set("Last-Modified", last_modified)
+        return offset, length, method == "HEAD"
 
     def _send_region(self, fd, offset, length, head_only=False):
         """Send ``length`` bytes of ``fd`` from ``offset`` as the body, close
         ``fd``, and finish."""
-        self.headers._put("Content-Length", str(length))
-        conn = self._conn
-        if (head_only or not length or conn is None or conn.closed
-                or not status_has_body(self.code)):
+        self.headers.set("Content-Length", str(length))
+        conn = self._wire()
+        if head_only or not length or conn is None or not status_has_body(self.code):
             os.close(fd)
             return self._send_whole(b"")
         if length <= _SMALL_FILE:
@@ -2979,55 +3234,46 @@ class Response:
             finally:
                 os.close(fd)
             return self._send_whole(data)
-        server = conn.server
         try:
-            conn._cork()
-            conn._start_response(self.code, self.message, self.headers._fields, b"", False)
+            self._send_head(b"", False, file=True)
         except BaseException:
-            conn._uncork()
             os.close(fd)
             raise
-        self._headers_sent = True
-        conn._send_file(_FileRegion(fd, offset, length, server.blocksize,
-                                    HAS_SENDFILE and server.use_sendfile and not conn.tls))
-        conn._finish_response()
+        conn.send_file(self, self._region(conn, fd, offset, length))
+        conn.end_response(self)
+
+    def _region(self, conn, fd, offset, length, owns_fd=True):
+        server = conn.server
+        return _FileRegion(fd, offset, length, server.blocksize,
+                           HAS_SENDFILE and server.use_sendfile and not conn.tls, owns_fd)
 
     def _send_parts(self, fd, parts, closing):
         """Send ranges of ``fd`` as a multipart/byteranges body (``parts`` of
         (part head, offset, length), then ``closing``), close ``fd``, and finish."""
         total = sum(len(head) + length for head, _, length in parts) + len(closing)
-        self.headers._put("Content-Length", str(total))
-        conn = self._conn
-        if conn is None or conn.closed:
-            os.close(fd)
-            return self._send_whole(b"")
-        if total <= _SMALL_FILE:
+        self.headers.set("Content-Length", str(total))
+        conn = self._wire()
+        if conn is None or total <= _SMALL_FILE:
             try:
                 body = b"".join([head + _pread(fd, length, offset)
-                                 for head, offset, length in parts] + [closing])
+                                 for head, offset, length in parts] + [closing]) if conn else b""
             finally:
                 os.close(fd)
             return self._send_whole(body)
-        server = conn.server
-        use_sendfile = HAS_SENDFILE and server.use_sendfile and not conn.tls
         last = len(parts) - 1
         handed_over = False  # to the last region, which closes it
         try:
-            conn._cork()
-            conn._start_response(self.code, self.message, self.headers._fields, b"", False)
-            self._headers_sent = True
+            self._send_head(b"", False, file=True)
             for index, (head, offset, length) in enumerate(parts):
-                conn._send_body(head)
+                conn.send_body(self, head)
                 handed_over = index == last
-                conn._send_file(_FileRegion(fd, offset, length, server.blocksize,
-                                            use_sendfile, owns_fd=handed_over))
-            conn._send_body(closing)
+                conn.send_file(self, self._region(conn, fd, offset, length, handed_over))
+            conn.send_body(self, closing)
         except BaseException:
             if not handed_over:
                 os.close(fd)
-            conn._uncork()
             raise
-        conn._finish_response()
+        conn.end_response(self)
 
     def send_fd(self, fd, offset, length):
         """Send ``length`` bytes of the open file descriptor ``fd`` from
@@ -3037,19 +3283,12 @@ class Response:
             raise RuntimeError("send_fd() after the response was sent")
         self._responded = self._finished = True
         head_only = self.request is not None and self.request.method == "HEAD"
-        if self._off_thread(Response._send_region, fd, offset, length, head_only):
-            return
-        self._send_region(fd, offset, length, head_only)
+        if not self._off_thread(self._send_region, fd, offset, length, head_only):
+            self._send_region(fd, offset, length, head_only)
 
     def _send_whole(self, body):
-        conn = self._conn
-        if conn is None or conn.closed or conn._response is not self:
-            self._headers_sent = True
-            return
-        conn._start_response(self.code, self.message, self.headers._fields, body, True)
-        self._headers_sent = True
-        if conn._response is self:
-            conn._finish_response()
+        self._content = body
+        self._done_now()
 
     def error(self, code, text=""):
         """Answer with ``code`` and a plain-text body, and finish."""
@@ -3118,71 +3357,6 @@ class Error:
         if self.op:
             return "<Error %s [%s] %s>" % (self.op, self.errnum, self.errstr)
         return "<Error %s>" % self.status_line
-
-
-# O_NONBLOCK: opening a FIFO must not block the loop (it is refused as not
-# a regular file).
-_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-               | getattr(os, "O_NONBLOCK", 0))
-# Files up to this size are read and sent with their head in one write.
-_SMALL_FILE = 65536
-
-
-_last_modified_cache = {}
-
-
-def _last_modified(mtime):
-    """Last-Modified for an mtime; files served often share a few mtimes."""
-    seconds = int(mtime)
-    text = _last_modified_cache.get(seconds)
-    if text is None:
-        if len(_last_modified_cache) > 256:
-            _last_modified_cache.clear()
-        text = _last_modified_cache[seconds] = format_http_date(seconds)
-    return text
-
-
-def _not_modified(header, etag, mtime):
-    """RFC 9110 §13.2.2: If-None-Match first, else If-Modified-Since."""
-    if_none_match = header("If-None-Match")
-    if if_none_match is not None:
-        return etag_matches(if_none_match, etag, weak=True)
-    if_modified_since = header("If-Modified-Since")
-    if if_modified_since:
-        since = parse_http_date(if_modified_since)
-        return since is not None and int(mtime) <= since
-    return False
-
-
-def _byteranges(headers, ranges, size):
-    """RFC 9110 §14.6: make the answer multipart/byteranges; returns the
-    (part head, offset, length) of each range and the closing delimiter."""
-    # Random, so no file can be made to contain it.
-    boundary = os.urandom(12).hex()
-    part_type = headers.get("Content-Type") or "application/octet-stream"
-    headers.set("Content-Type", "multipart/byteranges; boundary=" + boundary)
-    parts = [(("\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n"
-               % (boundary, part_type, first, last, size)).encode("latin-1"),
-              first, last - first + 1) for first, last in ranges]
-    return parts, ("\r\n--%s--\r\n" % boundary).encode("ascii")
-
-
-def _if_range_holds(if_range, etag, mtime):
-    """RFC 9110 §13.1.5: a Range applies only if If-Range still matches."""
-    if not if_range:
-        return True
-    if_range = if_range.strip()
-    if if_range.startswith('"') or if_range.startswith("W/"):
-        return if_range == etag  # strong comparison
-    since = parse_http_date(if_range)
-    return since is not None and int(mtime) == since
-
-
-def _error_page(code, text):
-    """The HTML page of an HTTP error; everything echoed is escaped."""
-    title = "Error %d: %s" % (code, reason_phrase(code))
-    return ("<html><head><title>%s</title></head><body><h1>%s</h1><p>%s</p></body></html>"
-            % (title, title, _html_escape(text))).encode("utf-8")
 
 
 # === 10. Routing ===
@@ -3267,16 +3441,16 @@ class Router:
         self.specs = {}       # regex or special name -> what the user gave
         self.specials = {}    # special name -> callable
         self._handlers = {}   # regex -> callable
-        self._table = ()      # ((compiled regex, callable), ...): what requests use
+        self.table = ()       # ((compiled regex, callable), ...): what requests use
         if handlers is not None:
             self.add(handlers)
 
     def _rebuild(self):
-        self._table = tuple((re.compile(regex), self._handlers[regex]) for regex in self.order)
+        self.table = tuple((re.compile(regex), self._handlers[regex]) for regex in self.order)
 
     def find(self, path, table=None):
         """The handler for ``path`` (in ``table``, a snapshot, if given), or None."""
-        for pattern, handler in self._table if table is None else table:
+        for pattern, handler in self.table if table is None else table:
             if pattern.search(path):
                 return handler
         return None
@@ -3366,6 +3540,30 @@ def _accepts_encoding(header, coding):
 _PRECOMPRESSED = (("br", ".br"), ("gzip", ".gz"))
 
 
+# Request fields that make a file answer depend on more than the file.
+_CONDITIONAL_FIELDS = frozenset(("range", "if-range", "if-none-match", "if-modified-since",
+                                 "if-match", "if-unmodified-since"))
+
+
+class _CachedFile:
+    """A small file's bytes and response fields, and the identity they belong to."""
+
+    __slots__ = ("identity", "fields", "data")
+
+    def __init__(self, stat, content_type, data):
+        # ctime too: a rewrite that puts the old mtime back still moves it.
+        self.identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        self.fields = (("Content-Type", content_type), ("ETag", make_etag(stat)),
+                       ("Last-Modified", _last_modified(stat.st_mtime)),
+                       ("Accept-Ranges", "bytes"), ("Content-Length", str(len(data))))
+        self.data = data
+
+
+def _display_path(path):
+    from urllib.parse import unquote
+    return unquote(path, errors="replace")
+
+
 class StaticFiles:
     """A handler serving the files under ``root``, and nothing outside it.
 
@@ -3443,10 +3641,15 @@ class StaticFiles:
                         return
         if (stat is not None and self.cache_size and req.method == "GET"
                 and resp.code == 200 and stat.st_mode & 0o170000 == 0o100000  # S_ISREG
-                and _CONDITIONAL_FIELDS.isdisjoint(req.headers._lookup())):
+                and not req.headers.has_any(_CONDITIONAL_FIELDS)):
             cached = self._cached(fs_path, stat)
             if cached is not None:
-                resp._send_cached(cached.fields, cached.data)
+                headers = resp.headers
+                for name, value in cached.fields:  # the handler's Content-Type wins
+                    if name != "Content-Type" or "Content-Type" not in headers:
+                        headers.set(name, value)
+                resp.content = cached.data
+                resp.done()
                 return
         resp.sendfile(fs_path)
 
@@ -3539,30 +3742,6 @@ class StaticFiles:
         resp.done()
 
 
-# Request fields that make a file answer depend on more than the file.
-_CONDITIONAL_FIELDS = frozenset(("range", "if-range", "if-none-match", "if-modified-since",
-                                 "if-match", "if-unmodified-since"))
-
-
-class _CachedFile:
-    """A small file's bytes and response fields, and the identity they belong to."""
-
-    __slots__ = ("identity", "fields", "data")
-
-    def __init__(self, stat, content_type, data):
-        # ctime too: a rewrite that puts the old mtime back still moves it.
-        self.identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-        self.fields = (("Content-Type", content_type), ("ETag", make_etag(stat)),
-                       ("Last-Modified", _last_modified(stat.st_mtime)),
-                       ("Accept-Ranges", "bytes"), ("Content-Length", str(len(data))))
-        self.data = data
-
-
-def _display_path(path):
-    from urllib.parse import unquote
-    return unquote(path, errors="replace")
-
-
 # === 12. Worker threads and WSGI ===
 
 class _WorkerPool:
@@ -3607,9 +3786,7 @@ class _WorkerPool:
 def _handler_raised_in_thread(response, where):
     """After a handler raised on a worker thread: 500, or end what was started."""
     _log.exception("%s raised", where)
-    conn = response._conn
-    if conn is not None:
-        conn.reactor.call_soon_threadsafe(conn.server._handler_failed, conn, response)
+    response.fail()
 
 
 class threaded:
@@ -3675,6 +3852,13 @@ class FileWrapper:
             yield data
 
 
+def _wsgi_bytes(data):
+    """PEP 3333: body pieces are bytes; a str is the application's mistake."""
+    if data.__class__ is bytes or isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    raise TypeError("a WSGI body must be bytes, not %s" % type(data).__name__)
+
+
 def _environ_path(path):
     """PEP 3333: PATH_INFO is the percent-decoded path as latin-1 str."""
     if "%" not in path:
@@ -3702,7 +3886,7 @@ class WSGIHandler:
 
     def environ(self, req):
         """The WSGI environ for a request."""
-        head = req._head
+        head = req.head
         conn = req.connection
         server = conn.server
         path = _environ_path(head.path)
@@ -3726,6 +3910,8 @@ class WSGIHandler:
             "SERVER_PROTOCOL": head.version,
             "SERVER_SOFTWARE": "poex_http/%s" % __version__,
             "REMOTE_ADDR": req.remote_ip or "",
+            # CGI lets REMOTE_HOST be the address when no name is looked up.
+            "REMOTE_HOST": req.remote_ip or "",
             "REMOTE_PORT": str(conn.remote_port or ""),
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": scheme,
@@ -3788,7 +3974,7 @@ class WSGIHandler:
         def write(data):
             begin()
             if data:
-                resp.send(data)
+                resp.send(_wsgi_bytes(data))
 
         result = None
         try:
@@ -3799,13 +3985,13 @@ class WSGIHandler:
             if isinstance(result, (list, tuple)) and len(result) <= 1 and not state["sent"]:
                 # The common case: the whole body at once, one hand-over.
                 begin()
-                resp.content = result[0] if result else b""
+                resp.content = _wsgi_bytes(result[0]) if result else b""
                 resp.done()
                 return
             for data in result:
                 if data:
                     begin()
-                    if not resp.send(data):
+                    if not resp.send(_wsgi_bytes(data)):
                         return  # the client is gone: stop the application's iterable
             begin()
             resp.done()
@@ -3999,13 +4185,7 @@ class Server:
         if headers is None:
             headers = {"Server": "poex_http/%s" % __version__}
         self.headers = Headers(headers)
-        self._default_header_lines = tuple(
-            (name.lower(), "%s: %s\r\n" % (name, value)) for name, value in self.headers.items())
-        self._common_names = frozenset(["date"] + [lower for lower, _ in self._default_header_lines])
-        self._common_second = None
-        self._common = ""
-        self._heads = {}  # what _start_response built this second
-        self._heads_date = None
+        self.response_heads = _HeadWriter(self.headers.items())
         if options["handlers"] is not None and options["handler"] is not None:
             raise TypeError("give handlers or handler, not both")
         handlers = options["handlers"] if options["handlers"] is not None else options["handler"]
@@ -4056,13 +4236,13 @@ class Server:
         self._started = True
         if self.alias:
             _servers_by_alias[self.alias] = self
-        self.reactor._add_server(self)
+        self.reactor.add_server(self)
         try:
             self._listen()
         except OSError as exc:
             # A prefork parent must bind before it forks: no retry there.
             if not (self.retry and "on_error" in self.router.specials) or self.prefork:
-                self.reactor._remove_server(self)
+                self.reactor.remove_server(self)
                 if _servers_by_alias.get(self.alias) is self:
                     del _servers_by_alias[self.alias]
                 raise
@@ -4084,7 +4264,7 @@ class Server:
     def _bind_failed(self, exc):
         _log.error("cannot listen on %s: %s; trying again in %s s",
                   self._where(), exc.strerror or exc, self.retry)
-        self._network_error(None, "bind", exc)
+        self.network_error(None, "bind", exc)
         self._retry_timer = self.reactor.call_later(self.retry, self._retry_bind)
 
     def _retry_bind(self):
@@ -4176,6 +4356,28 @@ class Server:
         """The bound socket address."""
         return self._listener.getsockname() if self._listener else None
 
+    # -- prefork: what the supervisor calls
+
+    @property
+    def needs_supervisor(self):
+        """A prefork server whose workers are yet to be forked."""
+        return bool(self.prefork) and not self._is_worker and self._listener is not None
+
+    def become_worker(self):
+        """In a forked worker: accept (on a socket of its own with SO_REUSEPORT)."""
+        self._is_worker = True
+        if self.reuse_port:
+            self._listener.close()
+            self._listener = self._open_tcp_listener()
+        self._resume_accepting()
+
+    def stop_listening(self):
+        """In the supervisor, at the end: close the listening socket."""
+        self.shutting_down = True
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
     def shutdown(self):
         """Stop accepting; finish requests in flight; close idle connections."""
         if not self.reactor.in_reactor_thread():
@@ -4201,31 +4403,12 @@ class Server:
         if _servers_by_alias.get(self.alias) is self:
             del _servers_by_alias[self.alias]
         for conn in list(self.connections):
-            if conn.phase != _READING or conn.parser.in_message:
-                continue  # a request in flight finishes
-            if conn._idle:
-                conn._close()  # idle between requests
-            else:
-                # Accepted but not heard from yet: a short chance to send
-                # its request, which is then answered with Connection: close.
-                conn._set_deadline(min(self.timeout or 5, self.keepalivetimeout or 5))
+            conn.server_shutting_down()
         self._maybe_finished()
-
-    def _common_lines(self, overridden=None):
-        """Date and the default headers as one string, rebuilt once a second;
-        without the ones a handler set itself (``overridden``)."""
-        if overridden:
-            return "".join(([] if "date" in overridden else [_date_cache.get()]) + [
-                line for lower, line in self._default_header_lines if lower not in overridden])
-        date = _date_cache.get()
-        if date is not self._common_second:
-            self._common_second = date
-            self._common = date + "".join(line for _, line in self._default_header_lines)
-        return self._common
 
     def _maybe_finished(self):
         if self.shutting_down and not self.connections:
-            self.reactor._remove_server(self)
+            self.reactor.remove_server(self)
 
     # -- accepting
 
@@ -4243,7 +4426,7 @@ class Server:
             self._accepting = False
             self.reactor.unregister(self._listener)
 
-    def _on_readable(self):
+    def on_readable(self):
         listener = self._listener
         for _ in range(64):
             try:
@@ -4260,7 +4443,7 @@ class Server:
                 return
 
     def _accept_failed(self, exc):
-        self._network_error(None, "accept", exc)
+        self.network_error(None, "accept", exc)
         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
             # Out of descriptors: the listener stays readable, so stop
             # watching it for a moment instead of spinning.
@@ -4294,79 +4477,50 @@ class Server:
         self.connections.add(conn)
         if 0 <= self.concurrency <= len(self.connections):
             self._pause_accepting()
-        self._call_special("on_connect", info)
+        self.call_special("on_connect", info)
         if not conn.closed:
             conn.start()
 
-    def _connection_closed(self, conn, response):
+    # -- what connections call
+
+    def connection_closing(self, conn):
+        """``conn`` closes: on_disconnect, while its addresses are readable."""
         self.connections.discard(conn)
-        self._call_special("on_disconnect", conn.info)
+        self.call_special("on_disconnect", conn.info)
+
+    def connection_closed(self, conn):
         if not self.shutting_down and not self._accepting:
             self._resume_accepting()
         self._maybe_finished()
 
-    # -- requests
-
-    def _handle_request(self, conn, head, body, trailers):
-        request = Request(head, body, conn.info, trailers)
-        response = Response(request, conn)
-        conn._response = response
-        specials = self.router.specials
-        if specials:
-            self._call_special("pre_request", request)
+    def handle_request(self, conn, request, response):
+        """pre_request, then the handler the path picks; a handler that
+        raises gets its response ended (500 if nothing was sent)."""
+        if self.router.specials:
+            self.call_special("pre_request", request)
             if conn.closed:
                 return
-        path = head.path
-        for pattern, handler in conn.routes:
-            if pattern.search(path):
-                break
-        else:
-            handler = None
+        handler = self.router.find(request.path, conn.routes)
         if handler is None:
-            response.error(404, "No handler for path %s.\n" % _quote_path(head.path))
+            response.error(404, "No handler for path %s.\n" % _quote_path(request.path))
             return
         try:
             handler(request, response)
         except Exception:
-            _log.exception("handler for %s %s raised", head.method, head.target)
-            self._handler_failed(conn, response)
+            _log.exception("handler for %s %s raised", request.method, request.head.target)
+            response.fail()
 
-    def _handler_failed(self, conn, response):
-        if conn.closed or conn._response is not response:
-            return
-        if not response._headers_sent:
-            response._responded = response._finished = True
-            response.code = 500
-            response.message = None
-            response.headers = Headers({"Content-Type": "text/plain; charset=utf-8"})
-            response._content = b"Internal Server Error\n"
-            response._done_now()
-        elif not conn._finished:
-            if conn._framing == _FRAME_LENGTH and not conn._remaining:
-                response._finished = True
-                conn._finish_response()
-            else:
-                # Part of a body is out and the rest never will be.
-                response._finished = True
-                conn._abort_response()
-
-    def _stream_request(self, conn, response):
-        """After a flush of a streaming response: the ``stream_request`` special."""
-        if (response is None or response._finished or conn.closed
-                or conn._response is not response):
-            return
-        self._call_special("stream_request", response.request, response)
-
-    def _request_done(self, conn, response):
+    def request_done(self, conn, response):
+        """A response is on the wire: the access log and post_request."""
         if self.access_log is not None:
             self._log_access(conn, response)
         if "post_request" in self.router.specials:
-            response._content = b""
-            self._call_special("post_request", response.request, response)
+            response.content = b""
+            self.call_special("post_request", response.request, response)
 
     def _log_access(self, conn, response):
         request = response.request
-        head = request._head
+        head = request.head
         line = "-" if head.method == "ERROR" else "%s %s %s" % (
             head.method, head.target, head.version)
         if not self._access_lines:
@@ -4381,44 +4535,32 @@ class Server:
         if lines:
             self.access_log.info("%s", "\n".join(lines))
 
-    def _protocol_error(self, conn, exc):
-        """(status, headers, content) for a protocol error, after ``on_error``.
-
-        As in the Perl module, post_request then sees a stand-in request
-        with method ERROR and target /.
-        """
-        headers = Headers({"Content-Type": "text/html; charset=utf-8"})
+    def protocol_error(self, conn, exc):
+        """The Error to answer a protocol error with, after ``on_error``."""
         error = Error(code=exc.status, content=_error_page(exc.status, exc.message),
-                      headers=headers, connection=conn.info)
-        if "on_error" in self.router.specials:
-            self._call_special("on_error", error)
-        content = error.content
-        if isinstance(content, str):
-            content = content.encode("utf-8")
-        content = bytes(content)
-        request = Request(RequestHead("ERROR", "/", "HTTP/1.1", []), b"", conn.info)
-        response = Response(request, None, error.code)
-        response.headers = error.headers
-        response._responded = response._headers_sent = response._finished = True
-        conn._response = response
-        conn.body_sent = len(content)
-        return error.code, error.headers.items(), content
+                      headers=Headers({"Content-Type": "text/html; charset=utf-8"}),
+                      connection=conn.info)
+        self.call_special("on_error", error)
+        return error
 
-    def _network_error(self, conn, op, exc):
+    def network_error(self, conn, op, exc):
+        """``on_error`` for a failed ``op`` (read, write, accept...)."""
         if "on_error" in self.router.specials:
             error = Error(op=op, errnum=exc.errno or 0, errstr=exc.strerror or str(exc),
                           connection=conn.info if conn is not None else None)
             error.content = "%s error [%s] %s" % (op, error.errnum, error.errstr)
-            self._call_special("on_error", error)
+            self.call_special("on_error", error)
 
-    def _call_special(self, name, *args):
+    def call_special(self, name, *args):
+        """Call a special handler if it is set; False when it raised."""
         special = self.router.specials.get(name)
-        if special is None:
-            return
-        try:
-            special(*args)
-        except Exception:
-            _log.exception("special handler %s raised", name)
+        if special is not None:
+            try:
+                special(*args)
+            except Exception:
+                _log.exception("special handler %s raised", name)
+                return False
+        return True
 
     # -- handlers at run time
 
@@ -4454,6 +4596,9 @@ def _clf_time():
     return _clf_cache[1]
 
 
+_ACCESS_HANDLER = "poex_http.access"  # the name of the handler the option installs
+
+
 def _open_access_log(setting):
     """The access logger for the ``access_log`` option, or None when off."""
     if not setting:
@@ -4468,10 +4613,10 @@ def _open_access_log(setting):
         handler = logging.FileHandler(setting, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
     for old in list(logger.handlers):
-        if getattr(old, "_poex_access", False):
+        if old.name == _ACCESS_HANDLER:
             logger.removeHandler(old)
             old.close()
-    handler._poex_access = True
+    handler.name = _ACCESS_HANDLER
     logger.addHandler(handler)
     logger.propagate = False
     return logger
@@ -4493,8 +4638,7 @@ def run(signals=True):
 
 
 def _serve(reactor, signals=True):
-    preforked = [server for server in reactor._servers
-                 if server.prefork and not server._is_worker and server._listener is not None]
+    preforked = [server for server in reactor.servers if server.needs_supervisor]
     if preforked:
         _Supervisor(reactor, preforked).run()
     else:
@@ -4566,11 +4710,8 @@ class _Supervisor:
             self._wake_recv.close()
             self._wake_send.close()
             for server in self.servers:
-                server.shutting_down = True
-                if server._listener is not None:
-                    server._listener.close()
-                    server._listener = None
-                self.reactor._remove_server(server)
+                server.stop_listening()
+                self.reactor.remove_server(server)
 
     def _reap(self):
         """Collect every ended worker; a quick death delays its replacement."""
@@ -4644,13 +4785,9 @@ class _Supervisor:
             self._wake_recv.close()
             self._wake_send.close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-            self.reactor._after_fork()
+            self.reactor.after_fork()
             for server in self.servers:
-                server._is_worker = True
-                if server.reuse_port:
-                    server._listener.close()
-                    server._listener = server._open_tcp_listener()
-                server._resume_accepting()
+                server.become_worker()
             self.reactor.run(signals=(signal.SIGTERM,))
             code = 0
         except SystemExit as exc:

@@ -97,7 +97,7 @@ class LiveServer:
                 self.server.shutdown()
                 # Connections left open by a test are closed by force.
                 for conn in list(self.server.connections):
-                    conn._close(abort=True)
+                    conn.abort()
             self.reactor.call_soon_threadsafe(shut_everything)
             self.thread.join(DEADLINE)
             assert not self.thread.is_alive(), "reactor did not stop"
@@ -2036,7 +2036,17 @@ def test_live_head_has_get_length_and_no_body(serve):
         assert client.buffer == b""
 
 
-@pytest.mark.parametrize("path", ["/204", "/304", "/103", "/204-send"])
+def test_live_an_informational_status_is_not_a_final_answer(serve, caplog):
+    live = serve(handlers=[("", _framing_handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/103") + get("/"))
+        status, headers, body = client.response()
+        assert (status, body) == (500, b"Internal Server Error\n")
+        assert client.response()[2] == b"Hello world\n"
+    assert "informational" in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/204", "/304", "/204-send"])
 def test_live_no_body_statuses(serve, path):
     live = serve(handlers=[("", _framing_handler)], keepalive=10)
     with RawClient(live.port) as client:
@@ -3342,6 +3352,7 @@ CLOSE_GET = get("/", headers=[("Connection", "close")])
 # ====================================================================
 
 STREAM_N = 10
+STREAMING_SNDBUFS = []  # SO_SNDBUF seen by the last stream_request call
 
 
 def _stream_server(serve, **config):
@@ -3358,6 +3369,9 @@ def _stream_server(serve, **config):
         number = sum(1 for seen in calls if seen is req)
         resp.send("%d/%d\n" % (number, STREAM_N))
         if number == STREAM_N:
+            sock = socket.socket(fileno=os.dup(req.connection.fileno))
+            with sock:
+                STREAMING_SNDBUFS.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
             resp.done()
 
     config.setdefault("keepalive", 10)
@@ -3385,9 +3399,15 @@ def test_stream_request_fires_once_per_chunk_http11_chunked_keepalive(serve):
         # The socket of a streaming response was made "hot".
         [conn] = connections(live)
         nodelay = live.call(conn.sock.getsockopt, socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        sndbuf = live.call(conn.sock.getsockopt, socket.SOL_SOCKET, socket.SO_SNDBUF)
         assert nodelay != 0
-        assert sndbuf < 16384, "SO_SNDBUF of a streaming socket is %d" % sndbuf
+        streaming_sndbuf = STREAMING_SNDBUFS[-1]
+        assert streaming_sndbuf < 16384, "SO_SNDBUF of a streaming socket is %d" % streaming_sndbuf
+        # Once the response is over, the connection gets a full-size send
+        # buffer back: a file fetched next must not crawl through a small one.
+        with socket.socket() as fresh:
+            fresh_sndbuf = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        sndbuf = live.call(conn.sock.getsockopt, socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert sndbuf >= fresh_sndbuf
         # The connection is still alive and in step.
         client.send(get("/"))
         status, headers, body = client.response()
@@ -4894,20 +4914,19 @@ def test_sendfile_multipart_ranges_of_a_large_file(serve, files, options):
 def test_sendfile_multipart_stays_corked_until_its_last_part(serve, files, monkeypatch, options):
     """Part heads between file regions must not go out as small segments."""
     uncorks = []
-    real = poex_http._HTTPConnection._uncork
+    real = poex_http._HTTPConnection._restore_options
 
     def watched(conn):
-        if conn._corked:
-            uncorks.append((conn._finished, conn._file_queued()))
+        uncorks.append((conn.state == poex_http._SENDING, conn.output_pending))
         real(conn)
-    monkeypatch.setattr(poex_http._HTTPConnection, "_uncork", watched)
+    monkeypatch.setattr(poex_http._HTTPConnection, "_restore_options", watched)
     live = file_server(serve, files, keepalive=100, **options)
     with RawClient(live.port) as client:
         for _ in range(2):
             client.send(get("/f/big.bin", headers=[("Range", "bytes=0-69999,100000-169999,-70000")]))
             status, fields, body = client.response()
             assert status == 206 and BIG_FILE[100000:170000] in body
-    assert uncorks == [(True, False), (True, False)]
+    assert uncorks == [(True, 0), (True, 0)]
 
 
 def test_sendfile_falls_back_when_os_sendfile_fails_before_its_first_byte(serve, files, monkeypatch):
