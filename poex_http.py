@@ -519,6 +519,12 @@ class RequestParser:
         """Bytes received and not yet parsed."""
         return len(self._buffer)
 
+    def take_buffered(self):
+        """The bytes received and not parsed, for a protocol that takes the
+        connection over; the parser is left empty."""
+        data, self._buffer = self._buffer, b""
+        return data
+
     @property
     def in_message(self):
         """True when part of a request has arrived and the rest has not."""
@@ -2318,14 +2324,14 @@ class _HTTPConnection(_Transport):
         data, _, _, _ = self.server.response_heads.build(
             101, response.message, response.headers.items(), b"", True, False, False, True,
             switching=True)
-        self._write(data)
+        pending = self.parser.take_buffered()
+        self.parser = None
         self.state = _SWITCHED
         self.deadline = None
         self._protocol = protocol
         self._response = self._head = self._writer = None
+        self._write(data)
         self.server.request_done(self, response)
-        pending = self.parser.take_buffered()
-        self.parser = None
         if not self.closed and self._protocol_call(protocol.connection_made, self) and pending:
             self._protocol_call(protocol.data_received, pending)
         if not self.closed and not self._reading:

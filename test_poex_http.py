@@ -7823,3 +7823,203 @@ def test_head_of_a_streamed_answer_gets_its_own_length(serve):
             client.send(get("/?n=%d" % n, method="HEAD"))
             status, headers, _ = client.response(method="HEAD")
             assert headers.get("content-length") in (None, str(n + 1))
+
+
+# --- the response's owner: defects that grew from state kept in many places
+
+def test_an_exception_in_stream_request_ends_the_response_and_frees_its_slot(serve, caplog):
+    def stream(req, resp):
+        resp.streaming = True
+        resp.send("first\n")
+
+    def stream_request(req, resp):
+        raise RuntimeError("the stream broke")
+    live = serve(handlers=[("stream_request", stream_request), ("", stream)],
+                 keepalive=10, concurrency=1, timeout=300)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        rest = client.read_all()  # the server closes: no last chunk, no hang
+        assert rest.endswith(b"6\r\nfirst\n\r\n"), rest
+    wait_until(lambda: not connections(live))
+    # The one concurrency slot is free again.
+    with RawClient(live.port) as client:
+        client.send(get("/", headers=[("Connection", "close")]))
+        assert client.read_all().endswith(b"6\r\nfirst\n\r\n")
+    assert "special handler stream_request raised" in caplog.text
+
+
+def test_on_disconnect_can_read_the_local_address(serve):
+    seen = []
+    live = serve(handlers=[("", hello),
+                           ("on_disconnect", lambda conn: seen.append(
+                               (conn.local_ip, conn.local_port)))])
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[0] == 200
+    wait_until(lambda: seen)
+    assert seen == [("127.0.0.1", live.port)]
+
+
+@pytest.mark.parametrize("value", ["a\x0bb", "a\x1bb", "a\x7fb", "a\x01b", "a\rb", "a\nb", "a\0b"])
+def test_response_fields_refuse_control_characters(value):
+    headers = poex_http.Headers()
+    with pytest.raises(ValueError):
+        headers.set("X-Test", value)
+    with pytest.raises(ValueError):
+        poex_http.status_line(200, value)
+    headers.set("X-Test", "tab\tis fine")
+
+
+@pytest.mark.parametrize("where", ["reason", "header"])
+def test_live_a_control_character_in_the_head_gives_500_and_never_reaches_the_wire(
+        serve, where, caplog):
+    def handler(req, resp):
+        if where == "reason":
+            resp.message = "Fine\x1b[31m"
+        else:
+            resp.headers = poex_http.Headers()
+            resp.headers.add("X-Colour", "\x1b[31m")  # raises in the handler
+        resp.content = "body"
+        resp.done()
+    live = serve(handlers=[("", handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/") + get("/"))
+        for _ in range(2):
+            status, headers, body = client.response()
+            assert (status, body) == (500, b"Internal Server Error\n")
+        assert b"\x1b" not in client.raw_head
+
+
+def test_wsgi_an_informational_status_is_refused(serve, caplog):
+    def app(environ, start_response):
+        start_response("101 Switching Protocols", [("Upgrade", "websocket")])
+        return [b""]
+    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=1))], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/") + get("/"))
+        assert client.response()[0] == 500
+        assert client.response()[0] == 500  # the next answer stays in step
+
+
+@pytest.mark.parametrize("how", ["returned", "written", "yielded"])
+def test_wsgi_a_str_body_is_refused(serve, how, caplog):
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        if how == "written":
+            write("text")
+            return []
+        if how == "yielded":
+            return iter(["text"])
+        return ["text"]
+    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=1))])
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert status == 500 and b"text" not in body
+    assert "must be bytes" in caplog.text
+
+
+def test_wsgi_remote_host_is_the_address(serve):
+    def app(environ, start_response):
+        body = ("%s|%s" % (environ["REMOTE_HOST"], environ["REMOTE_ADDR"])).encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=1))])
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[2] == b"127.0.0.1|127.0.0.1"
+
+
+# --- a protocol switch hands the socket over
+
+class EchoProtocol:
+    """A protocol that echoes what it receives, upper-cased."""
+
+    def __init__(self, events):
+        self.events = events
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append(("made", transport.info.ID))
+
+    def data_received(self, data):
+        self.events.append(("data", data))
+        if data.strip() == b"bye":
+            self.transport.close()
+        else:
+            self.transport.write(data.upper())
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", exc))
+
+
+def _upgrade_server(serve, events, **config):
+    def upgrade(req, resp):
+        if req.header("Upgrade") != "echo":
+            resp.code = 426
+            resp.headers.set("Upgrade", "echo")
+            resp.content = "upgrade to echo\n"
+            resp.done()
+            return
+        resp.headers.set("Upgrade", "echo")
+        resp.headers.set("Connection", "Upgrade")
+        resp.upgrade(EchoProtocol(events))
+    return serve(handlers=[("^/echo$", upgrade), ("", hello)], keepalive=10, **config)
+
+
+UPGRADE = get("/echo", headers=[("Upgrade", "echo"), ("Connection", "Upgrade")])
+
+
+def test_upgrade_hands_the_connection_to_a_protocol(serve):
+    events = []
+    live = _upgrade_server(serve, events, timeout=0.5)
+    with RawClient(live.port) as client:
+        # Bytes right behind the request reach the protocol, not HTTP.
+        client.send(UPGRADE + b"early\n")
+        status, headers, body = client.response(method="HEAD")
+        assert client.status_line == "HTTP/1.1 101 Switching Protocols"
+        assert headers["upgrade"] == "echo" and headers["connection"] == "Upgrade"
+        assert "content-length" not in headers and "transfer-encoding" not in headers
+        assert client._take(6) == b"EARLY\n"
+        # Past HTTP's timeout, the protocol still has the socket.
+        assert_silent(client.sock, 0.8)
+        client.send(b"GET / HTTP/1.1\r\n\r\n")
+        assert client._take(18) == b"GET / HTTP/1.1\r\n\r\n".upper()
+        client.send(b"bye\n")
+        assert client.closed_by_server()
+    wait_until(lambda: events and events[-1][0] == "lost")
+    assert events[0] == ("made", "HTTPd-1")
+    assert events[-1] == ("lost", None)
+    wait_until(lambda: not connections(live))
+
+
+def test_upgrade_a_client_that_leaves_is_told_to_the_protocol(serve):
+    events = []
+    live = _upgrade_server(serve, events)
+    with RawClient(live.port) as client:
+        client.send(UPGRADE)
+        client.response(method="HEAD")
+        client.send(b"x")
+        assert client._take(1) == b"X"
+    wait_until(lambda: events and events[-1] == ("lost", None))
+    wait_until(lambda: not connections(live))
+
+
+def test_upgrade_refused_keeps_the_connection_http(serve):
+    live = _upgrade_server(serve, [])
+    with RawClient(live.port) as client:
+        client.send(get("/echo") + get("/"))
+        assert client.response()[0] == 426
+        assert client.response()[2] == b"Hello world\n"
+
+
+def test_upgrade_the_server_shutting_down_closes_switched_connections(serve):
+    events = []
+    live = _upgrade_server(serve, events)
+    with RawClient(live.port) as client:
+        client.send(UPGRADE)
+        client.response(method="HEAD")
+        live.call(live.server.shutdown)
+        assert client.closed_by_server()
+    wait_until(lambda: events and events[-1] == ("lost", None))
