@@ -44,7 +44,6 @@ __all__ = [
 import errno
 import heapq
 import itertools
-import logging
 import os
 import re
 import selectors
@@ -59,7 +58,20 @@ HAS_SENDFILE = hasattr(os, "sendfile")
 HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
 HAS_AF_UNIX = hasattr(socket, "AF_UNIX")
 
-_log = logging.getLogger("poex_http")
+
+
+class _LazyLogger:
+    """The ``poex_http`` logger, imported on first use: ``logging`` is a third
+    of this module's import time, and a server that logs nothing never needs it."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        import logging
+        return getattr(logging.getLogger("poex_http"), name)
+
+
+_log = _LazyLogger()
 
 
 # === 2. Limits ===
@@ -3820,6 +3832,7 @@ class _ErrorStream:
     """``wsgi.errors``: what the application writes goes to the log."""
 
     def __init__(self):
+        import logging  # deferred (import time), as for _log
         self._logger = logging.getLogger("poex_http.wsgi")
         self._pending = ""
 
@@ -4609,6 +4622,7 @@ def _open_access_log(setting):
     """The access logger for the ``access_log`` option, or None when off."""
     if not setting:
         return None
+    import logging  # deferred (import time), as for _log
     logger = logging.getLogger("poex_http.access")
     logger.setLevel(logging.INFO)
     if setting is True:
@@ -4918,6 +4932,7 @@ def _cli_ssl_context(args):
 def main(argv=None):
     """The command line: ``python -m poex_http [PORT] [--root DIR] ...``; returns the exit status."""
     args = _argument_parser().parse_args(argv)
+    import logging  # deferred (import time), as for _log
     logging.basicConfig(level=logging.WARNING, format="poex_http: %(message)s")
     config = {option.name: getattr(args, option.name) for option in SERVER_OPTIONS if option.flag}
     if args.port_arg is not None:
