@@ -43,6 +43,7 @@ __all__ = [
 
 import errno
 import heapq
+import io
 import itertools
 import os
 import re
@@ -52,6 +53,7 @@ import sys
 import threading
 import time
 from collections import deque
+from stat import S_ISDIR, S_ISLNK, S_ISREG, S_ISSOCK
 from threading import get_ident as _get_ident
 
 HAS_SENDFILE = hasattr(os, "sendfile")
@@ -67,7 +69,7 @@ class _LazyLogger:
     __slots__ = ()
 
     def __getattr__(self, name):
-        import logging
+        import logging  # deferred: import time
         return getattr(logging.getLogger("poex_http"), name)
 
 
@@ -1033,7 +1035,7 @@ _ASCTIME_RE = re.compile(r"[A-Za-z]{3} ([A-Za-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(
 
 def parse_http_date(text):
     """Seconds since the epoch for any of the three HTTP date forms, or None."""
-    import calendar
+    import calendar  # deferred: import time
     text = text.strip()
     for number, pattern in enumerate(_HTTP_DATE_RES):
         match = pattern.fullmatch(text)
@@ -1096,7 +1098,7 @@ def _html_escape(text):
 
 def _quote_path(path):
     """A path safe to echo in any content type: unsafe characters percent-encoded."""
-    from urllib.parse import quote
+    from urllib.parse import quote  # deferred: import time
     return quote(path, safe="/%:@!$&()*+,;=-._~")
 
 
@@ -1132,7 +1134,7 @@ def guess_type(path):
     if content_type is None:
         content_type = _MIME_TYPES.get(extension)
         if content_type is None:
-            import mimetypes
+            import mimetypes  # deferred: import time
             content_type = mimetypes.guess_type("x" + extension, strict=False)[0] \
                 or "application/octet-stream"
         if content_type.startswith("text/") or content_type in _TEXT_LIKE_TYPES:
@@ -1245,7 +1247,7 @@ def _resolve_under(real_root, url_path):
     when the path is unsafe.
     """
     if "%" in url_path:
-        from urllib.parse import unquote
+        from urllib.parse import unquote  # deferred: import time
         url_path = unquote(url_path, errors="surrogateescape")
     if "\0" in url_path or "\\" in url_path:
         return None
@@ -1268,7 +1270,7 @@ def _resolve_under(real_root, url_path):
         except (OSError, ValueError):
             # Missing: nothing further down exists to be resolved.
             return os.path.join(path, *segments[number + 1:]), None
-        if stat.st_mode & 0o170000 == 0o120000:  # S_ISLNK
+        if S_ISLNK(stat.st_mode):
             candidate = os.path.join(real_root, *segments)
             resolved = os.path.realpath(candidate)
             if resolved != real_root and not resolved.startswith(
@@ -1289,7 +1291,7 @@ class TrustedProxies:
     """
 
     def __init__(self, spec):
-        import ipaddress
+        import ipaddress  # deferred: import time
         if isinstance(spec, str):
             spec = spec.split(",")
         self.unix = False
@@ -1308,7 +1310,7 @@ class TrustedProxies:
             return self.unix
         verdict = self._verdicts.get(ip)
         if verdict is None:
-            import ipaddress
+            import ipaddress  # deferred: import time
             try:
                 address = ipaddress.ip_address(ip)
                 verdict = any(address in network for network in self.networks)
@@ -1445,7 +1447,7 @@ class Reactor:
         Returns the previous handlers.  The first signal only queues the
         shutdown, so the loop is never re-entered from a signal handler.
         """
-        import signal
+        import signal  # deferred: import time
         caught = []
 
         def on_signal(number, frame):
@@ -1501,7 +1503,7 @@ class Reactor:
         previous_wakeup = None
         try:
             if signals and threading.current_thread() is threading.main_thread():
-                import signal
+                import signal  # deferred: import time
                 if signals is True:
                     signals = (signal.SIGINT, signal.SIGTERM)
                 # A Python signal handler runs only when the main thread next
@@ -1516,7 +1518,7 @@ class Reactor:
         finally:
             self._thread_ident = None
             if previous_wakeup is not None:
-                import signal
+                import signal  # deferred: import time
                 for number, handler in previous.items():
                     if handler is not None:  # None: set outside Python, cannot be restored
                         signal.signal(number, handler)
@@ -1615,7 +1617,7 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 def _enable_tls():
     """Teach the output and input paths the ssl module's would-block errors."""
     global _WOULD_BLOCK
-    import ssl
+    import ssl  # deferred: import time
     _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                     ssl.SSLWantWriteError)
 _SEND_JOIN_LIMIT = 262144
@@ -1992,7 +1994,7 @@ class _BodyBuffer:
             return
         self.parts.append(data)
         if self.size > self.spool:
-            import tempfile
+            import tempfile  # deferred: import time
             self.file = tempfile.TemporaryFile()
             self.file.write(b"".join(self.parts))
             self.parts = None
@@ -2102,7 +2104,7 @@ class _HTTPConnection(_Transport):
 
     def _do_handshake(self):
         """One step of a non-blocking TLS handshake (bounded by ``timeout``)."""
-        import ssl  # deferred: only TLS servers need it
+        import ssl  # deferred: import time
         try:
             self.sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -2613,7 +2615,7 @@ class URI:
 
     def query_form(self):
         """The query string as a dict (the last of repeated names wins)."""
-        from urllib.parse import parse_qsl
+        from urllib.parse import parse_qsl  # deferred: import time
         return dict(parse_qsl(self.query, keep_blank_values=True))
 
     def __str__(self):
@@ -2725,7 +2727,6 @@ class Request:
         if self.body_file is not None:
             self.body_file.seek(0)
             return self.body_file
-        import io
         return io.BytesIO(self._content)
 
     def body_length(self):
@@ -2812,7 +2813,7 @@ class Request:
 
     def form(self):
         """Query and url-encoded body fields as a dict (the body wins)."""
-        from urllib.parse import parse_qsl
+        from urllib.parse import parse_qsl  # deferred: import time
         values = self.query_form()
         content_type = (self.content_type or "").split(";")[0].strip().lower()
         if content_type == "application/x-www-form-urlencoded":
@@ -3174,7 +3175,7 @@ class Response:
             return self._finish_error(500, "Unable to open %s" % shown)
         try:
             stat = os.fstat(fd)
-            if stat.st_mode & 0o170000 != 0o100000:  # not S_ISREG
+            if not S_ISREG(stat.st_mode):
                 os.close(fd)
                 return self._finish_error(404, "No such file or directory %s" % shown)
             answer = self._file_answer(stat, path, content_type)
@@ -3406,8 +3407,8 @@ def resolve_handler(spec):
         return spec
     if not isinstance(spec, str):
         raise TypeError("handler must be a callable or 'module:function', not %r" % (spec,))
-    import importlib
-    from urllib.parse import parse_qsl, unquote_plus
+    import importlib  # deferred: import time
+    from urllib.parse import parse_qsl, unquote_plus  # deferred: import time
     target, _, query = spec.partition("?")
     module_name, colon, attribute = target.partition(":")
     if not colon or not module_name or not attribute:
@@ -3578,7 +3579,7 @@ class _CachedFile:
 
 
 def _display_path(path):
-    from urllib.parse import unquote
+    from urllib.parse import unquote  # deferred: import time
     return unquote(path, errors="replace")
 
 
@@ -3622,7 +3623,7 @@ class StaticFiles:
             resp.error(403, "Forbidden path %s\n" % _quote_path(req.path))
             return
         fs_path, stat = found
-        if stat is None or stat.st_mode & 0o170000 != 0o040000:  # not S_ISDIR
+        if stat is None or not S_ISDIR(stat.st_mode):
             self._send_file(req, resp, fs_path, stat)
             return
         if not req.path.endswith("/"):
@@ -3658,7 +3659,7 @@ class StaticFiles:
                         resp.sendfile(sibling, guess_type(fs_path))
                         return
         if (stat is not None and self.cache_size and req.method == "GET"
-                and resp.code == 200 and stat.st_mode & 0o170000 == 0o100000  # S_ISREG
+                and resp.code == 200 and S_ISREG(stat.st_mode)
                 and not req.headers.has_any(_CONDITIONAL_FIELDS)):
             cached = self._cached(fs_path, stat)
             if cached is not None:
@@ -3737,8 +3738,7 @@ class StaticFiles:
                 stat = os.stat(os.path.join(fs_path, name))
             except OSError:
                 continue  # a dangling symlink, or a race with a delete
-            import stat as stat_module
-            is_directory = stat_module.S_ISDIR(stat.st_mode)
+            is_directory = S_ISDIR(stat.st_mode)
             entries.append((not is_directory, name.lower(), name, is_directory, stat))
         entries.sort()
         title = "Index of %s" % _html_escape(_display_path(req.path))
@@ -3746,7 +3746,7 @@ class StaticFiles:
         if req.path != (self.prefix or "") + "/":
             rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>')
         for _, _, name, is_directory, stat in entries:
-            from urllib.parse import quote
+            from urllib.parse import quote  # deferred: import time
             href = quote(name, errors="surrogateescape") + ("/" if is_directory else "")
             shown = _html_escape(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
             rows.append('<tr><td><a href="%s">%s%s</a></td><td>%s</td><td>%s</td></tr>' % (
@@ -3766,7 +3766,7 @@ class _WorkerPool:
     """Threads that run blocking handlers, started as work arrives."""
 
     def __init__(self, size):
-        import queue
+        import queue  # deferred: import time
         self.size = max(1, int(size))
         self._jobs = queue.SimpleQueue()
         self._threads = []
@@ -3882,7 +3882,7 @@ def _environ_path(path):
     """PEP 3333: PATH_INFO is the percent-decoded path as latin-1 str."""
     if "%" not in path:
         return path
-    from urllib.parse import unquote_to_bytes
+    from urllib.parse import unquote_to_bytes  # deferred: import time
     return unquote_to_bytes(path).decode("latin-1")
 
 
@@ -4026,14 +4026,13 @@ class WSGIHandler:
     @staticmethod
     def _send_file(wrapper, begin, resp):
         """Send a wsgi.file_wrapper of a regular file with sendfile; False if not one."""
-        import stat as stat_module
         try:
             fd = wrapper.filelike.fileno()
             stat = os.fstat(fd)
             offset = wrapper.filelike.tell()
         except (AttributeError, OSError, ValueError):
             return False
-        if not stat_module.S_ISREG(stat.st_mode):
+        if not S_ISREG(stat.st_mode):
             return False
         begin()
         length = max(0, stat.st_size - offset)
@@ -4046,7 +4045,7 @@ class WSGIHandler:
 
 def _import_object(spec):
     """``"package.module:name"`` -> the object (for WSGI applications)."""
-    import importlib
+    import importlib  # deferred: import time
     module_name, colon, attribute = spec.partition(":")
     if not colon:
         attribute = "application"
@@ -4344,10 +4343,9 @@ class Server:
 
     def _open_unix_listener(self):
         """A Unix domain socket at ``unix``; a stale socket file is replaced."""
-        import stat as stat_module
         path = self.unix
         try:
-            if stat_module.S_ISSOCK(os.stat(path).st_mode):
+            if S_ISSOCK(os.stat(path).st_mode):
                 probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
                     probe.connect(path)
@@ -4684,7 +4682,7 @@ class _Supervisor:
         self._child_handler = None
 
     def run(self):
-        import signal
+        import signal  # deferred: import time
         # Signals and ended children both write a byte to this socket, so the
         # wait below never sleeps through one (a Python handler runs only
         # when bytecode runs, which a blocking waitpid() would postpone).
@@ -4760,7 +4758,7 @@ class _Supervisor:
         pass  # installed so that SIGCHLD reaches the wake-up socket
 
     def _on_signal(self, number, frame):
-        import signal
+        import signal  # deferred: import time
         if self.stopping:
             self._signal_workers(signal.SIGKILL)
             raise SystemExit(128 + number)
@@ -4776,7 +4774,7 @@ class _Supervisor:
                 pass
 
     def _start_workers(self):
-        import signal
+        import signal  # deferred: import time
         stop_signals = {signal.SIGINT, signal.SIGTERM}
         while len(self.workers) < self.size and not self.stopping:
             # Held back while forking: the parent records the worker before
@@ -4794,7 +4792,7 @@ class _Supervisor:
     def _be_worker(self):
         code = 1
         try:
-            import signal
+            import signal  # deferred: import time
             # Ctrl-C reaches the whole process group: the parent alone
             # decides, and tells the workers with SIGTERM.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -4844,7 +4842,7 @@ _CLI_DEFAULTS = {"port": 8000, "keepalive": 100}
 
 
 def _argument_parser():
-    import argparse
+    import argparse  # deferred: import time
     parser = argparse.ArgumentParser(
         prog="python -m poex_http",
         description="Serve a directory over HTTP/1.1 (poex_http %s)." % __version__,
@@ -4919,7 +4917,7 @@ def _cli_ssl_context(args):
         if args.keyfile:
             raise ValueError("--keyfile needs --certfile")
         return None
-    import ssl
+    import ssl  # deferred: import time
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(args.certfile, args.keyfile)
