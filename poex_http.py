@@ -61,7 +61,6 @@ HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
 HAS_AF_UNIX = hasattr(socket, "AF_UNIX")
 
 
-
 class _LazyLogger:
     """The ``poex_http`` logger, imported on first use: ``logging`` is a third
     of this module's import time, and a server that logs nothing never needs it."""
@@ -1126,6 +1125,9 @@ _TEXT_LIKE_TYPES = frozenset((
     "application/javascript"))
 
 
+_guessed_types = {}
+
+
 def guess_type(path):
     """Content-Type for a file name: the fixed table, then ``mimetypes``,
     then application/octet-stream; text types get ``; charset=utf-8``."""
@@ -1142,9 +1144,6 @@ def guess_type(path):
         if len(_guessed_types) < 512:
             _guessed_types[extension] = content_type
     return content_type
-
-
-_guessed_types = {}
 
 
 def make_etag(stat):
@@ -1226,17 +1225,6 @@ def parse_range(header, size, max_ranges=100):
     return merged
 
 
-def safe_join(root, url_path):
-    """The file system path for a URL path under ``root``, or None if unsafe.
-
-    The path is percent-decoded once; NUL, backslashes, and ``.``/``..``
-    segments are refused outright, then the path with symlinks resolved
-    must still lie inside the resolved root.
-    """
-    found = _resolve_under(os.path.realpath(root), url_path)
-    return found[0] if found else None
-
-
 def _resolve_under(real_root, url_path):
     """(path, lstat or None) for a URL path under an already resolved root.
 
@@ -1281,6 +1269,17 @@ def _resolve_under(real_root, url_path):
             except (OSError, ValueError):
                 return candidate, None
     return path, stat
+
+
+def safe_join(root, url_path):
+    """The file system path for a URL path under ``root``, or None if unsafe.
+
+    The path is percent-decoded once; NUL, backslashes, and ``.``/``..``
+    segments are refused outright, then the path with symlinks resolved
+    must still lie inside the resolved root.
+    """
+    found = _resolve_under(os.path.realpath(root), url_path)
+    return found[0] if found else None
 
 
 class TrustedProxies:
@@ -1633,6 +1632,14 @@ class FileTruncated(OSError):
     """A file ended before the bytes its response announced."""
 
 
+def _pread(fd, size, offset):
+    """Read ``size`` bytes at ``offset`` without moving the file position."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows
+    return os.read(fd, size)
+
+
 class _FileRegion:
     """Bytes of an open file to send: ``os.sendfile``, or blocks of ``blocksize``.
 
@@ -1686,14 +1693,6 @@ class _FileRegion:
 
     def __len__(self):
         return self.remaining
-
-
-def _pread(fd, size, offset):
-    """Read ``size`` bytes at ``offset`` without moving the file position."""
-    if hasattr(os, "pread"):
-        return os.pread(fd, size, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # Windows
-    return os.read(fd, size)
 
 
 class _Transport:
@@ -2252,9 +2251,8 @@ class _HTTPConnection(_Transport):
         self.body_sent = 0
         if self.parser.buffered > self.limits.max_pipeline:
             self._pause_reading()
-        request = Request(self._head, content, self.info, trailers)
-        self._response = response = Response(request, self)
-        self.server.handle_request(self, request, response)
+        self._response = response = self.server.new_response(self, self._head, content, trailers)
+        self.server.handle_request(self, response)
 
     # -- the response on the wire: Response calls these
 
@@ -2526,20 +2524,17 @@ class _HTTPConnection(_Transport):
     def _reject(self, exc):
         """Answer a protocol error, then close: the one place errors become answers."""
         self._linger = True
-        error = self.server.protocol_error(self, exc)
+        # As in the Perl module, the answer is to a stand-in request with
+        # method ERROR and target / (what post_request sees).
+        head = RequestHead("ERROR", "/", "HTTP/1.1", [])
+        head.keep_alive = False
+        response = self.server.error_response(self, head, exc)
         if self.closed:
             return
-        content = error.content
-        head = self._head = RequestHead("ERROR", "/", "HTTP/1.1", [])
-        head.keep_alive = False
         self.state = _HANDLING
         self.body_sent = 0
-        # As in the Perl module, post_request then sees a stand-in request
-        # with method ERROR and target /.
-        response = self._response = Response(Request(head, b"", self.info), self, error.code)
-        response.message = error.message
-        response.headers = error.headers
-        response.content = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        self._head = head
+        self._response = response
         try:
             response.done()
         except ValueError:  # a header on_error set cannot be sent
@@ -3886,6 +3881,18 @@ def _environ_path(path):
     return unquote_to_bytes(path).decode("latin-1")
 
 
+def _import_object(spec):
+    """``"package.module:name"`` -> the object (for WSGI applications)."""
+    import importlib  # deferred: import time
+    module_name, colon, attribute = spec.partition(":")
+    if not colon:
+        attribute = "application"
+    obj = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 class WSGIHandler:
     """A handler hosting a WSGI (PEP 3333) application on worker threads.
 
@@ -4043,18 +4050,6 @@ class WSGIHandler:
         return True
 
 
-def _import_object(spec):
-    """``"package.module:name"`` -> the object (for WSGI applications)."""
-    import importlib  # deferred: import time
-    module_name, colon, attribute = spec.partition(":")
-    if not colon:
-        attribute = "application"
-    obj = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 # === 13. Server ===
 
 _servers_by_alias = {}
@@ -4157,6 +4152,45 @@ SERVER_OPTIONS = (
     _Option("ssl_context", None, "an ssl.SSLContext for HTTPS"),
 )
 _OPTION_DEFAULTS = {option.name: option.default for option in SERVER_OPTIONS}
+
+
+_clf_cache = [None, ""]
+
+
+def _clf_time():
+    """Local time as Common Log Format writes it, formatted once a second."""
+    now = int(time.time())
+    if _clf_cache[0] != now:
+        _clf_cache[0] = now
+        _clf_cache[1] = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+    return _clf_cache[1]
+
+
+_ACCESS_HANDLER = "poex_http.access"  # the name of the handler the option installs
+
+
+def _open_access_log(setting):
+    """The access logger for the ``access_log`` option, or None when off."""
+    if not setting:
+        return None
+    import logging  # deferred (import time), as for _log
+    logger = logging.getLogger("poex_http.access")
+    logger.setLevel(logging.INFO)
+    if setting is True:
+        return logger
+    if setting == "-":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(setting, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for old in list(logger.handlers):
+        if old.name == _ACCESS_HANDLER:
+            logger.removeHandler(old)
+            old.close()
+    handler.name = _ACCESS_HANDLER
+    logger.addHandler(handler)
+    logger.propagate = False
+    return logger
 
 
 class Server:
@@ -4510,9 +4544,10 @@ class Server:
             self._resume_accepting()
         self._maybe_finished()
 
-    def handle_request(self, conn, request, response):
+    def handle_request(self, conn, response):
         """pre_request, then the handler the path picks; a handler that
         raises gets its response ended (500 if nothing was sent)."""
+        request = response.request
         if self.router.specials:
             self.call_special("pre_request", request)
             if conn.closed:
@@ -4552,13 +4587,22 @@ class Server:
         if lines:
             self.access_log.info("%s", "\n".join(lines))
 
-    def protocol_error(self, conn, exc):
-        """The Error to answer a protocol error with, after ``on_error``."""
+    def new_response(self, conn, head, content, trailers):
+        """The Response, with its Request, for a request that has arrived whole."""
+        return Response(Request(head, content, conn.info, trailers), conn)
+
+    def error_response(self, conn, head, exc):
+        """The Response to a protocol error, as ``on_error`` has left it."""
         error = Error(code=exc.status, content=_error_page(exc.status, exc.message),
                       headers=Headers({"Content-Type": "text/html; charset=utf-8"}),
                       connection=conn.info)
         self.call_special("on_error", error)
-        return error
+        response = Response(Request(head, b"", conn.info), conn, error.code)
+        response.message = error.message
+        response.headers = error.headers
+        content = error.content
+        response.content = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        return response
 
     def network_error(self, conn, op, exc):
         """``on_error`` for a failed ``op`` (read, write, accept...)."""
@@ -4599,68 +4643,6 @@ class Server:
 
     def __repr__(self):
         return "<Server %s on %s:%s>" % (self.alias, self.host, self.port)
-
-
-_clf_cache = [None, ""]
-
-
-def _clf_time():
-    """Local time as Common Log Format writes it, formatted once a second."""
-    now = int(time.time())
-    if _clf_cache[0] != now:
-        _clf_cache[0] = now
-        _clf_cache[1] = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
-    return _clf_cache[1]
-
-
-_ACCESS_HANDLER = "poex_http.access"  # the name of the handler the option installs
-
-
-def _open_access_log(setting):
-    """The access logger for the ``access_log`` option, or None when off."""
-    if not setting:
-        return None
-    import logging  # deferred (import time), as for _log
-    logger = logging.getLogger("poex_http.access")
-    logger.setLevel(logging.INFO)
-    if setting is True:
-        return logger
-    if setting == "-":
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.FileHandler(setting, mode="a", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    for old in list(logger.handlers):
-        if old.name == _ACCESS_HANDLER:
-            logger.removeHandler(old)
-            old.close()
-    handler.name = _ACCESS_HANDLER
-    logger.addHandler(handler)
-    logger.propagate = False
-    return logger
-
-
-def spawn(**config):
-    """Create a ``Server`` with these options and start it."""
-    return Server(**config).start()
-
-
-def run(signals=True):
-    """Run the default reactor until every server has shut down.
-
-    In the main thread, SIGTERM and SIGINT start a graceful shutdown; a
-    second one exits at once (SystemExit).  With ``prefork`` servers this
-    process supervises the worker processes that serve.
-    """
-    _serve(default_reactor(), signals)
-
-
-def _serve(reactor, signals=True):
-    preforked = [server for server in reactor.servers if server.needs_supervisor]
-    if preforked:
-        _Supervisor(reactor, preforked).run()
-    else:
-        reactor.run(signals=signals)
 
 
 class _Supervisor:
@@ -4814,6 +4796,29 @@ class _Supervisor:
             _log.exception("worker %d failed", os.getpid())
         finally:
             os._exit(code)
+
+
+def _serve(reactor, signals=True):
+    preforked = [server for server in reactor.servers if server.needs_supervisor]
+    if preforked:
+        _Supervisor(reactor, preforked).run()
+    else:
+        reactor.run(signals=signals)
+
+
+def spawn(**config):
+    """Create a ``Server`` with these options and start it."""
+    return Server(**config).start()
+
+
+def run(signals=True):
+    """Run the default reactor until every server has shut down.
+
+    In the main thread, SIGTERM and SIGINT start a graceful shutdown; a
+    second one exits at once (SystemExit).  With ``prefork`` servers this
+    process supervises the worker processes that serve.
+    """
+    _serve(default_reactor(), signals)
 
 
 def stop():
