@@ -215,6 +215,24 @@ class VersionNotSupported(ProtocolError):
 # bytes.find, validates with one compiled regular expression per line kind,
 # and caches the decoding of header names it has seen.
 
+
+class _BoundedCache(dict):
+    """A dict that remembers what was computed from clients' input, bounded
+    so that no client can grow it without end: when full, it starts afresh
+    (the few keys a server really sees come back at once)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = size
+
+    def put(self, key, value):
+        if len(self) >= self.size:
+            self.clear()
+        self[key] = value
+        return value
+
 # RFC 9110 §5.6.2: token = 1*tchar.
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 9112 §3: request-line = method SP request-target SP HTTP-version, with
@@ -851,7 +869,7 @@ class _ChunkedWriter(_BodyWriter):
 
 # Response field names already checked (hot path: a handler sets the same
 # few names on every response).
-_CHECKED_NAMES = set()
+_CHECKED_NAMES = _BoundedCache(512)
 
 
 def _check_field(name, value):
@@ -863,8 +881,7 @@ def _check_field(name, value):
     if name not in _CHECKED_NAMES:
         if not _TOKEN_RE.fullmatch(name.encode("latin-1", "replace")):
             raise ValueError("invalid header name %r" % name)
-        if len(_CHECKED_NAMES) < 512:
-            _CHECKED_NAMES.add(name)
+        _CHECKED_NAMES.put(name, True)
     if _FORBIDDEN_VALUE_RE.search(value) is not None:
         raise ValueError("header value for %s holds a control character" % name)
     if not value.isascii():
@@ -1070,24 +1087,26 @@ def parse_http_date(text):
     return timestamp
 
 
-class _DateCache:
-    """The ``Date:`` header line, formatted once a second (hot path)."""
+class _PerSecond:
+    """A text that depends on the current second, made once a second (hot
+    path: the Date line of every response, the time of every log line)."""
 
-    __slots__ = ("second", "line")
+    __slots__ = ("make", "second", "text")
 
-    def __init__(self):
+    def __init__(self, make):
+        self.make = make
         self.second = None
-        self.line = ""
+        self.text = ""
 
     def get(self):
         now = int(time.time())
         if now != self.second:
             self.second = now
-            self.line = "Date: %s\r\n" % format_http_date(now)
-        return self.line
+            self.text = self.make(now)
+        return self.text
 
 
-_date_cache = _DateCache()
+_date_cache = _PerSecond(lambda now: "Date: %s\r\n" % format_http_date(now))
 
 
 def _html_escape(text):
@@ -1125,7 +1144,7 @@ _TEXT_LIKE_TYPES = frozenset((
     "application/javascript"))
 
 
-_guessed_types = {}
+_guessed_types = _BoundedCache(512)
 
 
 def guess_type(path):
@@ -1141,8 +1160,7 @@ def guess_type(path):
                 or "application/octet-stream"
         if content_type.startswith("text/") or content_type in _TEXT_LIKE_TYPES:
             content_type += "; charset=utf-8"
-        if len(_guessed_types) < 512:
-            _guessed_types[extension] = content_type
+        _guessed_types.put(extension, content_type)
     return content_type
 
 
@@ -1301,7 +1319,7 @@ class TrustedProxies:
                 self.unix = True
             elif item:
                 self.networks.append(ipaddress.ip_network(item, strict=False))
-        self._verdicts = {}
+        self._verdicts = _BoundedCache(1024)
 
     def trusts(self, ip):
         """Is this peer address (None for a Unix socket peer) trusted?"""
@@ -1315,8 +1333,7 @@ class TrustedProxies:
                 verdict = any(address in network for network in self.networks)
             except ValueError:
                 verdict = False
-            if len(self._verdicts) < 1024:
-                self._verdicts[ip] = verdict
+            self._verdicts.put(ip, verdict)
         return verdict
 
     def __bool__(self):
@@ -1891,7 +1908,7 @@ class _HeadWriter:
         self._default_names = frozenset(["date"] + [lower for lower, _ in self._defaults])
         self._date = None
         self._common = ""
-        self._built = {}
+        self._built = _BoundedCache(256)
 
     def build(self, code, message, fields, body, complete, close, head_only, http11,
               switching=False):
@@ -1914,8 +1931,8 @@ class _HeadWriter:
         if head is None:
             head = self._build(code, message, fields, body, complete, close, head_only,
                                http11, switching)
-            if len(built) < 256 and code >= 200 and code != 206:  # ranges rarely repeat
-                built[key] = head
+            if code >= 200 and code != 206:  # ranges rarely repeat
+                built.put(key, head)
         return head
 
     def _build(self, code, message, fields, body, complete, close, head_only, http11,
@@ -2827,18 +2844,15 @@ _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY
 _SMALL_FILE = 65536
 
 
-_last_modified_cache = {}
+_last_modified_texts = _BoundedCache(256)
 
 
 def _last_modified(mtime):
     """Last-Modified for an mtime; files served often share a few mtimes."""
     seconds = int(mtime)
-    text = _last_modified_cache.get(seconds)
-    if text is None:
-        if len(_last_modified_cache) > 256:
-            _last_modified_cache.clear()
-        text = _last_modified_cache[seconds] = format_http_date(seconds)
-    return text
+    text = _last_modified_texts.get(seconds)
+    return text if text is not None else _last_modified_texts.put(
+        seconds, format_http_date(seconds))
 
 
 def _not_modified(header, etag, mtime):
@@ -3593,7 +3607,7 @@ class StaticFiles:
         self.index = index
         self.listing = listing
         self.prefix = prefix.rstrip("/")
-        self._siblings = {}  # file path -> (second, precompressed siblings)
+        self._siblings = _BoundedCache(4096)  # file path -> (second, siblings)
         # Small files' bytes and headers, kept while their inode, size and
         # mtime stay the same (checked on every request): a plain GET of a
         # cached file costs no open, read or close.  ``cache_size`` bounds
@@ -3716,9 +3730,7 @@ class StaticFiles:
         found = tuple(
             (coding, fs_path + suffix) for coding, suffix in _PRECOMPRESSED
             if os.path.isfile(fs_path + suffix) and self._inside(fs_path + suffix))
-        if len(self._siblings) > 4096:
-            self._siblings.clear()
-        self._siblings[fs_path] = (now, found)
+        self._siblings.put(fs_path, (now, found))
         return found
 
     def _list(self, req, resp, fs_path):
@@ -4154,16 +4166,9 @@ SERVER_OPTIONS = (
 _OPTION_DEFAULTS = {option.name: option.default for option in SERVER_OPTIONS}
 
 
-_clf_cache = [None, ""]
-
-
-def _clf_time():
-    """Local time as Common Log Format writes it, formatted once a second."""
-    now = int(time.time())
-    if _clf_cache[0] != now:
-        _clf_cache[0] = now
-        _clf_cache[1] = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
-    return _clf_cache[1]
+# Local time as Common Log Format writes it.
+_clf_time = _PerSecond(
+    lambda now: time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))).get
 
 
 _ACCESS_HANDLER = "poex_http.access"  # the name of the handler the option installs
