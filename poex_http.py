@@ -854,9 +854,7 @@ class _ChunkedWriter(_BodyWriter):
     """Chunked transfer-coding (RFC 9112 §7.1); only the last chunk completes it."""
 
     __slots__ = ()
-
-    def frame(self, data):
-        return b"%x\r\n%s\r\n" % (len(data), data)
+    frame = staticmethod(frame_chunk)
 
     def frame_file(self, length):
         raise ValueError("a file body needs a Content-Length")
@@ -1718,6 +1716,9 @@ class _Transport:
     Output is sent at once when the queue is empty; only what the kernel
     refuses is queued, and write interest is registered only while bytes
     are pending, so an idle or flushed connection costs the loop nothing.
+    A subclass is told what happens: ``_on_write_blocked()``,
+    ``_on_write_progress()``, ``_on_drained()``, ``_on_write_error(exc, op)``
+    and ``_on_file_progress(sent)``.
     """
 
     __slots__ = ("reactor", "sock", "_events", "_out", "_out_size", "_reading", "closed",
@@ -1772,7 +1773,7 @@ class _Transport:
         except _WOULD_BLOCK:
             sent = 0
         except OSError as exc:
-            self._on_write_error(exc)
+            self._on_write_error(exc, "write")
             return
         if sent < len(data):
             rest = memoryview(data)[sent:]
@@ -1810,13 +1811,12 @@ class _Transport:
                 except _WOULD_BLOCK:
                     return False
                 except OSError as exc:
-                    self._on_file_error(exc)
+                    self._on_write_error(exc, "sendfile")
                     return False
                 self._on_file_progress(sent)
                 if not data.remaining:
                     data.close()
                     out.popleft()
-                    self._on_file_done()
                 continue
             if len(out) > 1 and len(data) < _SEND_JOIN_LIMIT and out[1].__class__ is not _FileRegion:
                 # Many small pieces: one send() of them all.
@@ -1833,7 +1833,7 @@ class _Transport:
             except _WOULD_BLOCK:
                 return False
             except OSError as exc:
-                self._on_write_error(exc)
+                self._on_write_error(exc, "write")
                 return False
             self._out_size -= sent
             if sent < len(data):
@@ -1846,28 +1846,6 @@ class _Transport:
     def output_pending(self):
         """Bytes queued and not yet taken by the kernel."""
         return self._out_size
-
-    # Hooks for the subclass.
-    def _on_write_blocked(self):
-        pass
-
-    def _on_write_progress(self):
-        pass
-
-    def _on_drained(self):
-        pass
-
-    def _on_write_error(self, exc):
-        pass
-
-    def _on_file_progress(self, sent):
-        pass
-
-    def _on_file_done(self):
-        pass
-
-    def _on_file_error(self, exc):
-        pass
 
     def _close_socket(self):
         if self.closed:
@@ -2478,19 +2456,15 @@ class _HTTPConnection(_Transport):
         for callback in waiters or ():
             self.reactor.call_soon(callback)
 
-    def _on_write_error(self, exc):
-        self.server.network_error(self, "write", exc)
+    def _on_write_error(self, exc, op):
+        if isinstance(exc, FileTruncated):
+            _log.warning("%s: file shrank while being sent; closing", self.info.ID)
+        else:
+            self.server.network_error(self, op, exc)
         self._abort(exc)
 
     def _on_file_progress(self, sent):
         self.body_sent += sent
-
-    def _on_file_error(self, exc):
-        if isinstance(exc, FileTruncated):
-            _log.warning("%s: file shrank while being sent; closing", self.info.ID)
-        else:
-            self.server.network_error(self, "sendfile", exc)
-        self._abort(exc)
 
     # -- between requests
 
@@ -2524,7 +2498,7 @@ class _HTTPConnection(_Transport):
         """The server stops: close when idle, else finish what is under way."""
         if self.state == _IDLE:
             self._close()
-        elif self.state == _NEW:
+        elif self.state <= _NEW:
             # Accepted but not heard from yet: a short chance to send its
             # request, which is then answered with Connection: close.
             server = self.server
