@@ -2010,7 +2010,7 @@ class _BodyBuffer:
 #
 # One _HTTPConnection per client socket.  Its life is a state machine: the
 # state says what the connection waits for, and with it which deadline runs
-# and what happens when the client leaves (end of stream or a read error).
+# and what happens when the client leaves (its end of stream arrives).
 #
 #   state      waits for                    deadline (on expiry)       client leaves         next
 #   HANDSHAKE  the TLS handshake            timeout (close)            close                 NEW
@@ -2026,9 +2026,9 @@ class _BodyBuffer:
 #   SWITCHED   another protocol (after 101) -                          the protocol is told  CLOSED
 #   CLOSED     nothing                      -                          -                     -
 #
-# In every state, output that the kernel refuses for ``timeout`` seconds
-# closes the connection.  "close" is _abort(): on_disconnect, then the socket
-# goes at once.  The one graceful way out is _close(): flush the output, then
+# In every state, a read or write error closes the connection, and so does
+# output that the kernel refuses for ``timeout`` seconds.  "close" is
+# _abort(): on_disconnect, then the socket goes at once.  The one graceful way out is _close(): flush the output, then
 # linger in CLOSING when the client may still be sending (a protocol error,
 # or unread pipelined bytes), so that our close does not reset the answer.
 # A protocol error is answered through the same response path as a
