@@ -212,8 +212,9 @@ class VersionNotSupported(ProtocolError):
 # Bytes go in, events come out; nothing here touches a socket, a clock or the
 # file system.  The request head parser is the hottest code of the server
 # (benchmark: bench/bench.py, workload "hello"): it locates delimiters with
-# bytes.find, validates with one compiled regular expression per line kind,
-# and caches the decoding of header names it has seen.
+# one search that resumes where the last one stopped, validates with one
+# compiled regular expression per line kind, and caches the decoding of
+# header names it has seen.
 
 
 class _BoundedCache(dict):
@@ -252,6 +253,11 @@ _CHUNK_LINE_RE = re.compile(
     rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
     rb"|\"(?:[^\"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x09\x20-\x7e\x80-\xff])*\"))?)*)"
     rb"[ \t]*")
+# RFC 9112 §2.2: empty lines before a request line are ignored (any run of
+# CR and LF), and a head ends with an empty line; a bare LF may end a line.
+# One search for both endings takes half the time of two bytes.find.
+_EMPTY_LINES_RE = re.compile(rb"[\r\n]*")
+_HEAD_END_RE = re.compile(rb"\n\r?\n")
 
 # RFC 9110 §7.2, RFC 3986 §3.2.2: Host = uri-host [ ":" port ], where the
 # host is a reg-name, an IPv4 address or a bracketed IPv6 literal (may be
@@ -259,13 +265,11 @@ _CHUNK_LINE_RE = re.compile(
 _HOST_RE = re.compile(
     r"(?:\[[0-9A-Fa-f:.]+(?:%25[0-9A-Za-z._~-]+)?\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 # Host values seen valid before (a server hears the same few).
-_VALID_HOSTS = {}
+_VALID_HOSTS = _BoundedCache(256)
 # Header names seen before: raw bytes -> (name as sent, lower-case name).
-# Bounded, so a client cannot grow it without end.
-_FIELD_NAME_CACHE = {}
-_FIELD_NAME_CACHE_SIZE = 512
+_FIELD_NAME_CACHE = _BoundedCache(512)
 # Methods seen before: raw bytes -> str.
-_METHOD_CACHE = {}
+_METHOD_CACHE = _BoundedCache(64)
 
 # Header fields the parser itself must look at.
 _FRAMING_FIELDS = frozenset((
@@ -359,8 +363,7 @@ def _parse_field_lines(lines, max_count):
                 raise BadRequest("Malformed header field name.")
             decoded = name.decode("ascii")
             names = (decoded, decoded.lower())
-            if len(cache) < _FIELD_NAME_CACHE_SIZE:
-                cache[name] = names
+            cache.put(name, names)
         value = value.strip(b" \t").decode("latin-1")
         fields.append((names[0], value))
         if names[1] in _FRAMING_FIELDS:
@@ -386,19 +389,98 @@ def _split_lines(block):
     return lines
 
 
-def _find_blank_line(buffer, limit):
-    """Index just past the blank line that ends a head, or -1.
+class _ReceiveBuffer:
+    """Bytes received and not yet parsed (h11's receive buffer is the model).
 
-    A head ends at the first empty line: ``\\n\\r\\n`` or ``\\n\\n``.
-    Returns (end of head including its last terminator, end of blank line).
+    A search for a line end resumes where the last one gave up, so parsing
+    costs time linear in the bytes received however they are split.  Bytes
+    fed into an empty buffer are kept as they are (a request that arrives
+    whole is never copied); a bytearray takes over to append to leftovers.
     """
-    crlf = buffer.find(b"\n\r\n", 0, limit)
-    lf = buffer.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else limit)
-    if lf >= 0:
-        return lf + 1, lf + 2
-    if crlf >= 0:
-        return crlf + 1, crlf + 3
-    return -1, -1
+
+    __slots__ = ("_data", "_start", "_line_search", "_head_search")
+
+    def __init__(self):
+        self._data = b""  # b"" whenever everything is consumed
+        self._start = 0  # consumed bytes are skipped, and dropped at the next append
+        # From _start: no LF lies before _line_search, and no empty line
+        # ending a head begins before _head_search.
+        self._line_search = self._head_search = 0
+
+    def __len__(self):
+        return len(self._data) - self._start
+
+    def append(self, data):
+        """Add bytes at the end, in amortised O(1) per byte."""
+        held = self._data
+        if not held:
+            self._data = data if data.__class__ is bytes else bytes(data)
+            return
+        if held.__class__ is bytes:
+            held = self._data = bytearray(memoryview(held)[self._start:])
+        elif self._start:
+            del held[:self._start]  # O(1): CPython moves the bytearray's start
+        self._start = 0
+        held += data
+
+    def extract(self, count, skip=0):
+        """Up to ``count`` bytes from the front, or None when empty; ``skip`` more are dropped."""
+        data = self._data
+        if not data:
+            return None
+        start = self._start
+        end = start + count
+        taken = data[start:end]
+        if end + skip < len(data):
+            self._start = end + skip
+        else:
+            self._data = b""
+            self._start = 0
+        self._line_search = self._head_search = 0
+        return taken if taken.__class__ is bytes else bytes(taken)
+
+    def peek(self, count):
+        """Up to ``count`` bytes from the front, left in place."""
+        return bytes(self._data[self._start:self._start + count])
+
+    def line_end(self, limit):
+        """Where the first LF is if it is among the first ``limit`` bytes, else -1."""
+        start = self._start
+        end = self._data.find(b"\n", start + self._line_search, start + limit)
+        self._line_search = (end if end >= 0 else min(len(self._data), start + limit)) - start
+        return end - start if end >= 0 else -1
+
+    def extract_line(self, limit):
+        """The first line with its LF, or None unless that LF is among the first ``limit`` bytes."""
+        end = self.line_end(limit)
+        return self.extract(end + 1) if end >= 0 else None
+
+    def only_empty_lines(self):
+        """True when nothing but CR and LF is buffered."""
+        data = self._data
+        return not data or (data[self._start] in b"\r\n" and
+                            _EMPTY_LINES_RE.match(data, self._start).end() == len(data))
+
+    def extract_head(self, limit):
+        """The head through its last line end, or None until the empty line
+        that ends it lies within the first ``limit`` bytes.  Empty lines
+        before a head are dropped (RFC 9112 §2.2).
+        """
+        data = self._data
+        if not data:
+            return None
+        start = self._start
+        if data[start] in b"\r\n":
+            self.extract(_EMPTY_LINES_RE.match(data, start).end() - start)
+            data = self._data
+            start = self._start
+        match = _HEAD_END_RE.search(data, start + self._head_search, start + limit)
+        if match is not None:
+            head_end, after = match.span()
+            return self.extract(head_end + 1 - start, after - head_end - 1)
+        # The empty line may begin in the last two bytes and end in bytes to come.
+        self._head_search = max(0, min(len(data), start + limit) - start - 2)
+        return None
 
 
 class _ContentLengthReader:
@@ -409,19 +491,12 @@ class _ContentLengthReader:
     def __init__(self, length):
         self.remaining = length
 
-    def read(self, parser):
+    def read(self, received):
         if not self.remaining:
             return _END_OF_MESSAGE
-        buffer = parser._buffer
-        if not buffer:
-            return None
-        if len(buffer) <= self.remaining:
-            parser._buffer = b""
-            data = buffer
-        else:
-            data = buffer[:self.remaining]
-            parser._buffer = buffer[self.remaining:]
-        self.remaining -= len(data)
+        data = received.extract(self.remaining)
+        if data is not None:
+            self.remaining -= len(data)
         return data
 
     @property
@@ -432,92 +507,82 @@ class _ContentLengthReader:
 class _ChunkedReader:
     """Body in chunked transfer-coding (RFC 9112 §7.1), trailers included."""
 
-    __slots__ = ("limits", "state", "remaining", "total", "incomplete")
+    __slots__ = ("limits", "state", "remaining", "total", "incomplete",
+                 "trailer_lines", "trailer_size")
 
     SIZE, DATA, DATA_END, TRAILERS = range(4)
 
     def __init__(self, limits):
         self.limits = limits
         self.state = self.SIZE
-        self.remaining = 0
-        self.total = 0
+        self.remaining = self.total = self.trailer_size = 0
         self.incomplete = True
+        self.trailer_lines = []
 
-    def read(self, parser):
+    def read(self, received):
         while True:
-            buffer = parser._buffer
             if self.state == self.DATA:
-                if not buffer:
-                    return None
-                if len(buffer) <= self.remaining:
-                    parser._buffer = b""
-                    data = buffer
-                else:
-                    data = buffer[:self.remaining]
-                    parser._buffer = buffer[self.remaining:]
-                self.remaining -= len(data)
-                if not self.remaining:
-                    self.state = self.DATA_END
+                data = received.extract(self.remaining)
+                if data is not None:
+                    self.remaining -= len(data)
+                    if not self.remaining:
+                        self.state = self.DATA_END
                 return data
-            if self.state == self.SIZE:
+            if self.state == self.DATA_END:
+                ending = received.peek(2)
+                if ending != b"\r\n":
+                    if ending not in (b"", b"\r"):
+                        raise BadRequest("Chunk data not followed by CRLF.")
+                    return None
+                received.extract(2)
+                self.state = self.SIZE
+            elif self.state == self.SIZE:
                 limit = self.limits.max_chunk_line
-                end = buffer.find(b"\r\n", 0, limit + 2)
-                if end < 0:
-                    if b"\n" in buffer[:limit + 2]:
-                        raise BadRequest("Chunk-size line not ended by CRLF.")
-                    if len(buffer) > limit + 1:
+                line = received.extract_line(limit + 2)
+                if line is None:
+                    if len(received) > limit + 1:
                         raise BadRequest("Chunk-size line too long.")
                     return None
-                match = _CHUNK_LINE_RE.fullmatch(buffer, 0, end)
+                # Lines of the chunked framing end with CRLF only: a bare LF
+                # is refused as soon as it arrives, however the bytes are split.
+                if line[-2:-1] != b"\r":
+                    raise BadRequest("Chunk-size line not ended by CRLF.")
+                match = _CHUNK_LINE_RE.fullmatch(line, 0, len(line) - 2)
                 if match is None:
                     raise BadRequest("Malformed chunk-size line.")
-                parser._buffer = buffer[end + 2:]
                 size = int(match.group(1), 16)
                 self.total += size
                 if self.total > self.limits.max_body:
                     raise ContentTooLarge(
                         "Content of more than %d octets not accepted." % self.limits.max_body)
-                if size:
-                    self.state = self.DATA
-                    self.remaining = size
-                else:
-                    self.state = self.TRAILERS
-            elif self.state == self.DATA_END:
-                if len(buffer) < 2:
-                    if buffer not in (b"", b"\r"):
-                        raise BadRequest("Chunk data not followed by CRLF.")
-                    return None
-                if buffer[:2] != b"\r\n":
-                    raise BadRequest("Chunk data not followed by CRLF.")
-                parser._buffer = buffer[2:]
-                self.state = self.SIZE
+                self.remaining = size
+                self.state = self.DATA if size else self.TRAILERS
             else:
-                return self._read_trailers(parser, buffer)
+                return self._read_trailers(received)
 
-    def _read_trailers(self, parser, buffer):
-        if buffer[:2] == b"\r\n":
-            parser._buffer = buffer[2:]
-            self.incomplete = False
-            return _END_OF_MESSAGE
-        limit = self.limits.max_header_size
+    def _read_trailers(self, received):
         # The same bound as a head: the fields with their line ends, the
         # final empty line not counted, may take ``max_header_size`` bytes.
-        end = buffer.find(b"\r\n\r\n", 0, limit + 2)
-        # Lines of the chunked framing end with CRLF only, as chunk-size
-        # lines do: a bare LF is refused now, not after a timeout.
-        scanned = end + 2 if end >= 0 else min(len(buffer), limit + 2)
-        if buffer.count(b"\n", 0, scanned) != buffer.count(b"\r\n", 0, scanned):
-            raise BadRequest("Trailer line not ended by CRLF.")
-        if end < 0:
-            if len(buffer) > limit + 1:
-                raise HeaderFieldsTooLarge("Trailer section too large.")
-            return None
-        block = buffer[:end + 2]
-        parser._buffer = buffer[end + 4:]
+        limit = self.limits.max_header_size
+        while True:
+            line = received.extract_line(limit + 2 - self.trailer_size)
+            if line is None:
+                if self.trailer_size + len(received) > limit + 1:
+                    raise HeaderFieldsTooLarge("Trailer section too large.")
+                return None
+            if line[-2:-1] != b"\r":
+                raise BadRequest("Trailer line not ended by CRLF.")
+            if len(line) == 2:
+                break
+            self.trailer_lines.append(line)
+            self.trailer_size += len(line)
+        self.incomplete = False
+        if not self.trailer_lines:
+            return _END_OF_MESSAGE
+        block = b"".join(self.trailer_lines)
         if _FORBIDDEN_CONTROL_RE.search(block) is not None:
             raise BadRequest("Control character in the trailer section.")
         fields, _ = _parse_field_lines(_split_lines(block), self.limits.max_header_count)
-        self.incomplete = False
         return EndOfMessage(fields)
 
 
@@ -531,75 +596,58 @@ class RequestParser:
     caller decides when to ask for the next pipelined request.
     """
 
-    __slots__ = ("limits", "_buffer", "_reader")
+    __slots__ = ("limits", "_received", "_reader")
 
     def __init__(self, limits=None):
         self.limits = limits or Limits()
-        self._buffer = b""
+        self._received = _ReceiveBuffer()
         self._reader = None
 
     def feed(self, data):
         """Add received bytes."""
-        if self._buffer:
-            self._buffer += data
-        else:
-            self._buffer = data
+        self._received.append(data)
 
     @property
     def buffered(self):
         """Bytes received and not yet parsed."""
-        return len(self._buffer)
+        return len(self._received)
 
     def take_buffered(self):
         """The bytes received and not parsed, for a protocol that takes the
         connection over; the parser is left empty."""
-        data, self._buffer = self._buffer, b""
-        return data
+        received = self._received
+        return received.extract(len(received)) or b""
 
     @property
     def in_message(self):
         """True when part of a request has arrived and the rest has not."""
         if self._reader is not None:
-            return self._reader.incomplete or bool(self._buffer)
-        return bool(self._buffer.lstrip(b"\r\n"))
+            return self._reader.incomplete or len(self._received) > 0
+        return not self._received.only_empty_lines()
 
     def next_event(self):
         """The next event, or None when more bytes are needed."""
         reader = self._reader
-        if reader is None:
-            return self._parse_head()
-        event = reader.read(self)
-        if event is not None and event.__class__ is EndOfMessage:
-            self._reader = None
-        return event
-
-    def _parse_head(self):
-        buffer = self._buffer
-        if not buffer:
+        if reader is not None:
+            event = reader.read(self._received)
+            if event.__class__ is EndOfMessage:
+                self._reader = None
+            return event
+        # Hot path (bench/bench.py, workload "hello"): with no body being
+        # read, the head is parsed right here rather than one call further.
+        received = self._received
+        if not received:
             return None
         limits = self.limits
-        if buffer[:1] in b"\r\n":
-            # RFC 9112 §2.2: ignore empty lines before a request line.
-            buffer = self._buffer = buffer.lstrip(b"\r\n")
-            if not buffer:
-                return None
-        # The usual head ends with CRLF CRLF and has no bare LF before it
-        # (which could end an earlier, empty line): then the first CRLF CRLF
-        # is its end.  Anything else takes the general way.
-        end = buffer.find(b"\r\n\r\n", 0, limits.max_header_size + 3)
-        if end >= 0 and buffer.count(b"\n", 0, end) == buffer.count(b"\r\n", 0, end):
-            head_end, consumed = end + 2, end + 4
-        else:
-            head_end, consumed = _find_blank_line(buffer, limits.max_header_size + 3)
-        if head_end < 0:
-            line_end = buffer.find(b"\n", 0, limits.max_request_line + 2)
-            if line_end < 0 and len(buffer) > limits.max_request_line + 1:
+        block = received.extract_head(limits.max_header_size + 3)
+        if block is None:
+            size = len(received)
+            if (size > limits.max_request_line + 1
+                    and received.line_end(limits.max_request_line + 2) < 0):
                 raise URITooLong("Request line too long.")
-            if len(buffer) > limits.max_header_size + 2:
+            if size > limits.max_header_size + 2:
                 raise HeaderFieldsTooLarge("Request header section too large.")
             return None
-        block = buffer[:head_end]
-        self._buffer = buffer[consumed:]
         if _FORBIDDEN_CONTROL_RE.search(block) is not None:
             raise BadRequest("Control character in the request head.")
         crlf = block.count(b"\r\n")
@@ -612,7 +660,7 @@ class RequestParser:
         match = _REQUEST_LINE_RE.fullmatch(request_line)
         if match is None or len(request_line) > limits.max_request_line:
             _raise_bad_request_line(request_line, limits.max_request_line)
-        if head_end > limits.max_header_size:
+        if len(block) > limits.max_header_size:
             raise HeaderFieldsTooLarge("Request header section too large.")
         raw_method, raw_target, major, minor = match.groups()
         if major != b"1":
@@ -620,9 +668,7 @@ class RequestParser:
                 "HTTP version %s.%s not supported." % (major.decode(), minor.decode()))
         method = _METHOD_CACHE.get(raw_method)
         if method is None:
-            method = raw_method.decode("ascii")
-            if len(_METHOD_CACHE) < 64:
-                _METHOD_CACHE[raw_method] = method
+            method = _METHOD_CACHE.put(raw_method, raw_method.decode("ascii"))
         # RFC 9110 §6.2: a 1.x request with a minor version above 1 is
         # handled as the highest minor version this server knows.
         version = "HTTP/1.0" if minor == b"0" else "HTTP/1.1"
@@ -645,8 +691,7 @@ class RequestParser:
             if hosts[0] not in _VALID_HOSTS:
                 if not _HOST_RE.fullmatch(hosts[0]):
                     raise BadRequest("Invalid Host header.")
-                if len(_VALID_HOSTS) < 256:
-                    _VALID_HOSTS[hosts[0]] = True
+                _VALID_HOSTS.put(hosts[0], True)
             head.host = hosts[0]
         elif head.http11:
             raise BadRequest("Missing Host header.")
