@@ -234,6 +234,7 @@ class _BoundedCache(dict):
         self[key] = value
         return value
 
+
 # RFC 9110 §5.6.2: token = 1*tchar.
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 9112 §3: request-line = method SP request-target SP HTTP-version, with
@@ -3269,44 +3270,28 @@ class Response:
     def _send_region(self, fd, offset, length, head_only=False):
         """Send ``length`` bytes of ``fd`` from ``offset`` as the body, close
         ``fd``, and finish."""
-        self.headers.set("Content-Length", str(length))
-        conn = self._wire()
-        if head_only or not length or conn is None or not status_has_body(self.code):
+        if head_only or not status_has_body(self.code):
+            self.headers.set("Content-Length", str(length))
             os.close(fd)
             return self._send_whole(b"")
-        if length <= _SMALL_FILE:
-            # Head and body in one send: cheaper than sendfile for small files.
-            try:
-                data = _pread(fd, length, offset)
-            finally:
-                os.close(fd)
-            return self._send_whole(data)
-        try:
-            self._send_head(b"", False, file=True)
-        except BaseException:
-            os.close(fd)
-            raise
-        conn.send_file(self, self._region(conn, fd, offset, length))
-        conn.end_response(self)
-
-    def _region(self, conn, fd, offset, length, owns_fd=True):
-        server = conn.server
-        return _FileRegion(fd, offset, length, server.blocksize,
-                           HAS_SENDFILE and server.use_sendfile and not conn.tls, owns_fd)
+        self._send_parts(fd, ((b"", offset, length),), b"")
 
     def _send_parts(self, fd, parts, closing):
-        """Send ranges of ``fd`` as a multipart/byteranges body (``parts`` of
-        (part head, offset, length), then ``closing``), close ``fd``, and finish."""
+        """Send ``parts`` of ``fd`` ((part head, offset, length) each), then
+        ``closing``, as the body; close ``fd``, and finish."""
         total = sum(len(head) + length for head, _, length in parts) + len(closing)
         self.headers.set("Content-Length", str(total))
         conn = self._wire()
         if conn is None or total <= _SMALL_FILE:
+            # Head and body in one send: cheaper than sendfile for small files.
             try:
                 body = b"".join([head + _pread(fd, length, offset)
                                  for head, offset, length in parts] + [closing]) if conn else b""
             finally:
                 os.close(fd)
             return self._send_whole(body)
+        server = conn.server
+        use_sendfile = HAS_SENDFILE and server.use_sendfile and not conn.tls
         last = len(parts) - 1
         handed_over = False  # to the last region, which closes it
         try:
@@ -3314,7 +3299,8 @@ class Response:
             for index, (head, offset, length) in enumerate(parts):
                 conn.send_body(self, head)
                 handed_over = index == last
-                conn.send_file(self, self._region(conn, fd, offset, length, handed_over))
+                conn.send_file(self, _FileRegion(fd, offset, length, server.blocksize,
+                                                 use_sendfile, owns_fd=handed_over))
             conn.send_body(self, closing)
         except BaseException:
             if not handed_over:
