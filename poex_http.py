@@ -399,9 +399,10 @@ class _ReceiveBuffer:
     whole is never copied); a bytearray takes over to append to leftovers.
     """
 
-    __slots__ = ("_data", "_start", "_line_search", "_head_search")
+    __slots__ = ("size", "_data", "_start", "_line_search", "_head_search")
 
     def __init__(self):
+        self.size = 0  # bytes held (an attribute, not a call: the hot path asks often)
         self._data = b""  # b"" whenever everything is consumed
         self._start = 0  # consumed bytes are skipped, and dropped at the next append
         # From _start: no LF lies before _line_search, and no empty line
@@ -409,13 +410,14 @@ class _ReceiveBuffer:
         self._line_search = self._head_search = 0
 
     def __len__(self):
-        return len(self._data) - self._start
+        return self.size
 
     def append(self, data):
         """Add bytes at the end, in amortised O(1) per byte."""
         held = self._data
         if not held:
             self._data = data if data.__class__ is bytes else bytes(data)
+            self.size = len(data)
             return
         if held.__class__ is bytes:
             held = self._data = bytearray(memoryview(held)[self._start:])
@@ -423,6 +425,7 @@ class _ReceiveBuffer:
             del held[:self._start]  # O(1): CPython moves the bytearray's start
         self._start = 0
         held += data
+        self.size = len(held)
 
     def extract(self, count, skip=0):
         """Up to ``count`` bytes from the front, or None when empty; ``skip`` more are dropped."""
@@ -434,9 +437,10 @@ class _ReceiveBuffer:
         taken = data[start:end]
         if end + skip < len(data):
             self._start = end + skip
+            self.size = len(data) - self._start
         else:
             self._data = b""
-            self._start = 0
+            self._start = self.size = 0
         self._line_search = self._head_search = 0
         return taken if taken.__class__ is bytes else bytes(taken)
 
@@ -611,7 +615,7 @@ class RequestParser:
     @property
     def buffered(self):
         """Bytes received and not yet parsed."""
-        return len(self._received)
+        return self._received.size
 
     def take_buffered(self):
         """The bytes received and not parsed, for a protocol that takes the
@@ -623,7 +627,7 @@ class RequestParser:
     def in_message(self):
         """True when part of a request has arrived and the rest has not."""
         if self._reader is not None:
-            return self._reader.incomplete or len(self._received) > 0
+            return self._reader.incomplete or self._received.size > 0
         return not self._received.only_empty_lines()
 
     def next_event(self):
@@ -637,7 +641,7 @@ class RequestParser:
         # Hot path (bench/bench.py, workload "hello"): with no body being
         # read, the head is parsed right here rather than one call further.
         received = self._received
-        if not received:
+        if not received.size:
             return None
         limits = self.limits
         block = received.extract_head(limits.max_header_size + 3)
@@ -840,7 +844,7 @@ CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 class _BodyWriter:
     """Frames a response body (h11's writers are the model): ``frame(data)``
-    for each piece, ``end()`` for the closing bytes.  This base writes the
+    for each piece, then ``tail``.  This base writes the
     body as it is, for a body the close of the connection ends (HTTP/1.0
     without a length)."""
 
@@ -848,6 +852,7 @@ class _BodyWriter:
     missing = 0              # bytes announced and never sent
     excess = 0               # bytes sent beyond the announced length, cut
     body_complete = False    # would ending now end the body as announced?
+    tail = b""               # what ends the body
 
     def __init__(self, length=None):
         pass
@@ -857,9 +862,6 @@ class _BodyWriter:
 
     def frame_file(self, length):
         """``length`` bytes of a file go out next, unframed."""
-
-    def end(self):
-        return b""
 
 
 class _NoBodyWriter(_BodyWriter):
@@ -901,12 +903,10 @@ class _ChunkedWriter(_BodyWriter):
 
     __slots__ = ()
     frame = staticmethod(frame_chunk)
+    tail = LAST_CHUNK
 
     def frame_file(self, length):
         raise ValueError("a file body needs a Content-Length")
-
-    def end(self):
-        return LAST_CHUNK
 
 
 # === 5. HTTP utilities ===
@@ -987,10 +987,6 @@ class Headers:
     def set(self, name, value):
         """Replace every field of that name with one, where the first one was."""
         name, value = _check_field(name, value)
-        self._put(name, value)
-
-    def _put(self, name, value):
-        """``set`` for a name and value known to be valid."""
         lower = name.lower()
         fields = self._fields
         if fields and (self._index is None or lower in self._index):
@@ -1429,7 +1425,7 @@ class Reactor:
         self._sequence = itertools.count()
         self._servers = set()
         self._stopping = False
-        self._thread_ident = None
+        self.thread_ident = None  # of the thread running the loop
         self._open_waker()
         self.now = time.monotonic()
 
@@ -1484,7 +1480,7 @@ class Reactor:
 
     def in_reactor_thread(self):
         """True when called from the thread running the loop (or none runs it)."""
-        ident = self._thread_ident
+        ident = self.thread_ident
         return ident is None or ident == threading.get_ident()
 
     # -- file readiness
@@ -1557,7 +1553,7 @@ class Reactor:
         signal numbers given) shut the servers down gracefully and a second
         signal exits at once.
         """
-        self._thread_ident = threading.get_ident()
+        self.thread_ident = threading.get_ident()
         self._stopping = False
         previous = {}
         previous_wakeup = None
@@ -1576,7 +1572,7 @@ class Reactor:
             while not self._stopping and self._has_work():
                 self._run_once()
         finally:
-            self._thread_ident = None
+            self.thread_ident = None
             if previous_wakeup is not None:
                 import signal  # deferred: import time
                 for number, handler in previous.items():
@@ -2247,10 +2243,11 @@ class _HTTPConnection(_Transport):
                     break
                 if event.__class__ is RequestHead:
                     self._head = event
-                    if not event.has_body:
+                    if not (event.content_length or event.chunked):  # has_body, inline
                         self._dispatch(b"", None)
                         continue
                     self._body = _BodyBuffer(self.limits.spool_body)
+                    self._begin_reading()
                     if event.expect_continue and not parser.buffered:
                         self._write(CONTINUE_RESPONSE)
                 elif event.__class__ is EndOfMessage:
@@ -2270,14 +2267,17 @@ class _HTTPConnection(_Transport):
         finally:
             self._in_process_input = False
         if self.state <= _READING:
-            if parser.in_message and self.state != _READING:
-                if self.state == _IDLE:
-                    # The next request has begun: ``timeout`` applies from
-                    # here (from accept for a new connection) until it is in.
-                    self._set_deadline(self.server.timeout)
-                self.state = _READING
+            if self.state != _READING and parser.buffered and parser.in_message:
+                self._begin_reading()  # part of a head
             if not self._reading and parser.buffered <= self.limits.max_pipeline:
                 self._resume_reading()
+
+    def _begin_reading(self):
+        if self.state == _IDLE:
+            # The next request has begun: ``timeout`` applies from here (from
+            # accept for a new connection) until all of it has arrived.
+            self._set_deadline(self.server.timeout)
+        self.state = _READING
 
     def _body_lost(self, body, exc):
         """A body that could not be stored (disk full, say): 500, not a short body."""
@@ -2320,7 +2320,8 @@ class _HTTPConnection(_Transport):
         self._keep_alive = not close
         if file and not self.tls and _TCP_CORK is not None:
             self._tune(socket.IPPROTO_TCP, _TCP_CORK, 1, 0)  # nginx's tcp_nopush
-        if response.streaming:
+        streaming = response.streaming
+        if streaming:
             # No waiting in a large send buffer: each flush reaches the client
             # promptly and paces the handler.
             self._tune(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.stream_sndbuf,
@@ -2330,7 +2331,8 @@ class _HTTPConnection(_Transport):
             self.body_sent += len(body)
             data += body
         self._write(data)
-        self._after_write(response)
+        if streaming and not self._out and not self.closed:
+            self._stream_flushed(response)
 
     def send_body(self, response, data):
         """Write more of the body of ``response``, framed."""
@@ -2338,7 +2340,8 @@ class _HTTPConnection(_Transport):
             data = self._writer.frame(data)
             self.body_sent += len(data)
             self._write(data)
-            self._after_write(response)
+            if response.streaming and not self._out and not self.closed:
+                self._stream_flushed(response)
 
     def send_file(self, response, region):
         """Queue ``region`` (a _FileRegion) as part of the body of ``response``."""
@@ -2357,7 +2360,8 @@ class _HTTPConnection(_Transport):
         if failed and not writer.body_complete:
             self._keep_alive = False  # the client sees the body cut short
         else:
-            self._write(writer.end())
+            if writer.tail:
+                self._write(writer.tail)
             if writer.missing:
                 _log.warning("%s: response ended %d bytes short of its Content-Length",
                              self.info.ID, writer.missing)
@@ -2444,10 +2448,6 @@ class _HTTPConnection(_Transport):
 
     # -- output events
 
-    def _after_write(self, response):
-        if response.streaming and not self._out and not self.closed:
-            self._stream_flushed(response)
-
     def _stream_flushed(self, response):
         """A streaming response's output reached the kernel: tell the handler."""
         self.reactor.call_soon(self._fire_stream_request, response)
@@ -2523,12 +2523,13 @@ class _HTTPConnection(_Transport):
         if self.keepalive_remaining > 0:
             self.keepalive_remaining -= 1
         server = self.server
-        server.request_done(self, response)
-        if self.closed:
-            return
+        if server.access_log is not None or server.router.specials:
+            server.request_done(self, response)
+            if self.closed:
+                return
         if not self._keep_alive or server.shutting_down:
             self._close()
-        elif self.parser.in_message:
+        elif self.parser.buffered and self.parser.in_message:
             self.state = _READING  # pipelined: the next request is here
             self._set_deadline(server.timeout)
             self._process_input()
@@ -3109,13 +3110,21 @@ class Response:
             _log.warning("done() called more than once for %r", self.request)
             return
         self._finished = self._responded = True
-        if not self._off_thread(self._done_now):
-            self._done_now()
+        conn = self._conn
+        if conn is not None:
+            # Hot path: the thread check of _off_thread, inline.
+            ident = conn.reactor.thread_ident
+            if ident is not None and ident != _get_ident():
+                conn.reactor.call_soon_threadsafe(self._handed_over, self._done_now, ())
+                return
+        self._done_now()
 
     def _done_now(self):
         # Hot path (bench workload "hello"): the usual answer is content set
         # and done() called, which comes straight here.
-        conn = self._wire()
+        conn = self._conn
+        if conn is not None and not conn.owns(self):
+            conn = None
         if not self._headers_sent:
             if conn is None:
                 self._headers_sent = True

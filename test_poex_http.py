@@ -2368,7 +2368,6 @@ def test_run_with_a_signal_that_cannot_be_caught_leaves_no_handler_behind():
     assert signal.set_wakeup_fd(-1) == -1
 
 
-# internals: Reactor._thread_ident
 def test_signal_caught_on_another_thread_still_wakes_the_loop():
     """A process-directed signal may be handled, at C level, by any thread.
 
@@ -2382,17 +2381,17 @@ def test_signal_caught_on_another_thread_still_wakes_the_loop():
 
     def signal_from_this_thread():
         try:
-            wait_until(lambda: reactor._thread_ident is not None)
+            wait_until(lambda: reactor.thread_ident is not None)
             client = RawClient(server.port)
             client.sock.sendall(get("/"))
             outcome["reply"] = client.head()[0]  # the loop has gone back to select()
             client.close()
             signal.raise_signal(signal.SIGTERM)  # raise() targets the calling thread
-            outcome["stopped"] = wait_until(lambda: reactor._thread_ident is None)
+            outcome["stopped"] = wait_until(lambda: reactor.thread_ident is None)
         except AssertionError:
             outcome["stopped"] = False
         finally:
-            if reactor._thread_ident is not None:
+            if reactor.thread_ident is not None:
                 reactor.call_soon_threadsafe(reactor.stop)
 
     helper = threading.Thread(target=signal_from_this_thread)
