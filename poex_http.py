@@ -2619,11 +2619,10 @@ class _HTTPConnection(_Transport):
         self.state = _CLOSED
         self._response = None
         self.info.aborted = True
-        self.server.connection_closing(self)
+        self.server.connection_closed(self)
         self._close_socket()
         if self._drain_waiters:
             self._wake_drain_waiters()
-        self.server.connection_closed(self)
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             try:
@@ -4555,12 +4554,11 @@ class Server:
 
     # -- what connections call
 
-    def connection_closing(self, conn):
-        """``conn`` closes: on_disconnect, while its addresses are readable."""
+    def connection_closed(self, conn):
+        """``conn`` closes: on_disconnect, while its addresses are readable,
+        and its concurrency slot is free."""
         self.connections.discard(conn)
         self.call_special("on_disconnect", conn.info)
-
-    def connection_closed(self, conn):
         if not self.shutting_down and not self._accepting:
             self._resume_accepting()
         self._maybe_finished()
