@@ -905,9 +905,6 @@ class _ChunkedWriter(_BodyWriter):
     frame = staticmethod(frame_chunk)
     tail = LAST_CHUNK
 
-    def frame_file(self, length):
-        raise ValueError("a file body needs a Content-Length")
-
 
 # === 5. HTTP utilities ===
 
@@ -1382,6 +1379,33 @@ class TrustedProxies:
 
 # === 6. Reactor ===
 
+def _catch_signals(handlers, wake_fd):
+    """Install ``{number: handler}``, all or none, with the C-level handler
+    writing a byte to ``wake_fd``; returns the previous handlers and a
+    function that puts everything back.
+
+    A Python signal handler runs only when the main thread next runs
+    bytecode: a signal that lands just before select() blocks, or on another
+    thread, would wait for the next event; the byte ends the wait at once.
+    """
+    import signal  # deferred: import time
+    previous = {}
+
+    def restore():
+        for number, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be restored
+                signal.signal(number, handler)
+        signal.set_wakeup_fd(previous_wakeup)
+    previous_wakeup = signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
+    try:
+        for number, handler in handlers.items():
+            previous[number] = signal.signal(number, handler)
+    except BaseException:  # a number that cannot be caught
+        restore()
+        raise
+    return previous, restore
+
+
 class Timer:
     """A callback due at a monotonic deadline; ``cancel()`` is lazy."""
 
@@ -1497,11 +1521,12 @@ class Reactor:
 
     # -- signals
 
-    def _install_signal_handlers(self, numbers):
-        """Signals that shut the servers down gracefully; a second one exits at once.
+    def _catch_stop_signals(self, numbers):
+        """Signals that shut the servers down gracefully; a second one exits
+        at once.  Returns the function that puts the old handlers back.
 
-        Returns the previous handlers.  The first signal only queues the
-        shutdown, so the loop is never re-entered from a signal handler.
+        The first signal only queues the shutdown, so the loop is never
+        re-entered from a signal handler.
         """
         import signal  # deferred: import time
         caught = []
@@ -1512,16 +1537,9 @@ class Reactor:
             caught.append(number)
             _log.info("signal %d: shutting down (again to exit at once)", number)
             self.call_soon_threadsafe(self.shutdown_servers)
-        previous = {}
-        try:
-            for number in numbers:
-                previous[number] = signal.signal(number, on_signal)
-        except BaseException:  # a number that cannot be caught: leave none set
-            for number, handler in previous.items():
-                if handler is not None:
-                    signal.signal(number, handler)
-            raise
-        return previous
+        if numbers is True:
+            numbers = (signal.SIGINT, signal.SIGTERM)
+        return _catch_signals(dict.fromkeys(numbers, on_signal), self._wake_send.fileno())[1]
 
     def shutdown_servers(self):
         """Shut down every server on this reactor gracefully."""
@@ -1555,30 +1573,16 @@ class Reactor:
         """
         self.thread_ident = threading.get_ident()
         self._stopping = False
-        previous = {}
-        previous_wakeup = None
+        restore = None
         try:
             if signals and threading.current_thread() is threading.main_thread():
-                import signal  # deferred: import time
-                if signals is True:
-                    signals = (signal.SIGINT, signal.SIGTERM)
-                # A Python signal handler runs only when the main thread next
-                # runs bytecode.  A signal that lands just before select()
-                # blocks, or on another thread, would wait for the next event;
-                # the C-level handler's byte on the wake-up socket wakes it.
-                previous_wakeup = signal.set_wakeup_fd(self._wake_send.fileno(),
-                                                       warn_on_full_buffer=False)
-                previous = self._install_signal_handlers(signals)
+                restore = self._catch_stop_signals(signals)
             while not self._stopping and self._has_work():
                 self._run_once()
         finally:
             self.thread_ident = None
-            if previous_wakeup is not None:
-                import signal  # deferred: import time
-                for number, handler in previous.items():
-                    if handler is not None:  # None: set outside Python, cannot be restored
-                        signal.signal(number, handler)
-                signal.set_wakeup_fd(previous_wakeup)
+            if restore is not None:
+                restore()
 
     def stop(self):
         """Make ``run()`` return after the current turn; callable from any thread."""
@@ -1792,12 +1796,12 @@ class _Transport:
             self.reactor.modify(self.sock, events, self)
         self._events = events
 
-    def _pause_reading(self):
+    def pause_reading(self):
         if self._reading:
             self._reading = False
             self._update_events()
 
-    def _resume_reading(self):
+    def resume_reading(self):
         if not self._reading:
             self._reading = True
             self._update_events()
@@ -2069,12 +2073,13 @@ class _BodyBuffer:
 #   CLOSED     nothing                      -                          -                     -
 #
 # In every state, a read or write error closes the connection, and so does
-# output that the kernel refuses for ``timeout`` seconds.  "close" is
-# _abort(): on_disconnect, then the socket goes at once.  The one graceful way out is _close(): flush the output, then
-# linger in CLOSING when the client may still be sending (a protocol error,
-# or unread pipelined bytes), so that our close does not reset the answer.
-# A protocol error is answered through the same response path as a
-# handler's answer, with Connection: close.
+# output that the kernel refuses for ``timeout`` seconds.  "close" in the
+# table is abort(): on_disconnect, then the socket goes at once.  The one
+# graceful way out is close(): flush the output, then linger in CLOSING when
+# the client may still be sending (a protocol error, or unread pipelined
+# bytes), so that our close does not reset the answer.  A protocol error is
+# answered through the same response path as a handler's answer, with
+# Connection: close.
 
 _HANDSHAKE, _NEW, _IDLE, _READING, _HANDLING, _SENDING, _CLOSING, _SWITCHED, _CLOSED = range(9)
 _STATE_NAMES = ("HANDSHAKE", "NEW", "IDLE", "READING", "HANDLING", "SENDING", "CLOSING",
@@ -2150,7 +2155,7 @@ class _HTTPConnection(_Transport):
         except (ssl.SSLError, OSError) as exc:
             # Plain HTTP on a TLS port, a client that hangs up, a bad hello.
             _log.debug("%s: TLS handshake failed: %s", self.info.ID, exc)
-            self._abort()
+            self.abort()
             return
         else:
             self.state = _NEW
@@ -2186,7 +2191,7 @@ class _HTTPConnection(_Transport):
         if self.state == _READING:
             self._reject(RequestTimeout("Request not received in time."))
         else:
-            self._abort()  # quiet: idle, blocked, lingering or handshaking
+            self.abort()  # quiet: idle, blocked, lingering or handshaking
 
     # -- input
 
@@ -2202,16 +2207,16 @@ class _HTTPConnection(_Transport):
         except OSError as exc:
             if not (self.tls and exc.__class__.__name__ in ("SSLZeroReturnError", "SSLEOFError")):
                 self.server.network_error(self, "read", exc)
-                self._abort(exc)
+                self.abort(exc)
                 return
             data = b""  # the TLS form of a clean close
         if not data:
             if state == _SENDING:
                 # The response is complete and still flushing: finish, then close.
                 self._keep_alive = False
-                self._pause_reading()
+                self.pause_reading()
             else:
-                self._abort()
+                self.abort()
             return
         if self.tls and self.sock.pending():
             # TLS may hold decrypted bytes the kernel no longer signals.
@@ -2224,7 +2229,7 @@ class _HTTPConnection(_Transport):
         elif state != _CLOSING:  # CLOSING discards what still arrives
             self.parser.feed(data)  # pipelined behind the request being answered
             if self.parser.buffered > self.limits.max_pipeline:
-                self._pause_reading()
+                self.pause_reading()
 
     def _process_input(self):
         """Parse and dispatch requests until one is with its handler or the bytes run out."""
@@ -2270,7 +2275,7 @@ class _HTTPConnection(_Transport):
             if self.state != _READING and parser.buffered and parser.in_message:
                 self._begin_reading()  # part of a head
             if not self._reading and parser.buffered <= self.limits.max_pipeline:
-                self._resume_reading()
+                self.resume_reading()
 
     def _begin_reading(self):
         if self.state == _IDLE:
@@ -2291,7 +2296,7 @@ class _HTTPConnection(_Transport):
         self.deadline = None
         self.body_sent = 0
         if self.parser.buffered > self.limits.max_pipeline:
-            self._pause_reading()
+            self.pause_reading()
         self._response = response = self.server.new_response(self, self._head, content, trailers)
         self.server.handle_request(self, response)
 
@@ -2392,7 +2397,7 @@ class _HTTPConnection(_Transport):
         if not self.closed and self._protocol_call(protocol.connection_made, self) and pending:
             self._protocol_call(protocol.data_received, pending)
         if not self.closed and not self._reading:
-            self._resume_reading()
+            self.resume_reading()
 
     def _protocol_call(self, method, *args):
         """Call the switched protocol; one that raises loses its connection."""
@@ -2401,30 +2406,14 @@ class _HTTPConnection(_Transport):
             return True
         except Exception as exc:
             _log.exception("%s: %r raised", self.info.ID, method)
-            self._abort(exc)
+            self.abort(exc)
             return False
 
-    # -- for a protocol that took the connection over
-
     def write(self, data):
-        """Send bytes as they are (after ``Response.upgrade`` only)."""
+        """Send bytes as they are: for a protocol that took the connection over."""
         if self.state != _SWITCHED:
             raise RuntimeError("write() is for a connection switched to another protocol")
         self._write(data)
-
-    def close(self):
-        """Close after what is queued has gone out."""
-        self._close()
-
-    def abort(self):
-        """Close at once, dropping what is queued."""
-        self._abort()
-
-    def pause_reading(self):
-        self._pause_reading()
-
-    def resume_reading(self):
-        self._resume_reading()
 
     # -- socket options for one response
 
@@ -2507,7 +2496,7 @@ class _HTTPConnection(_Transport):
             _log.warning("%s: file shrank while being sent; closing", self.info.ID)
         else:
             self.server.network_error(self, op, exc)
-        self._abort(exc)
+        self.abort(exc)
 
     def _on_file_progress(self, sent):
         self.body_sent += sent
@@ -2528,23 +2517,23 @@ class _HTTPConnection(_Transport):
             if self.closed:
                 return
         if not self._keep_alive or server.shutting_down:
-            self._close()
+            self.close()
         elif self.parser.buffered and self.parser.in_message:
             self.state = _READING  # pipelined: the next request is here
             self._set_deadline(server.timeout)
             self._process_input()
         elif not server.keepalivetimeout:
-            self._close()  # a keep-alive timeout of 0 closes at once
+            self.close()  # a keep-alive timeout of 0 closes at once
         else:
             self.state = _IDLE
             self._set_deadline(server.keepalivetimeout)
             if not self._reading:
-                self._resume_reading()
+                self.resume_reading()
 
     def server_shutting_down(self):
         """The server stops: close when idle, else finish what is under way."""
         if self.state == _IDLE:
-            self._close()
+            self.close()
         elif self.state <= _NEW:
             # Accepted but not heard from yet: a short chance to send its
             # request, which is then answered with Connection: close.
@@ -2553,7 +2542,7 @@ class _HTTPConnection(_Transport):
         elif self.state == _SWITCHED:
             shutdown = getattr(self._protocol, "server_shutdown", None)
             if shutdown is None:
-                self._close()
+                self.close()
             else:
                 self._protocol_call(shutdown)
 
@@ -2579,7 +2568,7 @@ class _HTTPConnection(_Transport):
             _log.exception("%s: the error answer cannot be sent", self.info.ID)
             response.fail()
 
-    def _close(self):
+    def close(self):
         """Close gracefully: after the output drains, lingering if need be."""
         if self.closed:
             return
@@ -2592,7 +2581,7 @@ class _HTTPConnection(_Transport):
     def _linger_or_abort(self):
         parser = self.parser
         if not (self._linger or parser is not None and parser.buffered):
-            self._abort()
+            self.abort()
             return
         # RFC 9112 §9.6: close in stages so unread input cannot reset the
         # connection before the client has read our last response.
@@ -2600,12 +2589,12 @@ class _HTTPConnection(_Transport):
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
-            self._abort()
+            self.abort()
             return
         self._set_deadline(self.limits.linger_timeout)
-        self._resume_reading()
+        self.resume_reading()
 
-    def _abort(self, exc=None):
+    def abort(self, exc=None):
         """Close now: on_disconnect while the addresses are readable, then the socket."""
         if self.closed:
             return
@@ -2918,7 +2907,32 @@ def _error_page(code, text):
             % (title, title, _html_escape(text))).encode("utf-8")
 
 
-class Response:
+class _Answer:
+    """What a response and an error answer share: a status and header fields."""
+
+    __slots__ = ()
+
+    @property
+    def status_line(self):
+        return "%d %s" % (self.code, self.message or reason_phrase(self.code))
+
+    def header(self, name, *value):
+        """``header(name)`` reads a field; ``header(name, value)`` sets it."""
+        if value:
+            self.headers.set(name, value[0])
+            return value[0]
+        return self.headers.get(name)
+
+    @property
+    def content_type(self):
+        return self.headers.get("Content-Type")
+
+    @content_type.setter
+    def content_type(self, value):
+        self.headers.set("Content-Type", value)
+
+
+class Response(_Answer):
     """The response to one request.
 
     Set ``code``, headers and ``content``, then ``done()``; or ``send()``
@@ -2945,21 +2959,6 @@ class Response:
 
     # -- what the handler sets
 
-    def header(self, name, *value):
-        """``header(name)`` reads a field; ``header(name, value)`` sets it."""
-        if value:
-            self.headers.set(name, value[0])
-            return value[0]
-        return self.headers.get(name)
-
-    @property
-    def content_type(self):
-        return self.headers.get("Content-Type")
-
-    @content_type.setter
-    def content_type(self, value):
-        self.headers.set("Content-Type", value)
-
     @property
     def content(self):
         """The body to send; a str is sent as UTF-8."""
@@ -2968,10 +2967,6 @@ class Response:
     @content.setter
     def content(self, value):
         self._content = value if value is not None else b""
-
-    @property
-    def status_line(self):
-        return "%d %s" % (self.code, self.message or reason_phrase(self.code))
 
     @property
     def headers_sent(self):
@@ -3347,7 +3342,7 @@ class Response:
         return "<Response %s>" % self.status_line
 
 
-class Error:
+class Error(_Answer):
     """What ``on_error`` receives: a network error or an HTTP error.
 
     For a network error ``op`` names the failed operation (``read``,
@@ -3370,26 +3365,8 @@ class Error:
         self.connection = connection
 
     @property
-    def status_line(self):
-        return "%d %s" % (self.code, self.message or reason_phrase(self.code))
-
-    @property
     def errstring(self):
         return self.errstr
-
-    @property
-    def content_type(self):
-        return self.headers.get("Content-Type")
-
-    @content_type.setter
-    def content_type(self, value):
-        self.headers.set("Content-Type", value)
-
-    def header(self, name, *value):
-        if value:
-            self.headers.set(name, value[0])
-            return value[0]
-        return self.headers.get(name)
 
     def is_error(self):
         return self.code >= 400
@@ -4692,16 +4669,13 @@ class _Supervisor:
         self._wake_send.setblocking(False)
         self._selector = selector = selectors.DefaultSelector()
         selector.register(self._wake_recv, selectors.EVENT_READ)
-        previous = {}
-        previous_wakeup = None
+        restore = None
         try:
-            for number in (signal.SIGINT, signal.SIGTERM):
-                previous[number] = signal.signal(number, self._on_signal)
+            previous, restore = _catch_signals(
+                {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal,
+                 signal.SIGCHLD: self._on_child}, self._wake_send.fileno())
             # Workers get back what the application had for SIGCHLD.
-            self._child_handler = previous[signal.SIGCHLD] = signal.signal(
-                signal.SIGCHLD, self._on_child)
-            previous_wakeup = signal.set_wakeup_fd(self._wake_send.fileno(),
-                                                   warn_on_full_buffer=False)
+            self._child_handler = previous[signal.SIGCHLD]
             while True:
                 self._reap()
                 now = time.monotonic()
@@ -4720,11 +4694,8 @@ class _Supervisor:
         finally:
             if self.workers and not self.stopping:
                 self._signal_workers(signal.SIGTERM)  # left by an error: not orphaned
-            if previous_wakeup is not None:
-                signal.set_wakeup_fd(previous_wakeup)
-            for number, handler in previous.items():
-                if handler is not None:  # None: set outside Python, cannot be restored
-                    signal.signal(number, handler)
+            if restore is not None:
+                restore()
             selector.close()
             self._wake_recv.close()
             self._wake_send.close()
