@@ -78,10 +78,7 @@ _log = _LazyLogger()
 # === 2. Limits ===
 
 class Limits:
-    """Every size and time bound of the server, each with its default.
-
-    ``Limits(max_body=10 * 2**20)`` overrides one bound and keeps the rest.
-    """
+    """Every size and time bound, each with its default: ``Limits(max_body=2**24)``."""
 
     _DEFAULTS = {
         # Request line (method, target, version); longer gets 414.  8 KiB is
@@ -338,11 +335,7 @@ def _raise_bad_request_line(line, max_request_line):
 
 
 def _parse_field_lines(lines, max_count):
-    """Header or trailer lines -> list of (name, value) str pairs and framing fields.
-
-    ``lines`` hold no line terminators.  Returns (fields, framing) where
-    framing maps a lower-case name from _FRAMING_FIELDS to its values.
-    """
+    """Field lines (no line ends) -> ([(name, value)], {framing name: [values]})."""
     if len(lines) > max_count:
         raise HeaderFieldsTooLarge("Too many header fields.")
     fields = []
@@ -373,11 +366,7 @@ def _parse_field_lines(lines, max_count):
 
 
 def _split_lines(block):
-    """Split a head that ends with its line terminator into lines.
-
-    CRLF is the terminator (RFC 9112 §2.2); a bare LF is accepted as one
-    too, as the RFC allows, but a bare CR is an error.
-    """
+    """A head's lines: CRLF ends a line, a bare LF too (RFC 9112 §2.2), a bare CR is an error."""
     crlf = block.count(b"\r\n")
     if block.count(b"\r") != crlf:
         raise BadRequest("Bare CR in the request head.")
@@ -391,13 +380,8 @@ def _split_lines(block):
 
 
 class _ReceiveBuffer:
-    """Bytes received and not yet parsed (h11's receive buffer is the model).
-
-    A search for a line end resumes where the last one gave up, so parsing
-    costs time linear in the bytes received however they are split.  Bytes
-    fed into an empty buffer are kept as they are (a request that arrives
-    whole is never copied); a bytearray takes over to append to leftovers.
-    """
+    """Bytes received and not yet parsed; each search resumes where the last stopped, so
+    parsing costs time linear in the bytes however they are split (h11's buffer is the model)."""
 
     __slots__ = ("size", "_data", "_start", "_line_search", "_head_search")
 
@@ -456,7 +440,7 @@ class _ReceiveBuffer:
         return end - start if end >= 0 else -1
 
     def extract_line(self, limit):
-        """The first line with its LF, or None unless that LF is among the first ``limit`` bytes."""
+        """The first line with its LF, or None unless it ends within ``limit`` bytes."""
         end = self.line_end(limit)
         return self.extract(end + 1) if end >= 0 else None
 
@@ -467,10 +451,7 @@ class _ReceiveBuffer:
                             _EMPTY_LINES_RE.match(data, self._start).end() == len(data))
 
     def extract_head(self, limit):
-        """The head through its last line end, or None until the empty line
-        that ends it lies within the first ``limit`` bytes.  Empty lines
-        before a head are dropped (RFC 9112 §2.2).
-        """
+        """The head through its last line end, or None until its empty line is within ``limit``."""
         data = self._data
         if not data:
             return None
@@ -592,13 +573,10 @@ class _ChunkedReader:
 
 
 class RequestParser:
-    """Incremental HTTP/1.x request parser; bytes in, events out.
+    """Incremental HTTP/1.x request parser: ``feed(bytes)``, then ``next_event()`` until None.
 
-    ``feed(data)`` adds bytes; ``next_event()`` returns a ``RequestHead``,
-    a non-empty ``bytes`` of body, an ``EndOfMessage``, or None when more
-    bytes are needed.  A violation raises an ``HTTPError`` subclass whose
-    ``status`` is the response to give; the parser is then unusable.  The
-    caller decides when to ask for the next pipelined request.
+    Events are a ``RequestHead``, body ``bytes`` and an ``EndOfMessage``; a
+    violation raises the ``HTTPError`` to answer, and the parser is then done.
     """
 
     __slots__ = ("limits", "_received", "_reader")
@@ -843,10 +821,8 @@ CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _BodyWriter:
-    """Frames a response body (h11's writers are the model): ``frame(data)``
-    for each piece, then ``tail``.  This base writes the
-    body as it is, for a body the close of the connection ends (HTTP/1.0
-    without a length)."""
+    """Frames a response body, ``frame(data)`` then ``tail`` (h11's writers are the model);
+    this one as it is, for a body that the close of the connection ends."""
 
     __slots__ = ()
     missing = 0              # bytes announced and never sent
@@ -950,7 +926,7 @@ class Headers:
     @classmethod
     def wrap(cls, fields):
         """Adopt a list of (name, value) pairs that are already checked."""
-        headers = cls.__new__(cls)
+        headers = cls.__new__(cls)  # a new instance: its fields are this class's own
         headers._fields = fields
         headers._index = None
         return headers
@@ -1212,11 +1188,7 @@ def _entity_tags(header):
 
 
 def etag_matches(header, etag, weak=True):
-    """RFC 9110 §8.8.3.2: does ``header`` (a list of tags or ``*``) match ``etag``?
-
-    Weak comparison ignores the ``W/`` prefix; strong comparison refuses
-    weak tags.
-    """
+    """RFC 9110 §8.8.3.2: does ``header`` (tags or ``*``) match ``etag``, weakly or strongly?"""
     for tag in _entity_tags(header):
         if tag == "*":
             return True
@@ -1236,12 +1208,8 @@ def _is_digits(text, empty_ok=False):
 
 
 def parse_range(header, size, max_ranges=100):
-    """RFC 9110 §14.2: byte ranges of a representation of ``size`` bytes.
-
-    Returns a list of inclusive (first, last) pairs, overlapping and
-    adjacent ones merged and sorted; ``[]`` when none is satisfiable (416);
-    None when the header is malformed or not about bytes (ignore it, 200).
-    """
+    """RFC 9110 §14.2: inclusive (first, last) ranges, merged and sorted; [] when none is
+    satisfiable (416); None when the header is to be ignored (200)."""
     unit, _, specs = header.partition("=")
     if unit.strip().lower() != "bytes" or not specs.strip():
         return None
@@ -1281,14 +1249,9 @@ def parse_range(header, size, max_ranges=100):
 
 
 def _resolve_under(real_root, url_path):
-    """(path, lstat or None) for a URL path under an already resolved root.
-
-    Only the components below the root are examined, one ``lstat`` each
-    (hot path of static files: a full ``os.path.realpath`` costs several
-    times more); a symlink among them sends the whole path through
-    ``realpath`` and the result must stay inside the root.  Returns None
-    when the path is unsafe.
-    """
+    """(path, lstat or None) for a URL path under a resolved root; None when unsafe."""
+    # Hot path of static files: one lstat per component below the root costs
+    # a fraction of os.path.realpath, which only a symlink calls for.
     if "%" in url_path:
         from urllib.parse import unquote  # deferred: import time
         url_path = unquote(url_path, errors="surrogateescape")
@@ -1327,22 +1290,13 @@ def _resolve_under(real_root, url_path):
 
 
 def safe_join(root, url_path):
-    """The file system path for a URL path under ``root``, or None if unsafe.
-
-    The path is percent-decoded once; NUL, backslashes, and ``.``/``..``
-    segments are refused outright, then the path with symlinks resolved
-    must still lie inside the resolved root.
-    """
+    """The file system path for a URL path under ``root``, or None if it would leave it."""
     found = _resolve_under(os.path.realpath(root), url_path)
     return found[0] if found else None
 
 
 class TrustedProxies:
-    """Addresses whose X-Forwarded-For and X-Forwarded-Proto are believed.
-
-    Built from addresses and networks (``"10.0.0.0/8"``), a list or a
-    comma-separated string; ``"unix"`` trusts peers on a Unix socket.
-    """
+    """Proxies believed in X-Forwarded-For/-Proto: addresses, networks, ``"unix"``."""
 
     def __init__(self, spec):
         import ipaddress  # deferred: import time
@@ -1380,14 +1334,11 @@ class TrustedProxies:
 # === 6. Reactor ===
 
 def _catch_signals(handlers, wake_fd):
-    """Install ``{number: handler}``, all or none, with the C-level handler
-    writing a byte to ``wake_fd``; returns the previous handlers and a
-    function that puts everything back.
-
-    A Python signal handler runs only when the main thread next runs
-    bytecode: a signal that lands just before select() blocks, or on another
-    thread, would wait for the next event; the byte ends the wait at once.
-    """
+    """Install ``{number: handler}`` (all or none), the wake-up byte going to ``wake_fd``;
+    returns the previous handlers and the function that puts everything back."""
+    # A Python handler runs only when the main thread next runs bytecode: a
+    # signal landing just before select() blocks, or on another thread, would
+    # wait for the next event.  The byte the C-level handler writes ends it.
     import signal  # deferred: import time
     previous = {}
 
@@ -1434,12 +1385,7 @@ class Timer:
 
 
 class Reactor:
-    """Event loop on ``selectors``: file readiness, timers and callbacks.
-
-    Written for speed (benchmark: bench/bench.py): one select() per turn,
-    callbacks found through the selector key's data, no per-turn allocation
-    beyond what select() returns.
-    """
+    """Event loop on ``selectors``: file readiness, timers and callbacks."""
 
     def __init__(self):
         self._selector = selectors.DefaultSelector()
@@ -1522,12 +1468,9 @@ class Reactor:
     # -- signals
 
     def _catch_stop_signals(self, numbers):
-        """Signals that shut the servers down gracefully; a second one exits
-        at once.  Returns the function that puts the old handlers back.
-
-        The first signal only queues the shutdown, so the loop is never
-        re-entered from a signal handler.
-        """
+        """SIGINT/SIGTERM (or ``numbers``) shut down gracefully, a second one at once."""
+        # The first only queues the shutdown: the loop is never re-entered
+        # from a signal handler.
         import signal  # deferred: import time
         caught = []
 
@@ -1565,12 +1508,7 @@ class Reactor:
                     or len(self._timers) > self._cancelled_timers)
 
     def run(self, signals=False):
-        """Run until every server has shut down and no timer or callback is left.
-
-        With ``signals`` (main thread only), SIGTERM and SIGINT (or the
-        signal numbers given) shut the servers down gracefully and a second
-        signal exits at once.
-        """
+        """Run until every server has shut down and no timer or callback is left."""
         self.thread_ident = threading.get_ident()
         self._stopping = False
         restore = None
@@ -1590,6 +1528,8 @@ class Reactor:
         self.call_soon_threadsafe(lambda: None)
 
     def _run_once(self):
+        # Hot path (bench/bench.py): one select() per turn, handlers found
+        # through the selector key's data, nothing allocated per turn.
         timers = self._timers
         if self._ready:
             timeout = 0
@@ -1641,11 +1581,9 @@ class Reactor:
         self._wake_send.close()
 
     def after_fork(self):
-        """In a forked child: a selector and wake-up pair of its own.
-
-        The parent's epoll instance is shared across fork(), so the child
-        must not touch it; it only drops its copy of the descriptor.
-        """
+        """In a forked child: a selector and wake-up pair of its own."""
+        # The parent's epoll instance is shared across fork(): the child only
+        # drops its copy of the descriptor.
         self.close()
         self._selector = selectors.DefaultSelector()
         self._open_waker()
@@ -1702,11 +1640,7 @@ def _pread(fd, size, offset):
 
 
 class _FileRegion:
-    """Bytes of an open file to send: ``os.sendfile``, or blocks of ``blocksize``.
-
-    Owns the descriptor (unless told otherwise) and closes it exactly once,
-    whatever happens.
-    """
+    """Bytes of an open file to send with ``os.sendfile``, or in ``blocksize`` blocks."""
 
     __slots__ = ("fd", "offset", "remaining", "blocksize", "use_sendfile", "started",
                  "owns_fd")
@@ -1757,15 +1691,9 @@ class _FileRegion:
 
 
 class _Transport:
-    """A non-blocking socket with an output queue.
-
-    Output is sent at once when the queue is empty; only what the kernel
-    refuses is queued, and write interest is registered only while bytes
-    are pending, so an idle or flushed connection costs the loop nothing.
-    A subclass is told what happens: ``_on_write_blocked()``,
-    ``_on_write_progress()``, ``_on_drained()``, ``_on_write_error(exc, op)``
-    and ``_on_file_progress(sent)``.
-    """
+    """A non-blocking socket with an output queue; a subclass hears of progress through
+    ``_on_write_blocked``, ``_on_write_progress``, ``_on_drained``, ``_on_write_error``
+    and ``_on_file_progress``."""
 
     __slots__ = ("reactor", "sock", "_events", "_out", "_out_size", "_reading", "closed",
                  "_want_write")
@@ -1864,7 +1792,8 @@ class _Transport:
                     data.close()
                     out.popleft()
                 continue
-            if len(out) > 1 and len(data) < _SEND_JOIN_LIMIT and out[1].__class__ is not _FileRegion:
+            if (len(out) > 1 and len(data) < _SEND_JOIN_LIMIT
+                    and out[1].__class__ is not _FileRegion):
                 # Many small pieces: one send() of them all.
                 pieces = []
                 size = 0
@@ -1916,13 +1845,7 @@ _SERVER_FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "conn
 
 
 class _HeadWriter:
-    """The one place where a response's status line and fields become bytes:
-    normal answers, error answers and protocol rejections alike.
-
-    Hot path (bench workload "hello"): a server answers the same few heads
-    over and over, so a head is built once a second at most and then found
-    in a dict by what it depends on.
-    """
+    """The one place where a status line and fields become bytes, whatever the answer."""
 
     __slots__ = ("_defaults", "_default_names", "_date", "_common", "_built")
 
@@ -1936,13 +1859,9 @@ class _HeadWriter:
 
     def build(self, code, message, fields, body, complete, close, head_only, http11,
               switching=False):
-        """(head bytes, body writer class, length, close) for a response.
-
-        ``complete``: ``body`` is the whole body unless a Content-Length was
-        set; ``close``: the connection closes after it (a ``Connection:
-        close`` field set by the handler closes it too); ``switching``: a
-        101 answer whose Connection and Upgrade fields are the handler's.
-        """
+        """(head bytes, body writer class, length, close) for a response."""
+        # Hot path (bench workload "hello"): a server answers the same few
+        # heads over and over; each is built once a second at most.
         date = _date_cache.get()
         built = self._built
         if date is not self._date:
@@ -2058,19 +1977,19 @@ class _BodyBuffer:
 # state says what the connection waits for, and with it which deadline runs
 # and what happens when the client leaves (its end of stream arrives).
 #
-#   state      waits for                    deadline (on expiry)       client leaves         next
-#   HANDSHAKE  the TLS handshake            timeout (close)            close                 NEW
-#   NEW        a request's first byte       timeout (close)            close                 READING
-#   IDLE       the next request             keepalivetimeout (close)   close                 READING
-#   READING    the rest of the request      timeout (408, then close)  close                 HANDLING
-#   HANDLING   the handler's response       -                          close, the response   SENDING,
-#                                                                      is dropped            SWITCHED
-#   SENDING    the kernel to take the       -                          finish sending,       IDLE, READING,
-#              end of the response                                     then close            CLOSING
-#   CLOSING    the client to read our       linger_timeout (close)     close                 CLOSED
-#              last bytes (RFC 9112 §9.6)
-#   SWITCHED   another protocol (after 101) -                          the protocol is told  CLOSED
-#   CLOSED     nothing                      -                          -                     -
+#   state      waits for              deadline (then)          client leaves       next
+#   HANDSHAKE  the TLS handshake      timeout (close)          close               NEW
+#   NEW        a request's 1st byte   timeout (close)          close               READING
+#   IDLE       the next request       keepalivetimeout (close) close               READING
+#   READING    the rest of it         timeout (408, close)     close               HANDLING
+#   HANDLING   the handler's answer   -                        close, answer lost  SENDING,
+#                                                                                  SWITCHED
+#   SENDING    the kernel to take     -                        finish, then close  IDLE, READING,
+#              the answer's end                                                    CLOSING
+#   CLOSING    the client to read     linger_timeout (close)   close               CLOSED
+#              it all (RFC 9112 §9.6)
+#   SWITCHED   another protocol (101) -                        the protocol hears  CLOSED
+#   CLOSED     nothing                -                        -                   -
 #
 # In every state, a read or write error closes the connection, and so does
 # output that the kernel refuses for ``timeout`` seconds.  "close" in the
@@ -2094,14 +2013,7 @@ _LARGE_SNDBUF = 4 * 2**20
 
 
 class _HTTPConnection(_Transport):
-    """One client socket: parser, output, deadline, keep-alive and pipelining.
-
-    The application side is reached through ``self.server``, which routes
-    requests and fires special handlers.  ``Response`` drives the answer
-    through ``send_head``, ``send_body``, ``send_file`` and ``end_response``;
-    a protocol that took the connection over (see ``Response.upgrade``) uses
-    ``write``, ``close`` and ``abort``.
-    """
+    """One client socket: parser, output, deadline, keep-alive and pipelining."""
 
     __slots__ = ("server", "limits", "parser", "info", "tls", "state", "keepalive_remaining",
                  "routes", "deadline", "_timer", "_head", "_body", "_response", "_writer",
@@ -2307,13 +2219,7 @@ class _HTTPConnection(_Transport):
         return response is self._response and self.state == _HANDLING
 
     def send_head(self, response, body, complete, file=False):
-        """Write the head of ``response`` and the first ``body`` bytes.
-
-        ``complete``: ``body`` is the whole body, unless the handler set a
-        Content-Length (then the rest may follow by ``send_body``).  ``file``:
-        a file follows; hold back partial segments until it is out.  Raises
-        (a bad status, say) before anything is written.
-        """
+        """Write the head of ``response`` and its first ``body`` bytes (all, if ``complete``)."""
         head = self._head
         server = self.server
         close = (not head.keep_alive or self.keepalive_remaining <= 1
@@ -2933,12 +2839,7 @@ class _Answer:
 
 
 class Response(_Answer):
-    """The response to one request.
-
-    Set ``code``, headers and ``content``, then ``done()``; or ``send()``
-    pieces as they come and ``done()`` at the end.  Every method may be
-    called from any thread: off the reactor thread the call is handed to it.
-    """
+    """The response to one request; every method may be called from any thread."""
 
     __slots__ = ("request", "code", "message", "headers", "_content", "_conn",
                  "_responded", "_headers_sent", "_finished", "_streaming", "_unsent", "_lock")
@@ -3041,14 +2942,7 @@ class Response(_Answer):
         self._headers_sent = True
 
     def send(self, data=b""):
-        """Send part of the body (the head goes first, with ``content``).
-
-        Returns True while the output queued for the client is under
-        ``Limits.output_high_water``; past it, wait for ``on_drain`` before
-        sending more.  Called from another thread, ``send`` itself waits
-        until the client has taken enough, so a slow reader holds back the
-        thread instead of growing the server's memory.
-        """
+        """Send part of the body; False once ``Limits.output_high_water`` bytes wait."""
         if self._finished:
             raise RuntimeError("send() after done()")
         if isinstance(data, str):
@@ -3152,13 +3046,7 @@ class Response(_Answer):
         self._done_now()
 
     def upgrade(self, protocol):
-        """Answer 101 Switching Protocols with the headers set (``Upgrade``,
-        ``Connection: Upgrade``...) and hand the connection to ``protocol``:
-        it gets ``connection_made(transport)``, ``data_received(bytes)`` and
-        ``connection_lost(exc)``, and may have ``server_shutdown()``; the
-        transport has ``write``, ``close``, ``abort``, ``pause_reading``,
-        ``resume_reading``, ``output_pending``, ``wait_drain``, ``reactor``
-        and ``info``."""
+        """Answer 101 with the headers set and hand the connection to ``protocol`` (README)."""
         if self._headers_sent or self._responded:
             raise RuntimeError("upgrade() after the response was sent")
         self._responded = self._finished = True
@@ -3173,15 +3061,7 @@ class Response(_Answer):
             conn.switch_protocol(self, protocol)
 
     def sendfile(self, path, content_type=None):
-        """Send a file as the whole response, and finish: do not call ``done()``.
-
-        Answers 404 for a missing file or a directory, 403 for an unreadable
-        one; sets Content-Type (given, or guessed), Last-Modified, ETag and
-        Accept-Ranges; answers conditional requests with 304 and a single
-        byte range with 206, several as multipart/byteranges (416 when
-        none can be satisfied).  The body goes out with ``os.sendfile``
-        where possible, else in ``blocksize`` blocks, never blocking the loop.
-        """
+        """Send a file as the whole answer, ranges and conditions included, and finish."""
         if self._headers_sent or self._responded:
             raise RuntimeError("sendfile() after the response was sent")
         self._responded = self._finished = True
@@ -3343,14 +3223,7 @@ class Response(_Answer):
 
 
 class Error(_Answer):
-    """What ``on_error`` receives: a network error or an HTTP error.
-
-    For a network error ``op`` names the failed operation (``read``,
-    ``write``, ``accept``, ``bind``, ...) and ``errnum``/``errstr`` say why;
-    it is never sent.  For an HTTP error ``op`` is None and ``code``,
-    ``headers`` and ``content`` are what the client will get; ``on_error``
-    may change them.
-    """
+    """What ``on_error`` receives: a network error (``op`` set) or an HTTP error to send."""
 
     def __init__(self, op=None, errnum=0, errstr="", code=500, message=None,
                  content=b"", headers=None, request=None, connection=None):
@@ -3448,11 +3321,7 @@ def _handler_pairs(handlers):
 
 
 class Router:
-    """The ordered regex table of handlers, and the special handlers.
-
-    Regexes are unanchored and tried in order against the request path
-    (without the query); the first that matches wins; ``""`` matches all.
-    """
+    """The ordered table of unanchored regexes tried against the path, and the specials."""
 
     def __init__(self, handlers=None):
         self.order = []       # regexes in matching order
@@ -3530,10 +3399,7 @@ class Router:
 # === 11. Static files ===
 
 def _accepts_encoding(header, coding):
-    """RFC 9110 §12.5.3: does Accept-Encoding allow ``coding`` (q > 0)?
-
-    A coding named explicitly wins over ``*``.
-    """
+    """RFC 9110 §12.5.3: does Accept-Encoding allow ``coding``?  Its own name beats ``*``."""
     wildcard = None
     for item in header.split(","):
         name, _, params = item.partition(";")
@@ -3583,13 +3449,7 @@ def _display_path(path):
 
 
 class StaticFiles:
-    """A handler serving the files under ``root``, and nothing outside it.
-
-    ``prefix`` is the URL path it is mounted at (``"/static"``); a directory
-    answers with its ``index`` file, else an HTML listing (or 403 when
-    ``listing`` is off); ``x.js.br`` or ``x.js.gz`` is sent in place of
-    ``x.js`` to a client that accepts that coding.
-    """
+    """A handler serving the files under ``root``, and nothing outside it."""
 
     def __init__(self, root, index="index.html", listing=True, prefix="",
                  cache_size=4 * 2**20):
@@ -3807,11 +3667,7 @@ def _handler_raised_in_thread(response, where):
 
 
 class threaded:
-    """Wrap a handler so that it runs on a pool of ``threads`` worker threads.
-
-    What the handler does with ``req`` and ``resp`` is handed back to the
-    reactor thread, which never waits for it.
-    """
+    """Wrap a handler so that it runs on a pool of ``threads`` worker threads."""
 
     def __init__(self, handler, threads=8):
         self.handler = resolve_handler(handler)
@@ -3898,10 +3754,7 @@ def _import_object(spec):
 
 
 class WSGIHandler:
-    """A handler hosting a WSGI (PEP 3333) application on worker threads.
-
-    ``script_name`` is the URL prefix the application is mounted at.
-    """
+    """A handler hosting a WSGI (PEP 3333) application on worker threads."""
 
     def __init__(self, app, threads=8, script_name=""):
         if isinstance(app, str):
@@ -4060,19 +3913,14 @@ _servers_by_alias = {}
 
 
 def _systemd_socket():
-    """The first socket passed by systemd socket activation, or None.
-
-    sd_listen_fds(3): LISTEN_PID names this process and LISTEN_FDS counts
-    descriptors from 3.  The variables are removed so that children do not
-    take the socket for their own.
-    """
+    """The first socket of systemd socket activation (sd_listen_fds(3)), or None."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return None
     try:
         count = int(os.environ.get("LISTEN_FDS", "0"))
     except ValueError:
         return None
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):  # not for children
         os.environ.pop(name, None)
     return 3 if count > 0 else None
 
@@ -4191,12 +4039,7 @@ def _open_access_log(setting):
 
 
 class Server:
-    """An HTTP server: listening socket, connections, handlers.
-
-    ``Server(**config)`` prepares; ``start()`` binds and begins accepting on
-    its reactor (the default one unless ``reactor=`` is given).  The
-    options are those of ``SERVER_OPTIONS``.
-    """
+    """An HTTP server: listening socket, connections, handlers (``SERVER_OPTIONS``)."""
 
     def __init__(self, **config):
         unknown = set(config) - set(_OPTION_DEFAULTS)
@@ -4273,13 +4116,7 @@ class Server:
     # -- life cycle
 
     def start(self):
-        """Bind, listen and start accepting; returns the server.
-
-        When the bind fails and both ``retry`` and an ``on_error`` handler
-        are set, ``on_error`` gets an Error with ``op="bind"`` and the bind
-        is tried again every ``retry`` seconds; otherwise the OSError is
-        raised.
-        """
+        """Bind, listen and accept (or retry the bind: ``retry``); returns the server."""
         if self._started:
             return self
         self._started = True
@@ -4785,7 +4622,7 @@ class _Supervisor:
         except BaseException:
             _log.exception("worker %d failed", os.getpid())
         finally:
-            os._exit(code)
+            os._exit(code)  # a forked child leaves without the parent's cleanup
 
 
 def _serve(reactor, signals=True):
@@ -4802,12 +4639,7 @@ def spawn(**config):
 
 
 def run(signals=True):
-    """Run the default reactor until every server has shut down.
-
-    In the main thread, SIGTERM and SIGINT start a graceful shutdown; a
-    second one exits at once (SystemExit).  With ``prefork`` servers this
-    process supervises the worker processes that serve.
-    """
+    """Run the default reactor (or supervise the prefork workers) until every server has ended."""
     _serve(default_reactor(), signals)
 
 
@@ -4817,10 +4649,7 @@ def stop():
 
 
 def post(alias, event, *args):
-    """Call a control event (``shutdown``, ``handlers_set``...) of a server by alias.
-
-    Safe from any thread: the call runs on the server's reactor.
-    """
+    """Call ``shutdown`` or a ``handlers_*`` method of a server by alias, from any thread."""
     server = _servers_by_alias.get(alias)
     if server is None:
         raise LookupError("no server with alias %r" % alias)
