@@ -319,8 +319,14 @@ class EndOfMessage:
 _END_OF_MESSAGE = EndOfMessage()
 
 
+# A TLS handshake starts with 0x16 (RFC 8446 §5.1), which no method does.
+_PLAIN_HTTP_ONLY = "This port speaks plain HTTP, not TLS."
+
+
 def _raise_bad_request_line(line, max_request_line):
     """Raise the right error for a request line the fast regex refused."""
+    if line[:1] == b"\x16":
+        raise BadRequest(_PLAIN_HTTP_ONLY)
     if len(line) > max_request_line:
         raise URITooLong("Request line too long.")
     parts = line.split(b" ")
@@ -624,6 +630,9 @@ class RequestParser:
         limits = self.limits
         block = received.extract_head(limits.max_header_size + 3)
         if block is None:
+            if _TOKEN_RE.match(received.peek(1)) is None and received.size:
+                # No request line starts so: answer now, not after ``timeout``.
+                _raise_bad_request_line(received.peek(1), limits.max_request_line)
             size = len(received)
             if (size > limits.max_request_line + 1
                     and received.line_end(limits.max_request_line + 2) < 0):
@@ -2457,6 +2466,8 @@ class _HTTPConnection(_Transport):
     def _reject(self, exc):
         """Answer a protocol error, then close: the one place errors become answers."""
         self._linger = True
+        if exc.message is _PLAIN_HTTP_ONLY:
+            _log.warning("%s: a TLS handshake on a plain HTTP port; answered 400", self.info.ID)
         # As in the Perl module, the answer is to a stand-in request with
         # method ERROR and target / (what post_request sees).
         head = RequestHead("ERROR", "/", "HTTP/1.1", [])

@@ -1594,6 +1594,27 @@ def test_fuzzed_input_only_raises_http_errors():
             parse(prefix + data, seeds=(rng.random(),))
 
 
+def tls_client_hello():
+    """The first bytes a real TLS client sends."""
+    outgoing = ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing,
+                                                server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("start", [tls_client_hello(), b" GET / HTTP/1.1\r\n", b"\x00\x01", b"{"])
+def test_a_head_that_cannot_start_a_request_is_refused_at_its_first_byte(start):
+    # No line end is needed to know: a client sending TLS to a plain port,
+    # for one, would otherwise wait for the timeout.
+    assert status_of(start) == 400
+    parser = poex_http.RequestParser()
+    parser.feed(start[:1])
+    with pytest.raises(poex_http.BadRequest):
+        parser.next_event()
+
+
 # --- limits: 413, 414, 431 and the chunk-size line
 
 def test_content_length_above_max_body_413():
@@ -3186,6 +3207,16 @@ def test_live_fuzz_garbage(serve):
         client.send(get("/"))
         assert client.response()[:3:2] == (200, b"Hello world\n")
     wait_until(lambda: not live.server.connections)
+
+
+def test_live_tls_on_the_plain_port_is_answered_400_at_once(serve, caplog):
+    live = serve(handlers=[("", hello)], timeout=300)
+    with RawClient(live.port) as client:
+        client.send(tls_client_hello())
+        status, headers, body = client.response()
+        assert status == 400 and b"plain HTTP, not TLS" in body
+        assert client.closed_by_server()
+    assert "TLS handshake on a plain HTTP port" in caplog.text
 
 
 # --- handler failures
