@@ -113,6 +113,15 @@ class Limits:
         # a connection the server closes, so that unread client bytes do not
         # turn the close into a reset that destroys the response.
         "linger_timeout": 2.0,
+        # Seconds a request head may take from its first byte (from accept,
+        # for a connection's first request); slower gets 408.  nginx allows
+        # 60, Apache's mod_reqtimeout 20-40.
+        "head_timeout": 30.0,
+        # A request body must keep up this many bytes a second once it has
+        # had ``body_rate_grace`` seconds, as with mod_reqtimeout's MinRate;
+        # slower gets 408.  0 turns the rule off.
+        "body_min_rate": 500,
+        "body_rate_grace": 20.0,
         # Seconds to stop accepting after the process runs out of file
         # descriptors, instead of spinning on a listener that stays readable.
         "accept_pause": 0.5,
@@ -2025,7 +2034,8 @@ class _HTTPConnection(_Transport):
     """One client socket: parser, output, deadline, keep-alive and pipelining."""
 
     __slots__ = ("server", "limits", "parser", "info", "tls", "state", "keepalive_remaining",
-                 "routes", "deadline", "_timer", "_head", "_body", "_response", "_writer",
+                 "routes", "deadline", "_timer", "_request_started", "_body_started",
+                 "_head", "_body", "_response", "_writer",
                  "_keep_alive", "_linger", "_in_process_input", "body_sent", "_drain_waiters",
                  "_restore", "_protocol")
 
@@ -2043,6 +2053,7 @@ class _HTTPConnection(_Transport):
         self.routes = server.router.table
         self.deadline = None
         self._timer = None
+        self._request_started = self._body_started = 0.0  # reactor times
         self._head = None        # the request being answered
         self._body = None        # its body while it arrives (a _BodyBuffer)
         self._response = None
@@ -2056,7 +2067,8 @@ class _HTTPConnection(_Transport):
         self._protocol = None
 
     def start(self):
-        self._set_deadline(self.server.timeout)
+        self._request_started = self.reactor.now  # the first request's clock runs from accept
+        self._deadline_at(self._reading_deadline())
         self._update_events()
 
     def __repr__(self):
@@ -2089,11 +2101,13 @@ class _HTTPConnection(_Transport):
 
     def _set_deadline(self, seconds):
         """Time out ``seconds`` from now; 0 or None means never."""
-        if not seconds:
-            self.deadline = None
-            return
-        deadline = self.reactor.now + seconds
+        self._deadline_at(self.reactor.now + seconds if seconds else None)
+
+    def _deadline_at(self, deadline):
+        """Time out at this reactor time; None means never."""
         self.deadline = deadline
+        if deadline is None:
+            return
         timer = self._timer
         if timer is None or timer.deadline > deadline:
             if timer is not None:
@@ -2110,7 +2124,11 @@ class _HTTPConnection(_Transport):
             return
         self.deadline = None
         if self.state == _READING:
-            self._reject(RequestTimeout("Request not received in time."))
+            deadline = self._reading_deadline()
+            if deadline is not None and time.monotonic() < deadline:
+                self._deadline_at(deadline)  # the body has kept up its rate
+            else:
+                self._reject(RequestTimeout("Request not received in time."))
         else:
             self.abort()  # quiet: idle, blocked, lingering or handshaking
 
@@ -2173,7 +2191,9 @@ class _HTTPConnection(_Transport):
                         self._dispatch(b"", None)
                         continue
                     self._body = _BodyBuffer(self.limits.spool_body)
+                    self._body_started = self.reactor.now
                     self._begin_reading()
+                    self._deadline_at(self._reading_deadline())
                     if event.expect_continue and not parser.buffered:
                         self._write(CONTINUE_RESPONSE)
                 elif event.__class__ is EndOfMessage:
@@ -2200,10 +2220,25 @@ class _HTTPConnection(_Transport):
 
     def _begin_reading(self):
         if self.state == _IDLE:
-            # The next request has begun: ``timeout`` applies from here (from
-            # accept for a new connection) until all of it has arrived.
-            self._set_deadline(self.server.timeout)
+            self._request_started = self.reactor.now  # the next request has begun
+            self._deadline_at(self._reading_deadline())
         self.state = _READING
+
+    def _reading_deadline(self):
+        """When the request being read runs out of time: ``timeout`` for all
+        of it, ``Limits.head_timeout`` for its head; a body must then keep up
+        ``body_min_rate`` (each byte buys more time, past a grace period)."""
+        limits = self.limits
+        ends = []
+        if self.server.timeout:
+            ends.append(self._request_started + self.server.timeout)
+        if self._body is None:
+            if limits.head_timeout:
+                ends.append(self._request_started + limits.head_timeout)
+        elif limits.body_min_rate:
+            ends.append(self._body_started + limits.body_rate_grace
+                        + self._body.size / limits.body_min_rate)
+        return min(ends) if ends else None
 
     def _body_lost(self, body, exc):
         """A body that could not be stored (disk full, say): 500, not a short body."""

@@ -2965,6 +2965,57 @@ def test_live_timeout_incomplete_request_gets_408(serve, raw):
     wait_until(lambda: not live.server.connections)
 
 
+def _dribble(client, data, every):
+    """Send ``data`` a piece every ``every`` seconds until the server answers."""
+    for piece in data:
+        try:
+            client.send(piece)
+        except OSError:
+            return  # the server has answered and closed
+        if select.select([client.sock], [], [], every)[0]:
+            return
+
+
+@pytest.mark.parametrize("first_request", [True, False])
+def test_live_a_head_dribbled_in_is_cut_at_head_timeout(serve, first_request):
+    limits = poex_http.Limits(head_timeout=0.4)
+    live = serve(handlers=[("", hello)], timeout=300, keepalive=10, limits=limits)
+    with RawClient(live.port) as client:
+        if not first_request:
+            client.send(get("/"))
+            assert client.response()[0] == 200
+        started = time.monotonic()
+        head = get("/", headers=[("X-Pad", "p" * 200)])
+        _dribble(client, [head[i:i + 1] for i in range(len(head))], 0.02)
+        status, headers, body = client.response()
+        assert client.status_line == "HTTP/1.1 408 Request Timeout"
+        assert time.monotonic() - started >= 0.35  # each byte came in time: the head did not
+        assert client.closed_by_server()
+
+
+def test_live_a_body_slower_than_its_minimum_rate_is_cut(serve):
+    limits = poex_http.Limits(body_min_rate=2000, body_rate_grace=0.3)
+    live = serve(handlers=[("", echo)], timeout=300, limits=limits)
+    with RawClient(live.port) as client:
+        client.send(get("/", method="POST", headers=[("Content-Length", "100000")]))
+        started = time.monotonic()
+        _dribble(client, [b"x" * 10] * 1000, 0.05)  # 200 bytes a second
+        assert client.response()[0] == 408
+        # The grace period, plus 1/2000 s for each byte that came.
+        assert time.monotonic() - started >= 0.3
+        assert client.closed_by_server()
+
+
+def test_live_a_body_that_keeps_up_its_rate_is_read_whole(serve):
+    limits = poex_http.Limits(body_min_rate=1000, body_rate_grace=0.2)
+    live = serve(handlers=[("", echo)], timeout=300, limits=limits)
+    with RawClient(live.port) as client:
+        client.send(get("/", method="POST", headers=[("Content-Length", "6000")]))
+        _dribble(client, [b"y" * 300] * 20, 0.05)  # about 6,000 bytes a second
+        status, headers, body = client.response(method="POST")
+        assert (status, body) == (200, b"y" * 6000)
+
+
 # --- request bodies
 
 def _body_report(req, resp):
