@@ -93,8 +93,9 @@ class Limits:
         # the body is read.  1 MiB, as POE::Filter::HTTPD had it.
         "max_body": 1048576,
         # A body larger than this is kept in a temporary file, not in
-        # memory (``req.body_file``; ``req.content`` reads it on demand).
-        "spool_body": 1048576,
+        # memory (``req.body_file``; ``req.content`` reads it on demand):
+        # well below max_body, so that a few uploads cannot fill the memory.
+        "spool_body": 262144,
         # One chunk-size line of a chunked body, extensions included.
         "max_chunk_line": 4096,
         # Bytes read ahead from a client while its request is being handled
@@ -1956,11 +1957,14 @@ class _BodyBuffer:
     """A request body as it arrives: in memory, or past ``spool`` bytes in a
     temporary file, so a large upload does not sit in the server's memory."""
 
-    __slots__ = ("spool", "parts", "size", "file")
+    __slots__ = ("spool", "held", "size", "file")
 
     def __init__(self, spool):
         self.spool = spool
-        self.parts = []
+        # The first piece as it came, then one growing bytearray: a body
+        # that arrives in many small pieces costs its size, not an object
+        # a piece.
+        self.held = b""
         self.size = 0
         self.file = None
 
@@ -1968,13 +1972,18 @@ class _BodyBuffer:
         self.size += len(data)
         if self.file is not None:
             self.file.write(data)
-            return
-        self.parts.append(data)
-        if self.size > self.spool:
+        elif self.size > self.spool:
             import tempfile  # deferred: import time
             self.file = tempfile.TemporaryFile()
-            self.file.write(b"".join(self.parts))
-            self.parts = None
+            self.file.write(self.held)
+            self.file.write(data)
+            self.held = b""
+        elif not self.held:
+            self.held = data
+        else:
+            if self.held.__class__ is bytes:
+                self.held = bytearray(self.held)
+            self.held += data
 
     def close(self):
         """Drop the temporary file of a body the connection gave up on."""
@@ -1984,7 +1993,7 @@ class _BodyBuffer:
     def finish(self):
         """The body: bytes, or the temporary file rewound to its start."""
         if self.file is None:
-            return b"".join(self.parts)
+            return bytes(self.held)
         self.file.seek(0)
         return self.file
 

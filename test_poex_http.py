@@ -3148,6 +3148,36 @@ def test_a_body_that_cannot_be_stored_gives_500_not_a_short_body(serve, monkeypa
     assert seen == []
 
 
+def test_live_by_default_a_body_well_under_the_limit_goes_to_a_file(serve):
+    seen = []
+
+    def upload(req, resp):
+        seen.append((req.body_file is not None, req.body_length()))
+        resp.done()
+    live = serve(handlers=[("", upload)])
+    body = b"u" * (600 * 1024)
+    assert len(body) < poex_http.Limits().max_body
+    status, headers, _ = fetch(live.port, "/", method="POST", body=body,
+                               headers=[("Content-Length", str(len(body)))])
+    assert status == 200 and seen == [(True, len(body))]
+
+
+# internals: _BodyBuffer, the store of a body as it arrives
+def test_a_body_in_tiny_pieces_costs_about_its_size_in_memory():
+    import tracemalloc
+    size = 256 * 1024
+    tracemalloc.start()
+    try:
+        body = poex_http._BodyBuffer(spool=size)
+        for _ in range(size // 2):
+            body.add(b"ab")
+        assert body.finish() == b"ab" * (size // 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * size, "peak %d bytes for a %d-byte body" % (peak, size)
+
+
 # --- bad requests
 
 REJECTIONS = [
