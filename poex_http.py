@@ -2490,14 +2490,12 @@ class _HTTPConnection(_Transport):
                 self.resume_reading()
 
     def server_shutting_down(self):
-        """The server stops: close when idle, else finish what is under way."""
-        if self.state == _IDLE:
-            self.close()
-        elif self.state <= _NEW:
-            # Accepted but not heard from yet: a short chance to send its
-            # request, which is then answered with Connection: close.
-            server = self.server
-            self._set_deadline(min(server.timeout or 5, server.keepalivetimeout or 5))
+        """The server stops: finish what is under way, then close."""
+        if self.state <= _IDLE:
+            # A request may be on its way (or in the socket, unread): it gets
+            # a short while to arrive and is answered with Connection: close,
+            # where closing now would reset it.
+            self._set_deadline(self.limits.linger_timeout)
         elif self.state == _SWITCHED:
             shutdown = getattr(self._protocol, "server_shutdown", None)
             if shutdown is None:
@@ -4039,6 +4037,8 @@ SERVER_OPTIONS = (
             "--trusted-proxies", metavar="ADDR[,NET...]"),
     _Option("retry", 60, "seconds before a failed bind is tried again, when an on_error "
             "handler is set (0: raise at once)"),
+    _Option("shutdown_timeout", 30, "seconds a graceful stop waits for requests in flight "
+            "before it drops them (0: no limit)", "--shutdown-timeout", type=float, metavar="S"),
     _Option("limits", None, "a Limits object with every size and time bound"),
     _Option("reactor", None, "the Reactor to run on (default: the module's)"),
     _Option("options", None, "reactor options (kept for compatibility)"),
@@ -4114,6 +4114,7 @@ class Server:
         self.keepalivetimeout = options["keepalivetimeout"]
         self.timeout = options["timeout"]
         self.retry = options["retry"]
+        self.shutdown_timeout = options["shutdown_timeout"]
         self.options = options["options"] or {}
         self.host, self.port, self.reuse_address = self._address(options)
         self.unix = options["unix"]
@@ -4127,7 +4128,7 @@ class Server:
         self.prefork = int(options["prefork"] or 0)
         self.recycle = int(options["recycle"] or 0)
         self._is_worker = False
-        self._retry_timer = None
+        self._retry_timer = self._shutdown_timer = None
         headers = options["headers"]
         if headers is None:
             headers = {"Server": "poex_http/%s" % __version__}
@@ -4326,6 +4327,11 @@ class Server:
         if self.shutting_down:
             return
         self.shutting_down = True
+        if self._listener is not None and not self.needs_supervisor:
+            # Connections the kernel has completed (the concurrency limit may
+            # hold them back) are answered, not reset by the listener's close.
+            self._listener.setblocking(False)
+            self._accept(self.limits.backlog)
         self._pause_accepting()
         if self._retry_timer is not None:
             self._retry_timer.cancel()
@@ -4344,11 +4350,27 @@ class Server:
             del _servers_by_alias[self.alias]
         for conn in list(self.connections):
             conn.server_shutting_down()
+        if self.connections:
+            _log.info("stopping: waiting for %d connection(s)%s", len(self.connections),
+                      " for at most %g s" % self.shutdown_timeout if self.shutdown_timeout else "")
+            if self.shutdown_timeout:
+                self._shutdown_timer = self.reactor.call_later(self.shutdown_timeout,
+                                                               self._shutdown_expired)
         self._maybe_finished()
 
+    def _shutdown_expired(self):
+        if self.connections:
+            _log.warning("stopping: dropping %d connection(s) after %g s",
+                         len(self.connections), self.shutdown_timeout)
+            for conn in list(self.connections):
+                conn.abort()
+
     def _maybe_finished(self):
-        if self.shutting_down and not self.connections:
+        if self.shutting_down and not self.connections and self in self.reactor.servers:
+            if self._shutdown_timer is not None:
+                self._shutdown_timer.cancel()
             self.reactor.remove_server(self)
+            _log.info("stopped: %s", self._where())
 
     # -- accepting
 
@@ -4367,8 +4389,11 @@ class Server:
             self.reactor.unregister(self._listener)
 
     def on_readable(self):
+        self._accept(64)
+
+    def _accept(self, most):
         listener = self._listener
-        for _ in range(64):
+        for _ in range(most):
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -4379,7 +4404,7 @@ class Server:
                 self._accept_failed(exc)
                 return
             self._start_connection(sock, peer)
-            if not self._accepting:
+            if not (self._accepting or self.shutting_down):
                 return
 
     def _accept_failed(self, exc):
@@ -4811,6 +4836,7 @@ def main(argv=None):
     args = _argument_parser().parse_args(argv)
     import logging  # deferred (import time), as for _log
     logging.basicConfig(level=logging.WARNING, format="poex_http: %(message)s")
+    logging.getLogger("poex_http").setLevel(logging.INFO)  # stopping, stopped...
     config = {option.name: getattr(args, option.name) for option in SERVER_OPTIONS if option.flag}
     if args.port_arg is not None:
         config["port"] = args.port_arg

@@ -7043,6 +7043,49 @@ def test_shutdown_with_one_request_in_flight_and_one_idle_connection(serve):
         busy.close()
 
 
+def test_shutdown_answers_a_request_that_reaches_an_idle_connection_as_it_stops(serve):
+    live = serve(handlers=[("", hello)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[0] == 200
+        live.call(live.server.shutdown)
+        # The request was on its way: it is answered, not reset.
+        client.send(get("/"))
+        status, headers, body = client.response()
+        assert (status, body, headers["connection"]) == (200, b"Hello world\n", "close")
+        assert client.closed_by_server()
+    live.thread.join(DEADLINE)
+    assert not live.thread.is_alive()
+
+
+def test_shutdown_answers_the_connections_waiting_in_the_backlog(serve):
+    live = serve(handlers=[("", hello)], keepalive=10, concurrency=1)
+    with RawClient(live.port) as first, RawClient(live.port) as waiting:
+        first.send(get("/"))
+        assert first.response()[0] == 200
+        waiting.send(get("/"))  # held in the backlog by the concurrency limit
+        waiting.assert_silent(0.2)
+        live.call(live.server.shutdown)
+        status, headers, body = waiting.response()
+        assert (status, headers["connection"]) == (200, "close")
+
+
+def test_shutdown_drops_what_is_left_after_shutdown_timeout(serve, caplog):
+    caplog.set_level(logging.INFO, logger="poex_http")
+    pending = []
+    live = serve(handlers=[("", lambda req, resp: pending.append(resp))], shutdown_timeout=0.3)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        wait_until(lambda: pending)
+        live.call(live.server.shutdown)
+        assert client.eof_within(DEADLINE)
+        live.thread.join(DEADLINE)
+        assert not live.thread.is_alive()
+    assert "waiting for 1 connection(s) for at most 0.3 s" in caplog.text
+    assert "dropping 1 connection(s) after 0.3 s" in caplog.text
+    assert "stopped" in caplog.text
+
+
 def test_post_by_alias_from_another_thread(serve):
     alias = "lifecycle-post"
     live = serve(handlers=[("^/$", hello)], alias=alias)
