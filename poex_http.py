@@ -4761,7 +4761,8 @@ def _argument_parser():
                              "instead of listing it")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="add a header to every response (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="no access log")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no access log, and no word of stopping (warnings still)")
     parser.add_argument("--wsgi", metavar="MODULE:APP",
                         help="serve this WSGI application instead of a directory "
                              "(e.g. myproject.wsgi:application)")
@@ -4836,7 +4837,8 @@ def main(argv=None):
     args = _argument_parser().parse_args(argv)
     import logging  # deferred (import time), as for _log
     logging.basicConfig(level=logging.WARNING, format="poex_http: %(message)s")
-    logging.getLogger("poex_http").setLevel(logging.INFO)  # stopping, stopped...
+    if not args.quiet:
+        logging.getLogger("poex_http").setLevel(logging.INFO)  # stopping, stopped...
     config = {option.name: getattr(args, option.name) for option in SERVER_OPTIONS if option.flag}
     if args.port_arg is not None:
         config["port"] = args.port_arg

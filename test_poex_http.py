@@ -7911,7 +7911,7 @@ def test_cli_access_log_to_a_file_appends(files, tmp_path):
         status, _, missing_body = fetch(port, "/missing")
         assert status == 404
         assert cli.stop(signal.SIGTERM) == 0
-        assert cli.stderr_text() == ""
+        assert "stopped" in cli.stderr_text() and "GET" not in cli.stderr_text()
     lines = log_path.read_text().splitlines()
     assert lines[0] == "kept"
     assert [parse_clf(line) for line in lines[1:]] == [
@@ -7928,7 +7928,8 @@ def test_cli_access_log_defaults_to_stderr(files):
         assert fetch(port, "/p.txt")[2] == TEXT
         wait_until(lambda: "GET /p.txt" in cli.stderr_text())
         assert cli.stop(signal.SIGTERM) == 0
-        lines = cli.stderr_text().splitlines()
+        lines = [line for line in cli.stderr_text().splitlines()
+                 if not line.startswith("poex_http: ")]  # stopping, stopped
     assert [parse_clf(line) for line in lines] == [("127.0.0.1", "GET /p.txt HTTP/1.1", 200, "36")]
 
 
@@ -7938,8 +7939,26 @@ def test_cli_access_log_dash_is_stderr(files):
         port = cli.serving(files)
         assert fetch(port, "/p.txt")[2] == TEXT
         assert cli.stop(signal.SIGTERM) == 0
-        lines = cli.stderr_text().splitlines()
+        lines = [line for line in cli.stderr_text().splitlines()
+                 if not line.startswith("poex_http: ")]
     assert [parse_clf(line) for line in lines] == [("127.0.0.1", "GET /p.txt HTTP/1.1", 200, "36")]
+
+
+def test_cli_says_what_a_stop_waits_for_and_when_it_is_done(tmp_path):
+    (tmp_path / "huge.bin").write_bytes(bytes(32 * 2**20))  # more than any socket buffers
+    with Program.cli("--bind", "127.0.0.1", "--port", "0", "--root", tmp_path, "--access-log",
+                     os.devnull, "--shutdown-timeout", "0.5") as cli:
+        port = cli.serving(tmp_path)
+        with RawClient(port, rcvbuf=4096) as client:
+            client.send(get("/huge.bin"))  # a download that waits for its reader
+            client.head()
+            assert cli.stop(signal.SIGTERM) == 0
+        lines = cli.stderr_text().splitlines()
+    assert lines[0] == "poex_http: signal 15: shutting down (again to exit at once)"
+    assert lines[1] == "poex_http: stopping: waiting for 1 connection(s) for at most 0.5 s"
+    assert lines[2] == "poex_http: stopping: dropping 1 connection(s) after 0.5 s"
+    assert re.fullmatch(r"poex_http: stopped: 127\.0\.0\.1:\d+", lines[3])
+    assert len(lines) == 4
 
 
 def test_cli_quiet_logs_nothing(files):
