@@ -337,6 +337,8 @@ def _raise_bad_request_line(line, max_request_line):
     """Raise the right error for a request line the fast regex refused."""
     if line[:1] == b"\x16":
         raise BadRequest(_PLAIN_HTTP_ONLY)
+    if _TOKEN_RE.match(line) is None:
+        raise BadRequest("Malformed request line.")  # however long: no method starts so
     if len(line) > max_request_line:
         raise URITooLong("Request line too long.")
     parts = line.split(b" ")
@@ -820,6 +822,8 @@ def status_line(code, message=None):
                 raise ValueError("status code %r is not three digits" % (code,))
             line = _STATUS_LINES[code] = "HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code))
         return line
+    if not 100 <= code <= 999:
+        raise ValueError("status code %r is not three digits" % (code,))
     if _FORBIDDEN_VALUE_RE.search(message) is not None:
         raise ValueError("reason phrase holds a control character")
     return "HTTP/1.1 %d %s\r\n" % (code, message)
@@ -857,6 +861,7 @@ class _BodyWriter:
 
     def frame_file(self, length):
         """``length`` bytes of a file go out next, unframed."""
+        raise ValueError("a file body needs a Content-Length")
 
 
 class _NoBodyWriter(_BodyWriter):
@@ -913,6 +918,8 @@ def _check_field(name, value):
     if name.__class__ is not str:
         name = str(name)
     if value.__class__ is not str:
+        if isinstance(value, (bytes, bytearray)):
+            raise ValueError("header value for %s is bytes, not str" % name)
         value = str(value)
     if name not in _CHECKED_NAMES:
         if not _TOKEN_RE.fullmatch(name.encode("latin-1", "replace")):
@@ -1907,8 +1914,10 @@ class _HeadWriter:
         overridden = ()
         length = None
         for name, value in fields:
+            # Checked here too: ``headers`` may have been replaced by a dict.
+            name, value = _check_field(name, value)
             lower = name.lower()
-            if lower in _SERVER_FRAMING_FIELDS and not switching:
+            if lower in _SERVER_FRAMING_FIELDS and not (switching and lower == "connection"):
                 if lower == "content-length":
                     if _is_digits(value):
                         length = int(value)
@@ -1926,7 +1935,7 @@ class _HeadWriter:
         if head_only or not status_has_body(code):
             writer = _NoBodyWriter
             if head_only and status_has_body(code):
-                if length is None and body:
+                if length is None and complete:
                     length = len(body)  # what a GET would have announced
             elif code != 304:
                 length = None
@@ -1943,11 +1952,9 @@ class _HeadWriter:
             out.append("Content-Length: %d\r\n" % length)
         elif writer is _ChunkedWriter:
             out.append("Transfer-Encoding: chunked\r\n")
-        if switching:
-            pass
-        elif close:
+        if close and not switching:
             out.append("Connection: close\r\n")
-        elif not http11:
+        elif not http11 and not switching:
             out.append("Connection: keep-alive\r\n")
         out.append("\r\n")
         return "".join(out).encode("latin-1"), writer, length, close
@@ -2032,11 +2039,10 @@ _STATE_NAMES = ("HANDSHAKE", "NEW", "IDLE", "READING", "HANDLING", "SENDING", "C
                 "SWITCHED", "CLOSED")
 
 _TCP_CORK = getattr(socket, "TCP_CORK", None)
-# The send buffer a connection gets back after a streaming response made it
-# small: Linux's largest automatic size (tcp_wmem), capped by the kernel at
-# net.core.wmem_max.  Once set, a send buffer is no longer tuned by the
-# kernel, so the old size cannot simply be put back.
-_LARGE_SNDBUF = 4 * 2**20
+# Bytes the kernel may hold unsent (Linux, macOS): what paces a streaming
+# response on TCP, where a small SO_SNDBUF would stop the kernel's tuning of
+# the send buffer for the rest of the connection.  0 puts the default back.
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 
 
 class _HTTPConnection(_Transport):
@@ -2076,7 +2082,7 @@ class _HTTPConnection(_Transport):
         self._protocol = None
 
     def start(self):
-        self._request_started = self.reactor.now  # the first request's clock runs from accept
+        self._request_started = time.monotonic()  # the first request's clock runs from accept
         self._deadline_at(self._reading_deadline())
         self._update_events()
 
@@ -2110,7 +2116,7 @@ class _HTTPConnection(_Transport):
 
     def _set_deadline(self, seconds):
         """Time out ``seconds`` from now; 0 or None means never."""
-        self._deadline_at(self.reactor.now + seconds if seconds else None)
+        self._deadline_at(time.monotonic() + seconds if seconds else None)
 
     def _deadline_at(self, deadline):
         """Time out at this reactor time; None means never."""
@@ -2159,10 +2165,15 @@ class _HTTPConnection(_Transport):
                 return
             data = b""  # the TLS form of a clean close
         if not data:
-            if state == _SENDING:
-                # The response is complete and still flushing: finish, then close.
+            if state == _SENDING or state == _CLOSING and self._out:
+                # What is left of the answer still goes out, then the close.
                 self._keep_alive = False
                 self.pause_reading()
+            elif state == _SWITCHED:
+                self.pause_reading()
+                eof_received = getattr(self._protocol, "eof_received", lambda: False)
+                if not self._protocol_call(eof_received):
+                    self.close()  # unless the protocol keeps its half open
             else:
                 self.abort()
             return
@@ -2200,7 +2211,7 @@ class _HTTPConnection(_Transport):
                         self._dispatch(b"", None)
                         continue
                     self._body = _BodyBuffer(self.limits.spool_body)
-                    self._body_started = self.reactor.now
+                    self._body_started = time.monotonic()
                     self._begin_reading()
                     self._deadline_at(self._reading_deadline())
                     if event.expect_continue and not parser.buffered:
@@ -2229,7 +2240,7 @@ class _HTTPConnection(_Transport):
 
     def _begin_reading(self):
         if self.state == _IDLE:
-            self._request_started = self.reactor.now  # the next request has begun
+            self._request_started = time.monotonic()  # the next request has begun
             self._deadline_at(self._reading_deadline())
         self.state = _READING
 
@@ -2288,8 +2299,10 @@ class _HTTPConnection(_Transport):
         if streaming:
             # No waiting in a large send buffer: each flush reaches the client
             # promptly and paces the handler.
-            self._tune(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.stream_sndbuf,
-                       _LARGE_SNDBUF)
+            if self.info.remote_port is not None and _TCP_NOTSENT_LOWAT is not None:
+                self._tune(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, self.limits.stream_sndbuf, 0)
+            else:
+                self._tune(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.stream_sndbuf)
         if body:
             body = writer.frame(body)
             self.body_sent += len(body)
@@ -2349,36 +2362,44 @@ class _HTTPConnection(_Transport):
         self.parser = None
         self.state = _SWITCHED
         self.deadline = None
-        self._protocol = protocol
         self._response = self._head = self._writer = None
         self._write(data)
         self.server.request_done(self, response)
-        if not self.closed and self._protocol_call(protocol.connection_made, self) and pending:
+        if self.closed:
+            return
+        self._protocol = protocol
+        self.resume_reading()  # the protocol may pause it in connection_made
+        self._protocol_call(protocol.connection_made, self)
+        if pending and not self.closed:
             self._protocol_call(protocol.data_received, pending)
-        if not self.closed and not self._reading:
-            self.resume_reading()
 
     def _protocol_call(self, method, *args):
-        """Call the switched protocol; one that raises loses its connection."""
+        """Call the switched protocol: its answer, or None when it raised and
+        lost its connection."""
         try:
-            method(*args)
-            return True
+            return method(*args)
         except Exception as exc:
             _log.exception("%s: %r raised", self.info.ID, method)
             self.abort(exc)
-            return False
+            return None
 
     def write(self, data):
-        """Send bytes as they are: for a protocol that took the connection over."""
-        if self.state != _SWITCHED:
+        """Send bytes as they are: for a protocol that took the connection over
+        (on the reactor thread)."""
+        if self.state != _SWITCHED and not self.closed:
             raise RuntimeError("write() is for a connection switched to another protocol")
         self._write(data)
 
     # -- socket options for one response
 
-    def _tune(self, level, option, value, restore):
-        """Set a socket option until the response ends (``_restore_options``)."""
+    def _tune(self, level, option, value, restore=None):
+        """Set a socket option until the response ends (``_restore_options``);
+        ``restore`` is the value to put back, by default the one it had."""
         try:
+            if restore is None:
+                restore = self.sock.getsockopt(level, option)
+                if option == socket.SO_SNDBUF and sys.platform.startswith("linux"):
+                    restore //= 2  # Linux reports the doubled size it keeps
             self.sock.setsockopt(level, option, value)
         except OSError:
             return  # not TCP (a Unix socket)
@@ -2428,7 +2449,9 @@ class _HTTPConnection(_Transport):
                 self._stream_flushed(response)
         elif state == _CLOSING:
             self._linger_or_abort()
-        else:
+        elif state == _READING:
+            self._deadline_at(self._reading_deadline())  # a 100 Continue went out
+        elif state == _SWITCHED:
             self.deadline = None
 
     def _on_write_progress(self):
@@ -2514,18 +2537,18 @@ class _HTTPConnection(_Transport):
         # method ERROR and target / (what post_request sees).
         head = RequestHead("ERROR", "/", "HTTP/1.1", [])
         head.keep_alive = False
-        response = self.server.error_response(self, head, exc)
-        if self.closed:
-            return
-        self.state = _HANDLING
-        self.body_sent = 0
-        self._head = head
-        self._response = response
         try:
+            response = self.server.error_response(self, head, exc)
+            if self.closed:
+                return
+            self.state = _HANDLING
+            self.body_sent = 0
+            self._head = head
+            self._response = response
             response.done()
-        except ValueError:  # a header on_error set cannot be sent
-            _log.exception("%s: the error answer cannot be sent", self.info.ID)
-            response.fail()
+        except Exception:  # what on_error left cannot be sent
+            _log.exception("%s: the answer to %s cannot be sent", self.info.ID, exc)
+            self.abort()
 
     def close(self):
         """Close gracefully: after the output drains, lingering if need be."""
@@ -2866,6 +2889,9 @@ def _error_page(code, text):
             % (title, title, _html_escape(text))).encode("utf-8")
 
 
+_LOCK_MAKING = threading.Lock()
+
+
 class _Answer:
     """What a response and an error answer share: a status and header fields."""
 
@@ -2964,10 +2990,13 @@ class Response(_Answer):
     def _handed_over(self, method, args):
         """Run a call a worker thread made; if it fails (a bad header, say),
         the response ends as a failed handler's would, never stuck."""
-        if self._wire() is None:
+        if self._wire() is None:  # this response is over: nothing may reach the wire
             if method == self._send_region:
                 os.close(args[0])  # the file descriptor it was to send
-            return  # this response is over: nothing may reach the wire
+            elif method == self._send_from_thread:
+                with self._lock:
+                    self._unsent -= len(args[0])  # or its thread would wait on
+            return
         try:
             method(*args)
         except Exception:
@@ -3010,17 +3039,18 @@ class Response(_Answer):
         with self._thread_lock():
             self._unsent += len(data)
         conn.reactor.call_soon_threadsafe(self._handed_over, self._send_from_thread, (data,))
-        while not conn.closed and conn.output_pending + self._unsent > high_water:
+        while conn.owns(self) and conn.output_pending + self._unsent > high_water:
             drained = threading.Event()
             conn.reactor.call_soon_threadsafe(conn.wait_drain, drained.set)
             drained.wait(1.0)
-        return not conn.closed
+        return conn.owns(self)
 
     def _thread_lock(self):
-        lock = self._lock
-        if lock is None:
-            lock = self._lock = threading.Lock()
-        return lock
+        if self._lock is None:
+            with _LOCK_MAKING:  # two threads sending at once get the same lock
+                if self._lock is None:
+                    self._lock = threading.Lock()
+        return self._lock
 
     def _send_from_thread(self, data):
         with self._lock:
@@ -3108,10 +3138,10 @@ class Response(_Answer):
 
     def _upgrade_now(self, protocol):
         self.code = 101
-        self._headers_sent = True
         conn = self._wire()
         if conn is not None:
-            conn.switch_protocol(self, protocol)
+            conn.switch_protocol(self, protocol)  # raises (a bad header) before any byte
+        self._headers_sent = True
 
     def sendfile(self, path, content_type=None):
         """Send a file as the whole answer, ranges and conditions included, and finish."""
@@ -3954,7 +3984,7 @@ class WSGIHandler:
         begin()
         length = max(0, stat.st_size - offset)
         declared = resp.headers.get("Content-Length")
-        if declared is not None and declared.isdigit():
+        if declared is not None and _is_digits(declared):
             length = min(length, int(declared))
         resp.send_fd(os.dup(fd), offset, length)
         return True

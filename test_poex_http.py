@@ -3016,6 +3016,30 @@ def test_live_a_body_that_keeps_up_its_rate_is_read_whole(serve):
         assert (status, body) == (200, b"y" * 6000)
 
 
+# internals: Server._start_connection, to hand the server a socket whose output is full
+def test_live_a_100_continue_that_waited_in_the_output_keeps_the_request_deadline(serve):
+    live = serve(handlers=[("", hello)], timeout=0.5)
+    server_end, client = socket.socketpair()
+    client.settimeout(DEADLINE)
+
+    def start():
+        live.server._start_connection(server_end, "")
+        with contextlib.suppress(BlockingIOError):
+            while True:  # output the client has not read yet
+                server_end.send(bytes(65536))
+    live.call(start)
+    client.sendall(get("/", method="POST", headers=[("Expect", "100-continue"),
+                                                    ("Content-Length", "5")]))
+    got = b""
+    while b"100 Continue" not in got:
+        got += client.recv(2**20)  # the filler and the 100 Continue drain
+    while b"408 Request Timeout" not in got:
+        data = client.recv(65536)
+        assert data, "closed without a 408: %r" % got[-200:]
+        got += data
+    client.close()
+
+
 # --- request bodies
 
 def _body_report(req, resp):
@@ -3298,6 +3322,21 @@ def test_live_tls_on_the_plain_port_is_answered_400_at_once(serve, caplog):
         assert status == 400 and b"plain HTTP, not TLS" in body
         assert client.closed_by_server()
     assert "TLS handshake on a plain HTTP port" in caplog.text
+
+
+@pytest.mark.parametrize("change", ["content", "headers"])
+def test_live_an_error_answer_on_error_made_unsendable_closes_the_connection(serve, change):
+    def on_error(err):
+        if change == "content":
+            err.content = None
+        else:
+            err.headers = [("X-Bad", "a\nb")]
+    live = serve(handlers=[("", hello), ("on_error", on_error)], timeout=300)
+    with RawClient(live.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n")
+        data = client.read_all()  # closed, at once: not held until the timeout
+        assert b"a\nb" not in data
+    wait_until(lambda: not live.connections())
 
 
 # --- handler failures
@@ -3612,6 +3651,42 @@ def test_upgrade_the_server_shutting_down_closes_switched_connections(serve):
         live.call(live.server.shutdown)
         assert client.closed_by_server()
     wait_until(lambda: events and events[-1] == ("lost", None))
+
+
+def test_upgrade_whose_head_cannot_be_sent_gives_500(serve, caplog):
+    def upgrade(req, resp):
+        resp.message = "Switching\x1b"
+        resp.upgrade(EchoProtocol([]))
+    live = serve(handlers=[("", upgrade)], timeout=300)
+    with RawClient(live.port) as client:
+        client.send(UPGRADE)
+        assert client.response()[0] == 500
+
+
+def test_upgrade_a_half_close_still_gets_the_protocols_answer(serve):
+    size = 8 * 2**20
+
+    class Reply:
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(b"y" * size)
+            self.transport.close()
+
+        def connection_lost(self, exc):
+            pass
+
+    def upgrade(req, resp):
+        resp.headers.set("Upgrade", "echo")
+        resp.headers.set("Connection", "Upgrade")
+        resp.upgrade(Reply())
+    live = serve(handlers=[("", upgrade)])
+    with RawClient(live.port, rcvbuf=65536) as client:
+        client.send(UPGRADE + b"ping")
+        client.response(method="HEAD")
+        client.sock.shutdown(socket.SHUT_WR)  # as a tunnel's client may
+        assert len(client.read_all()) == size
 
 
 # === 9. Request, response, connection info, error ===
@@ -3980,6 +4055,60 @@ def test_live_a_control_character_in_the_head_gives_500_and_never_reaches_the_wi
         assert b"\x1b" not in client.raw_head
 
 
+@pytest.mark.parametrize("headers", [{"X-Note": "a\r\nSet-Cookie: evil=1"}, {"X\r\nY": "z"},
+                                     {"X-Bytes": b"raw"}])
+def test_live_headers_replaced_whole_are_checked_too(serve, headers, caplog):
+    def handler(req, resp):
+        resp.headers = headers  # a plain dict, past Headers' own checks
+        resp.content = "body"
+        resp.done()
+    live = serve(handlers=[("", handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/") + get("/"))
+        for _ in range(2):
+            assert client.response()[0] == 500
+        assert b"evil" not in client.raw_head
+
+
+def test_live_a_worker_thread_never_waits_on_in_send_once_its_answer_is_over(serve):
+    outcome = {}
+
+    def worker(req, resp):
+        resp.code = 103  # not a final status: its first send fails, and 500 goes out
+        resp.send(b"a")
+        started = time.monotonic()
+        outcome["returned"] = resp.send(b"x" * (4 * poex_http.Limits().output_high_water))
+        outcome["waited"] = time.monotonic() - started
+    live = serve(handlers=[("", poex_http.threaded(worker))], keepalive=10,
+                 keepalivetimeout=60)
+    with RawClient(live.port) as client:
+        client.send(get("/"))
+        assert client.response()[0] == 500
+        wait_until(lambda: "returned" in outcome)
+    assert outcome["returned"] is False and outcome["waited"] < DEADLINE
+
+
+def test_live_head_of_a_streamed_answer_announces_no_length(serve):
+    def streamed(req, resp):
+        resp.send("abc")
+        resp.send("def")
+        resp.done()
+    live = serve(handlers=[("", streamed)], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/", method="HEAD"))
+        status, headers, body = client.response(method="HEAD")
+        assert status == 200 and "content-length" not in headers
+
+
+@pytest.mark.parametrize("code", [42, 1000, 100])
+def test_status_line_with_a_message_still_needs_a_final_three_digit_code(code):
+    if code == 100:
+        assert poex_http.status_line(100, "Go on") == "HTTP/1.1 100 Go on\r\n"
+    else:
+        with pytest.raises(ValueError):
+            poex_http.status_line(code, "Weird")
+
+
 # --- deferred answers
 
 def test_live_deferred_from_call_later(serve):
@@ -4047,7 +4176,8 @@ def test_example_deferred_answers_later_and_from_a_thread():
 # --- streaming (Perl t/32_stream.t)
 
 STREAM_N = 10
-STREAMING_SNDBUFS = []  # SO_SNDBUF seen by the last stream_request call
+STREAMING_SNDBUFS = []  # TCP_NOTSENT_LOWAT seen by the last stream_request call
+NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
 
 def _stream_server(serve, **config):
@@ -4065,7 +4195,7 @@ def _stream_server(serve, **config):
         resp.send("%d/%d\n" % (number, STREAM_N))
         if number == STREAM_N:
             with socket.socket(fileno=os.dup(req.connection.fileno)) as sock:
-                STREAMING_SNDBUFS.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+                STREAMING_SNDBUFS.append(sock.getsockopt(socket.IPPROTO_TCP, NOTSENT_LOWAT))
             resp.done()
 
     config.setdefault("keepalive", 10)
@@ -4094,14 +4224,13 @@ def test_stream_request_fires_once_per_chunk_http11_chunked_keepalive(serve):
         [conn] = live.connections()
         nodelay = live.call(conn.sock.getsockopt, socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert nodelay != 0
-        streaming_sndbuf = STREAMING_SNDBUFS[-1]
-        assert streaming_sndbuf < 16384, "SO_SNDBUF of a streaming socket is %d" % streaming_sndbuf
-        # Once the response is over, the connection gets a full-size send
-        # buffer back: a file fetched next must not crawl through a small one.
-        with socket.socket() as fresh:
-            fresh_sndbuf = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        # Paced by the bytes the kernel may hold unsent, not by a small send
+        # buffer, which would stay small: a file fetched next on the same
+        # connection would crawl through it.
+        assert STREAMING_SNDBUFS[-1] == poex_http.Limits().stream_sndbuf
+        assert live.call(conn.sock.getsockopt, socket.IPPROTO_TCP, NOTSENT_LOWAT) == 0
         sndbuf = live.call(conn.sock.getsockopt, socket.SOL_SOCKET, socket.SO_SNDBUF)
-        assert sndbuf >= fresh_sndbuf
+        assert sndbuf >= 16384, "SO_SNDBUF of a socket that streamed is %d" % sndbuf
         # The connection is still alive and in step.
         client.send(get("/"))
         status, headers, body = client.response()
