@@ -1200,10 +1200,8 @@ def etag_matches(header, etag, weak=True):
     return False
 
 
-def _is_digits(text, empty_ok=False):
+def _is_digits(text):
     """ASCII digits only: str.isdigit() also takes superscripts and other scripts."""
-    if not text:
-        return empty_ok
     return text.isascii() and text.isdigit()
 
 
@@ -1211,36 +1209,29 @@ def parse_range(header, size, max_ranges=100):
     """RFC 9110 §14.2: inclusive (first, last) ranges, merged and sorted; [] when none is
     satisfiable (416); None when the header is to be ignored (200)."""
     unit, _, specs = header.partition("=")
-    if unit.strip().lower() != "bytes" or not specs.strip():
+    parts = specs.split(",")
+    if unit.strip().lower() != "bytes" or not specs.strip() or len(parts) > max_ranges:
         return None
     ranges = []
-    parts = specs.split(",")
-    if len(parts) > max_ranges:
-        return None
     for part in parts:
-        part = part.strip()
-        if not part:
-            continue
+        if not part.strip():
+            continue  # an empty list element (RFC 9110 §5.6.1)
         first, dash, last = part.partition("-")
         first, last = first.strip(), last.strip()
-        if not dash or not _is_digits(first, True) or not _is_digits(last, True):
+        if not dash or not _is_digits(first + last):
             return None
+        # Numbers of any length: 20 digits lie beyond any file, and int() of
+        # thousands raises (Python 3.11+); digit strings compare exactly.
+        start, end = (int(text.lstrip("0")[:20] or 0) for text in (first, last))
         if not first:
-            if not last:
-                return None
-            suffix = int(last)  # the last N bytes
-            if suffix and size:
-                ranges.append((max(0, size - suffix), size - 1))
-            continue
-        start = int(first)
-        if last and int(last) < start:
+            if end and size:  # the last ``end`` bytes
+                ranges.append((max(0, size - end), size - 1))
+        elif last and last.zfill(len(first)) < first.zfill(len(last)):
             return None
-        end = int(last) if last else size - 1
-        if start < size:
-            ranges.append((start, min(end, size - 1)))
-    ranges.sort()
+        elif start < size:
+            ranges.append((start, min(end, size - 1) if last else size - 1))
     merged = []
-    for start, end in ranges:
+    for start, end in sorted(ranges):
         if merged and start <= merged[-1][1] + 1:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:

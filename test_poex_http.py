@@ -2088,6 +2088,26 @@ def test_unit_parse_range_too_many_ranges():
     assert poex_http.parse_range(header, 1000, max_ranges=200) is not None
 
 
+# Numbers past int()'s 4300-digit limit (Python 3.11+): {N} is 5,000 nines, {Z} 5,000 zeros.
+@pytest.mark.parametrize("header, expected", [
+    ("bytes=0-{N}", [(0, 99)]),
+    ("bytes=-{N}", [(0, 99)]),
+    ("bytes={N}-", []),
+    ("bytes={N}-{N}9", []),
+    ("bytes=0-1,{N}-", [(0, 1)]),
+    ("bytes={N}-5", None),           # last before first
+    ("bytes={N}9-{N}", None),        # last before first, both beyond any file
+    ("bytes={Z}5-{Z}7", [(5, 7)]),
+    ("bytes=5-{Z}4", None),
+    ("bytes=-{Z}", []),
+    ("bytes=0-99999999999999999999", [(0, 99)]),   # twenty digits
+    ("bytes=-18446744073709551617", [(0, 99)]),    # past 2**64
+])
+def test_unit_parse_range_numbers_of_any_length(header, expected):
+    header = header.format(N="9" * 5000, Z="0" * 5000)
+    assert poex_http.parse_range(header, 100) == expected
+
+
 def test_unit_safe_join(tmp_path):
     root = tmp_path / "root"
     (root / "a").mkdir(parents=True)
@@ -4457,6 +4477,22 @@ def test_sendfile_bad_ranges_give_the_whole_file(serve, files, spec):
     assert (status, body) == (200, TEXT)
     assert "content-range" not in fields
     assert fields["content-length"] == "36"
+
+
+# Positions of 5,000 digits ({N}), past int()'s limit (Python 3.11+): never a 500.
+@pytest.mark.parametrize("spec, status, content_range, expected", [
+    ("bytes=0-{N}", 206, "bytes 0-35/36", TEXT),
+    ("bytes=-{N}", 206, "bytes 0-35/36", TEXT),
+    ("bytes=10-19,{N}-", 206, "bytes 10-19/36", TEXT[10:20]),
+    ("bytes={N}-", 416, "bytes */36", b"Requested range not satisfiable.\n"),
+    ("bytes={N}-5", 200, None, TEXT),
+])
+def test_sendfile_range_numbers_of_any_length(serve, files, spec, status, content_range,
+                                              expected):
+    live = file_server(serve, files)
+    answer = fetch(live.port, "/f/p.txt", headers=[("Range", spec.format(N="9" * 5000))])
+    assert (answer[0], answer[1].get("content-range"), answer[2]) == (
+        status, content_range, expected)
 
 
 def test_sendfile_range_on_head_is_ignored(serve, files):
