@@ -3108,17 +3108,17 @@ class Response(_Answer):
         if content_type or "Content-Type" not in headers:
             headers.set("Content-Type", content_type or guess_type(path))
         etag = make_etag(stat)
-        last_modified = _last_modified(stat.st_mtime)
         headers.set("ETag", etag)
+        headers.set("Last-Modified", _last_modified(stat.st_mtime))
+        headers.set("X-Content-Type-Options", "nosniff")  # the type sent is the one meant
         size = stat.st_size
         offset, length = 0, size
         if method in ("GET", "HEAD") and self.code == 200:
             if _not_modified(header, etag, stat.st_mtime):
                 self.code = 304
-                headers.remove("Content-Type")
-                headers.remove("Content-Encoding")
+                for name in ("Content-Type", "Content-Encoding", "Last-Modified"):
+                    headers.remove(name)
                 return b""
-            headers.set("Last-Modified", last_modified)
             headers.set("Accept-Ranges", "bytes")
             range_header = header("Range")
             if range_header and method == "GET" and _if_range_holds(
@@ -3137,8 +3137,6 @@ class Response(_Answer):
                 elif ranges:
                     self.code = 206
                     return ("parts",) + _byteranges(headers, ranges, size)
-        else:
-            headers.set("Last-Modified", last_modified)
         return offset, length, method == "HEAD"
 
     def _send_region(self, fd, offset, length, head_only=False):
@@ -3430,7 +3428,8 @@ class _CachedFile:
         self.identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         self.headers = Headers((("Content-Type", content_type), ("ETag", make_etag(stat)),
                                 ("Last-Modified", _last_modified(stat.st_mtime)),
-                                ("Accept-Ranges", "bytes"), ("Content-Length", str(len(data)))))
+                                ("Accept-Ranges", "bytes"), ("Content-Length", str(len(data))),
+                                ("X-Content-Type-Options", "nosniff")))
         self.data = data
 
 
@@ -3470,30 +3469,27 @@ class StaticFiles:
             path = path[len(self.prefix):] or "/"
         found = _resolve_under(self.root, path)
         if found is None:
-            resp.error(403, "Forbidden path %s\n" % _quote_path(req.path))
-            return
+            return resp.error(403, "Forbidden path %s\n" % _quote_path(req.path))
         fs_path, stat = found
-        if stat is None or not S_ISDIR(stat.st_mode):
-            self._send_file(req, resp, fs_path, stat)
-            return
+        is_directory = stat is not None and S_ISDIR(stat.st_mode)
+        # No file at /file/: its relative links would resolve below it.
+        if not is_directory and req.path.endswith("/"):
+            return resp.error(404, "No such file or directory %s" % _quote_path(req.path))
+        if not is_directory:
+            return self._send_file(req, resp, fs_path, stat)
         if not req.path.endswith("/"):
-            location = _quote_path(req.path) + "/"
+            # Never //name/, which a browser takes for another host (CVE-2021-28861).
+            location = "/" + _quote_path(req.path).lstrip("/") + "/"
             if req.query:
                 location += "?" + req.query
-            resp.code = 301
             resp.headers.set("Location", location)
-            resp.content_type = "text/plain; charset=utf-8"
-            resp.content = "Moved to %s\n" % location
-            resp.done()
-            return
+            return resp.error(301, "Moved to %s\n" % location)
         if self.index:
             index = os.path.join(fs_path, self.index)
             if os.path.isfile(index) and self._inside(index):
-                self._send_file(req, resp, index)
-                return
+                return self._send_file(req, resp, index)
         if not self.listing:
-            resp.error(403, "Directory listing is off.\n")
-            return
+            return resp.error(403, "Directory listing is off.\n")
         self._list(req, resp, fs_path)
 
     def _send_file(self, req, resp, fs_path, stat=None):
@@ -3506,8 +3502,7 @@ class StaticFiles:
                 for coding, sibling in siblings:
                     if _accepts_encoding(accept, coding) and self._inside(sibling):
                         resp.headers.set("Content-Encoding", coding)
-                        resp.sendfile(sibling, guess_type(fs_path))
-                        return
+                        return resp.sendfile(sibling, guess_type(fs_path))
         if (stat is not None and self.cache_size and req.method == "GET"
                 and resp.code == 200 and S_ISREG(stat.st_mode)
                 and not req.headers.has_any(_CONDITIONAL_FIELDS)):
@@ -3520,8 +3515,7 @@ class StaticFiles:
                     if name != "Content-Type" or "Content-Type" not in headers:
                         headers.set(name, value)  # the handler's Content-Type wins
                 resp.content = cached.data
-                resp.done()
-                return
+                return resp.done()
         resp.sendfile(fs_path)
 
     def _cached(self, fs_path, stat):
@@ -3578,18 +3572,20 @@ class StaticFiles:
 
     def _list(self, req, resp, fs_path):
         try:
-            names = os.listdir(fs_path)
+            found = list(os.scandir(fs_path))
         except OSError:
-            resp.error(403, "Cannot list %s\n" % _quote_path(req.path))
-            return
+            return resp.error(403, "Cannot list %s\n" % _quote_path(req.path))
         entries = []
-        for name in names:
+        for entry in found:
             try:
-                stat = os.stat(os.path.join(fs_path, name))
+                # Only what could be fetched: no link out of the root.
+                if entry.is_symlink() and not self._inside(entry.path):
+                    continue
+                stat = entry.stat()
             except OSError:
                 continue  # a dangling symlink, or a race with a delete
             is_directory = S_ISDIR(stat.st_mode)
-            entries.append((not is_directory, name.lower(), name, is_directory, stat))
+            entries.append((not is_directory, entry.name.lower(), entry.name, is_directory, stat))
         entries.sort()
         title = "Index of %s" % _html_escape(_display_path(req.path))
         rows = []
@@ -3603,6 +3599,7 @@ class StaticFiles:
                 href, shown, "/" if is_directory else "", "-" if is_directory else stat.st_size,
                 time.strftime("%Y-%m-%d %H:%M", time.gmtime(stat.st_mtime))))
         resp.content_type = "text/html; charset=utf-8"
+        resp.headers.set("X-Content-Type-Options", "nosniff")
         resp.content = (
             '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title></head>\n'
             "<body><h1>%s</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"

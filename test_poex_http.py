@@ -4522,6 +4522,17 @@ def test_sendfile_if_range(serve, files, make_if_range, ranged):
         assert "content-range" not in fields
 
 
+@pytest.mark.parametrize("name, headers, status", [
+    ("big.bin", [], 200),                                  # with os.sendfile
+    ("p.txt", [("Range", "bytes=0-0,2-2")], 206),
+    ("p.txt", [("If-Modified-Since", MTIME_TEXT)], 304),
+])
+def test_sendfile_says_nosniff(serve, files, name, headers, status):
+    live = file_server(serve, files)
+    got, fields, _ = fetch(live.port, "/f/" + name, headers=headers)
+    assert (got, fields["x-content-type-options"]) == (status, "nosniff")
+
+
 def test_sendfile_from_a_handler_after_respond_is_refused(serve, files):
     errors = []
 
@@ -5523,6 +5534,30 @@ def test_static_directory_without_slash_redirects(static, path, location):
     assert fields["location"] == location
 
 
+# A Location that starts with // (or /\, which browsers read alike) names
+# another host: the open redirect of CVE-2021-28861.
+@pytest.mark.parametrize("target, status, location", [
+    ("//sub", 301, "/sub/"),
+    ("///sub?a=b", 301, "/sub/?a=b"),
+    ("http://x//sub", 301, "/sub/"),
+    ("/%2F%2Fsub", 301, "/%2F%2Fsub/"),
+    ("/%2F/sub", 301, "/%2F/sub/"),
+    ("/\\sub", 403, None),
+    ("/%5Csub", 403, None),
+    ("/\\/sub", 403, None),
+])
+def test_static_redirect_never_leads_to_another_host(static, target, status, location):
+    got, fields, _ = fetch(static.port, target)
+    assert (got, fields.get("location")) == (status, location)
+
+
+@pytest.mark.parametrize("path", ["/hello.txt/", "/hello.txt//", "/static/hello.txt/",
+                                  "/withindex/index.html/", "/link_in/", "/x.js/"])
+def test_static_file_at_a_directory_url_is_404(static, path):
+    status, fields, body = fetch(static.port, path, headers=[("Accept-Encoding", "gzip")])
+    assert (status, body) == (404, ("No such file or directory %s" % path).encode())
+
+
 @pytest.mark.parametrize("path", ["/withindex/", "/static/withindex/", "/nolist/withindex/"])
 def test_static_index_html(static, path):
     status, fields, body = fetch(static.port, path)
@@ -5563,9 +5598,15 @@ def test_static_listing_of_the_root_has_no_parent_link(static, site, path):
     rows = listing_rows(body)
     names = [row[1] for row in rows]
     assert "../" not in names
-    assert names[:4] == ["empty/", "linkdir_out/", "sub/", "withindex/"]
+    assert names[:3] == ["empty/", "sub/", "withindex/"]
     assert "hello.txt" in names and "link_in" in names
     assert "secret.txt" not in names
+
+
+def test_static_listing_leaves_out_links_that_leave_the_root(static):
+    names = [row[1] for row in listing_rows(fetch(static.port, "/")[2])]
+    assert "link_in" in names
+    assert not {"link_out", "abs_out.txt", "linkdir_out/", "evil.txt.gz"} & set(names)
 
 
 def test_static_listing_under_a_prefix_has_a_parent_link(static):
@@ -5658,6 +5699,24 @@ def test_static_precompressed_etag_differs_and_304_keeps_vary(static):
         ("Accept-Encoding", "br"), ("If-None-Match", br)])
     assert (status, body) == (304, b"")
     assert fields["vary"] == "Accept-Encoding"
+
+
+@pytest.mark.parametrize("path, method, headers, status", [
+    ("/hello.txt", "GET", [], 200),                        # from the small-file cache
+    ("/hello.txt", "HEAD", [], 200),
+    ("/hello.txt", "GET", [("Range", "bytes=0-1")], 206),
+    ("/hello.txt", "GET", [("Range", "bytes=0-0,2-3")], 206),
+    ("/hello.txt", "GET", [("Range", "bytes=9-")], 416),
+    ("/hello.txt", "GET", [("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT")], 304),
+    ("/x.js", "GET", [("Accept-Encoding", "gzip")], 200),  # a precompressed sibling
+    ("/withindex/", "GET", [], 200),
+    ("/sub/", "GET", [], 200),                             # a listing
+    ("/sub", "GET", [], 301),
+    ("/nope.txt", "GET", [], 404),
+])
+def test_static_answers_say_nosniff(static, path, method, headers, status):
+    got, fields, _ = fetch(static.port, path, method=method, headers=headers)
+    assert (got, fields["x-content-type-options"]) == (status, "nosniff")
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
