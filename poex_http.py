@@ -3438,14 +3438,21 @@ def _display_path(path):
     return unquote(path, errors="replace")
 
 
+# A dotfile in a decoded URL path; a leading /.well-known is public (RFC 8615).
+_DOTFILE_RE = re.compile(r"(?!\A/\.well-known(?:/|\Z))/\.")
+
+
 class StaticFiles:
     """A handler serving the files under ``root``, and nothing outside it."""
 
     def __init__(self, root, index="index.html", listing=True, prefix="",
-                 cache_size=4 * 2**20):
+                 cache_size=4 * 2**20, dotfiles="hide"):
+        if dotfiles not in ("hide", "allow"):
+            raise ValueError("dotfiles must be 'hide' or 'allow', not %r" % (dotfiles,))
         self.root = os.path.realpath(root)
         self.index = index
         self.listing = listing
+        self.dotfiles = dotfiles  # .git, .env: private unless "allow"
         self.prefix = prefix.rstrip("/")
         self._siblings = _BoundedCache(4096)  # file path -> (second, siblings)
         # Small files' bytes and headers, kept while their inode, size and
@@ -3472,8 +3479,9 @@ class StaticFiles:
             return resp.error(403, "Forbidden path %s\n" % _quote_path(req.path))
         fs_path, stat = found
         is_directory = stat is not None and S_ISDIR(stat.st_mode)
-        # No file at /file/: its relative links would resolve below it.
-        if not is_directory and req.path.endswith("/"):
+        # No file at /file/ (its links would resolve below it), no hidden dotfile ("/." first).
+        if not is_directory and req.path.endswith("/") or self.dotfiles == "hide" and (
+                "/." in path or "%" in path) and _DOTFILE_RE.search(_display_path(path)):
             return resp.error(404, "No such file or directory %s" % _quote_path(req.path))
         if not is_directory:
             return self._send_file(req, resp, fs_path, stat)
@@ -3578,8 +3586,9 @@ class StaticFiles:
         entries = []
         for entry in found:
             try:
-                # Only what could be fetched: no link out of the root.
-                if entry.is_symlink() and not self._inside(entry.path):
+                # Only what could be fetched: no hidden dotfile, no link out of the root.
+                if entry.name.startswith(".") and self.dotfiles == "hide" or (
+                        entry.is_symlink() and not self._inside(entry.path)):
                     continue
                 stat = entry.stat()
             except OSError:
@@ -4667,6 +4676,9 @@ def _argument_parser():
     parser.add_argument("--no-listing", dest="listing", action="store_false",
                         help="answer 403 for a directory without index.html "
                              "instead of listing it")
+    parser.add_argument("--dotfiles", choices=("hide", "allow"), default="hide",
+                        help="'allow' serves and lists names starting with '.' (.git, .env); "
+                             "hidden (404) by default, /.well-known/ aside")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="add a header to every response (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no access log")
@@ -4721,7 +4733,7 @@ def _cli_handler(args):
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):
         raise ValueError("root directory %s does not exist" % root)
-    return StaticFiles(root, listing=args.listing), root
+    return StaticFiles(root, listing=args.listing, dotfiles=args.dotfiles), root
 
 
 def _cli_ssl_context(args):

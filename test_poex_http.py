@@ -5790,6 +5790,70 @@ def test_example_static(tmp_path):
         assert program.stop() == 0
 
 
+# --- dotfiles
+
+@pytest.fixture(scope="module")
+def dotted_root(tmp_path_factory):
+    """Dotfiles (one with a precompressed sibling, one with an index.html) and /.well-known/."""
+    root = tmp_path_factory.mktemp("dotted")
+    for name, data in ((".env", b"SECRET=env\n"), (".env.gz", b"SECRET-GZ"),
+                       (".git/config", b"[secret]\n"), (".git/index.html", b"<p>secret</p>"),
+                       ("sub/.htpasswd", b"user:secret\n"), ("sub/page.txt", b"page\n"),
+                       (".well-known/security.txt", b"Contact: x\n"),
+                       (".well-known/.hidden", b"secret\n"), ("visible.txt", b"visible\n")):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def dotted(serve, dotted_root):
+    return serve(handlers=[
+        ("^/allow", poex_http.StaticFiles(str(dotted_root), prefix="/allow", dotfiles="allow")),
+        ("^/static", poex_http.StaticFiles(str(dotted_root), prefix="/static")),
+        ("", poex_http.StaticFiles(str(dotted_root))),
+    ])
+
+
+@pytest.mark.parametrize("path", [
+    "/.env", "/.git/config", "/.git/", "/.git", "/sub/.htpasswd", "/sub/.htpasswd/",
+    "/%2Eenv", "/%2egit/config", "/sub%2F.htpasswd", "//.env", "/static/.env",
+    "/.well-known/.hidden", "/.well-known%2F.hidden",
+])
+def test_static_dotfiles_are_404_by_default(dotted, path):
+    status, fields, body = fetch(dotted.port, path, headers=[("Accept-Encoding", "gzip")])
+    assert (status, body) == (404, ("No such file or directory %s" % path).encode())
+
+
+@pytest.mark.parametrize("path, accept, expected", [
+    ("/.well-known/security.txt", None, b"Contact: x\n"),
+    ("/%2Ewell-known/security.txt", None, b"Contact: x\n"),
+    ("/static/.well-known/security.txt", None, b"Contact: x\n"),
+    ("/allow/.env", None, b"SECRET=env\n"),
+    ("/allow/.env", "gzip", b"SECRET-GZ"),
+    ("/allow/.git/", None, b"<p>secret</p>"),
+    ("/allow/sub/.htpasswd", None, b"user:secret\n"),
+])
+def test_static_dotfiles_served_under_well_known_or_when_allowed(dotted, path, accept, expected):
+    headers = [("Accept-Encoding", accept)] if accept else []
+    assert fetch(dotted.port, path, headers=headers)[::2] == (200, expected)
+
+
+def test_static_listings_leave_dotfiles_out_unless_allowed(dotted):
+    def names(path):
+        return [row[1] for row in listing_rows(fetch(dotted.port, path)[2])]
+    assert names("/") == ["sub/", "visible.txt"]
+    assert names("/sub/") == ["../", "page.txt"]
+    assert names("/.well-known/") == ["../", "security.txt"]
+    assert names("/allow/") == [".git/", ".well-known/", "sub/", ".env", ".env.gz",
+                                "visible.txt"]
+
+
+def test_static_dotfiles_option_is_hide_or_allow(tmp_path):
+    with pytest.raises(ValueError):
+        poex_http.StaticFiles(str(tmp_path), dotfiles="show")
+
+
 # --- the small-file cache
 
 # internals: StaticFiles._cache
@@ -7744,6 +7808,16 @@ def test_cli_header_and_no_listing(files):
         assert info.value.code == 403
         info.value.close()
         assert cli.stop(signal.SIGTERM) == 0
+
+
+def test_cli_hides_dotfiles_unless_allowed(tmp_path):
+    (tmp_path / ".env").write_bytes(b"SECRET=1\n")
+    for flags, status in (((), 404), (("--dotfiles", "allow"), 200)):
+        with Program.cli("--bind", "127.0.0.1", "--port", "0", "--root", tmp_path, "--quiet",
+                         *flags) as cli:
+            port = cli.serving(tmp_path)
+            assert fetch(port, "/.env")[0] == status
+            assert cli.stop(signal.SIGTERM) == 0
 
 
 def test_cli_no_sendfile_and_blocksize(files):
