@@ -1226,10 +1226,8 @@ def etag_matches(header, etag, weak=True):
     return False
 
 
-def _is_digits(text, empty_ok=False):
+def _is_digits(text):
     """ASCII digits only: str.isdigit() also takes superscripts and other scripts."""
-    if not text:
-        return empty_ok
     return text.isascii() and text.isdigit()
 
 
@@ -1237,36 +1235,29 @@ def parse_range(header, size, max_ranges=100):
     """RFC 9110 §14.2: inclusive (first, last) ranges, merged and sorted; [] when none is
     satisfiable (416); None when the header is to be ignored (200)."""
     unit, _, specs = header.partition("=")
-    if unit.strip().lower() != "bytes" or not specs.strip():
+    parts = specs.split(",")
+    if unit.strip().lower() != "bytes" or not specs.strip() or len(parts) > max_ranges:
         return None
     ranges = []
-    parts = specs.split(",")
-    if len(parts) > max_ranges:
-        return None
     for part in parts:
-        part = part.strip()
-        if not part:
-            continue
+        if not part.strip():
+            continue  # an empty list element (RFC 9110 §5.6.1)
         first, dash, last = part.partition("-")
         first, last = first.strip(), last.strip()
-        if not dash or not _is_digits(first, True) or not _is_digits(last, True):
+        if not dash or not _is_digits(first + last):
             return None
+        # Numbers of any length: 20 digits lie beyond any file, and int() of
+        # thousands raises (Python 3.11+); digit strings compare exactly.
+        start, end = (int(text.lstrip("0")[:20] or 0) for text in (first, last))
         if not first:
-            if not last:
-                return None
-            suffix = int(last)  # the last N bytes
-            if suffix and size:
-                ranges.append((max(0, size - suffix), size - 1))
-            continue
-        start = int(first)
-        if last and int(last) < start:
+            if end and size:  # the last ``end`` bytes
+                ranges.append((max(0, size - end), size - 1))
+        elif last and last.zfill(len(first)) < first.zfill(len(last)):
             return None
-        end = int(last) if last else size - 1
-        if start < size:
-            ranges.append((start, min(end, size - 1)))
-    ranges.sort()
+        elif start < size:
+            ranges.append((start, min(end, size - 1) if last else size - 1))
     merged = []
-    for start, end in ranges:
+    for start, end in sorted(ranges):
         if merged and start <= merged[-1][1] + 1:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
@@ -3200,17 +3191,17 @@ class Response(_Answer):
         if content_type or "Content-Type" not in headers:
             headers.set("Content-Type", content_type or guess_type(path))
         etag = make_etag(stat)
-        last_modified = _last_modified(stat.st_mtime)
         headers.set("ETag", etag)
+        headers.set("Last-Modified", _last_modified(stat.st_mtime))
+        headers.set("X-Content-Type-Options", "nosniff")  # the type sent is the one meant
         size = stat.st_size
         offset, length = 0, size
         if method in ("GET", "HEAD") and self.code == 200:
             if _not_modified(header, etag, stat.st_mtime):
                 self.code = 304
-                headers.remove("Content-Type")
-                headers.remove("Content-Encoding")
+                for name in ("Content-Type", "Content-Encoding", "Last-Modified"):
+                    headers.remove(name)
                 return b""
-            headers.set("Last-Modified", last_modified)
             headers.set("Accept-Ranges", "bytes")
             range_header = header("Range")
             if range_header and method == "GET" and _if_range_holds(
@@ -3229,8 +3220,6 @@ class Response(_Answer):
                 elif ranges:
                     self.code = 206
                     return ("parts",) + _byteranges(headers, ranges, size)
-        else:
-            headers.set("Last-Modified", last_modified)
         return offset, length, method == "HEAD"
 
     def _send_region(self, fd, offset, length, head_only=False):
@@ -3522,7 +3511,8 @@ class _CachedFile:
         self.identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         self.headers = Headers((("Content-Type", content_type), ("ETag", make_etag(stat)),
                                 ("Last-Modified", _last_modified(stat.st_mtime)),
-                                ("Accept-Ranges", "bytes"), ("Content-Length", str(len(data)))))
+                                ("Accept-Ranges", "bytes"), ("Content-Length", str(len(data))),
+                                ("X-Content-Type-Options", "nosniff")))
         self.data = data
 
 
@@ -3531,14 +3521,21 @@ def _display_path(path):
     return unquote(path, errors="replace")
 
 
+# A dotfile in a decoded URL path; a leading /.well-known is public (RFC 8615).
+_DOTFILE_RE = re.compile(r"(?!\A/\.well-known(?:/|\Z))/\.")
+
+
 class StaticFiles:
     """A handler serving the files under ``root``, and nothing outside it."""
 
     def __init__(self, root, index="index.html", listing=True, prefix="",
-                 cache_size=4 * 2**20):
+                 cache_size=4 * 2**20, dotfiles="hide"):
+        if dotfiles not in ("hide", "allow"):
+            raise ValueError("dotfiles must be 'hide' or 'allow', not %r" % (dotfiles,))
         self.root = os.path.realpath(root)
         self.index = index
         self.listing = listing
+        self.dotfiles = dotfiles  # .git, .env: private unless "allow"
         self.prefix = prefix.rstrip("/")
         self._siblings = _BoundedCache(4096)  # file path -> (second, siblings)
         # Small files' bytes and headers, kept while their inode, size and
@@ -3562,30 +3559,28 @@ class StaticFiles:
             path = path[len(self.prefix):] or "/"
         found = _resolve_under(self.root, path)
         if found is None:
-            resp.error(403, "Forbidden path %s\n" % _quote_path(req.path))
-            return
+            return resp.error(403, "Forbidden path %s\n" % _quote_path(req.path))
         fs_path, stat = found
-        if stat is None or not S_ISDIR(stat.st_mode):
-            self._send_file(req, resp, fs_path, stat)
-            return
+        is_directory = stat is not None and S_ISDIR(stat.st_mode)
+        # No file at /file/ (its links would resolve below it), no hidden dotfile ("/." first).
+        if not is_directory and req.path.endswith("/") or self.dotfiles == "hide" and (
+                "/." in path or "%" in path) and _DOTFILE_RE.search(_display_path(path)):
+            return resp.error(404, "No such file or directory %s" % _quote_path(req.path))
+        if not is_directory:
+            return self._send_file(req, resp, fs_path, stat)
         if not req.path.endswith("/"):
-            location = _quote_path(req.path) + "/"
+            # Never //name/, which a browser takes for another host (CVE-2021-28861).
+            location = "/" + _quote_path(req.path).lstrip("/") + "/"
             if req.query:
                 location += "?" + req.query
-            resp.code = 301
             resp.headers.set("Location", location)
-            resp.content_type = "text/plain; charset=utf-8"
-            resp.content = "Moved to %s\n" % location
-            resp.done()
-            return
+            return resp.error(301, "Moved to %s\n" % location)
         if self.index:
             index = os.path.join(fs_path, self.index)
             if os.path.isfile(index) and self._inside(index):
-                self._send_file(req, resp, index)
-                return
+                return self._send_file(req, resp, index)
         if not self.listing:
-            resp.error(403, "Directory listing is off.\n")
-            return
+            return resp.error(403, "Directory listing is off.\n")
         self._list(req, resp, fs_path)
 
     def _send_file(self, req, resp, fs_path, stat=None):
@@ -3598,8 +3593,7 @@ class StaticFiles:
                 for coding, sibling in siblings:
                     if _accepts_encoding(accept, coding) and self._inside(sibling):
                         resp.headers.set("Content-Encoding", coding)
-                        resp.sendfile(sibling, guess_type(fs_path))
-                        return
+                        return resp.sendfile(sibling, guess_type(fs_path))
         if (stat is not None and self.cache_size and req.method == "GET"
                 and resp.code == 200 and S_ISREG(stat.st_mode)
                 and not req.headers.has_any(_CONDITIONAL_FIELDS)):
@@ -3612,8 +3606,7 @@ class StaticFiles:
                     if name != "Content-Type" or "Content-Type" not in headers:
                         headers.set(name, value)  # the handler's Content-Type wins
                 resp.content = cached.data
-                resp.done()
-                return
+                return resp.done()
         resp.sendfile(fs_path)
 
     def _cached(self, fs_path, stat):
@@ -3670,18 +3663,21 @@ class StaticFiles:
 
     def _list(self, req, resp, fs_path):
         try:
-            names = os.listdir(fs_path)
+            found = list(os.scandir(fs_path))
         except OSError:
-            resp.error(403, "Cannot list %s\n" % _quote_path(req.path))
-            return
+            return resp.error(403, "Cannot list %s\n" % _quote_path(req.path))
         entries = []
-        for name in names:
+        for entry in found:
             try:
-                stat = os.stat(os.path.join(fs_path, name))
+                # Only what could be fetched: no hidden dotfile, no link out of the root.
+                if entry.name.startswith(".") and self.dotfiles == "hide" or (
+                        entry.is_symlink() and not self._inside(entry.path)):
+                    continue
+                stat = entry.stat()
             except OSError:
                 continue  # a dangling symlink, or a race with a delete
             is_directory = S_ISDIR(stat.st_mode)
-            entries.append((not is_directory, name.lower(), name, is_directory, stat))
+            entries.append((not is_directory, entry.name.lower(), entry.name, is_directory, stat))
         entries.sort()
         title = "Index of %s" % _html_escape(_display_path(req.path))
         rows = []
@@ -3695,6 +3691,7 @@ class StaticFiles:
                 href, shown, "/" if is_directory else "", "-" if is_directory else stat.st_size,
                 time.strftime("%Y-%m-%d %H:%M", time.gmtime(stat.st_mtime))))
         resp.content_type = "text/html; charset=utf-8"
+        resp.headers.set("X-Content-Type-Options", "nosniff")
         resp.content = (
             '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title></head>\n'
             "<body><h1>%s</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
@@ -4789,6 +4786,9 @@ def _argument_parser():
     parser.add_argument("--no-listing", dest="listing", action="store_false",
                         help="answer 403 for a directory without index.html "
                              "instead of listing it")
+    parser.add_argument("--dotfiles", choices=("hide", "allow"), default="hide",
+                        help="'allow' serves and lists names starting with '.' (.git, .env); "
+                             "hidden (404) by default, /.well-known/ aside")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="add a header to every response (repeatable)")
     parser.add_argument("--quiet", action="store_true",
@@ -4844,7 +4844,7 @@ def _cli_handler(args):
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):
         raise ValueError("root directory %s does not exist" % root)
-    return StaticFiles(root, listing=args.listing), root
+    return StaticFiles(root, listing=args.listing, dotfiles=args.dotfiles), root
 
 
 def _cli_ssl_context(args):

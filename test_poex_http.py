@@ -2109,6 +2109,26 @@ def test_unit_parse_range_too_many_ranges():
     assert poex_http.parse_range(header, 1000, max_ranges=200) is not None
 
 
+# Numbers past int()'s 4300-digit limit (Python 3.11+): {N} is 5,000 nines, {Z} 5,000 zeros.
+@pytest.mark.parametrize("header, expected", [
+    ("bytes=0-{N}", [(0, 99)]),
+    ("bytes=-{N}", [(0, 99)]),
+    ("bytes={N}-", []),
+    ("bytes={N}-{N}9", []),
+    ("bytes=0-1,{N}-", [(0, 1)]),
+    ("bytes={N}-5", None),           # last before first
+    ("bytes={N}9-{N}", None),        # last before first, both beyond any file
+    ("bytes={Z}5-{Z}7", [(5, 7)]),
+    ("bytes=5-{Z}4", None),
+    ("bytes=-{Z}", []),
+    ("bytes=0-99999999999999999999", [(0, 99)]),   # twenty digits
+    ("bytes=-18446744073709551617", [(0, 99)]),    # past 2**64
+])
+def test_unit_parse_range_numbers_of_any_length(header, expected):
+    header = header.format(N="9" * 5000, Z="0" * 5000)
+    assert poex_http.parse_range(header, 100) == expected
+
+
 def test_unit_safe_join(tmp_path):
     root = tmp_path / "root"
     (root / "a").mkdir(parents=True)
@@ -4700,6 +4720,22 @@ def test_sendfile_bad_ranges_give_the_whole_file(serve, files, spec):
     assert fields["content-length"] == "36"
 
 
+# Positions of 5,000 digits ({N}), past int()'s limit (Python 3.11+): never a 500.
+@pytest.mark.parametrize("spec, status, content_range, expected", [
+    ("bytes=0-{N}", 206, "bytes 0-35/36", TEXT),
+    ("bytes=-{N}", 206, "bytes 0-35/36", TEXT),
+    ("bytes=10-19,{N}-", 206, "bytes 10-19/36", TEXT[10:20]),
+    ("bytes={N}-", 416, "bytes */36", b"Requested range not satisfiable.\n"),
+    ("bytes={N}-5", 200, None, TEXT),
+])
+def test_sendfile_range_numbers_of_any_length(serve, files, spec, status, content_range,
+                                              expected):
+    live = file_server(serve, files)
+    answer = fetch(live.port, "/f/p.txt", headers=[("Range", spec.format(N="9" * 5000))])
+    assert (answer[0], answer[1].get("content-range"), answer[2]) == (
+        status, content_range, expected)
+
+
 def test_sendfile_range_on_head_is_ignored(serve, files):
     live = file_server(serve, files)
     status, fields, body = fetch(live.port, "/f/p.txt", method="HEAD", headers=[("Range", "bytes=0-9")])
@@ -4725,6 +4761,17 @@ def test_sendfile_if_range(serve, files, make_if_range, ranged):
     else:
         assert (status, body) == (200, TEXT)
         assert "content-range" not in fields
+
+
+@pytest.mark.parametrize("name, headers, status", [
+    ("big.bin", [], 200),                                  # with os.sendfile
+    ("p.txt", [("Range", "bytes=0-0,2-2")], 206),
+    ("p.txt", [("If-Modified-Since", MTIME_TEXT)], 304),
+])
+def test_sendfile_says_nosniff(serve, files, name, headers, status):
+    live = file_server(serve, files)
+    got, fields, _ = fetch(live.port, "/f/" + name, headers=headers)
+    assert (got, fields["x-content-type-options"]) == (status, "nosniff")
 
 
 def test_sendfile_from_a_handler_after_respond_is_refused(serve, files):
@@ -5728,6 +5775,30 @@ def test_static_directory_without_slash_redirects(static, path, location):
     assert fields["location"] == location
 
 
+# A Location that starts with // (or /\, which browsers read alike) names
+# another host: the open redirect of CVE-2021-28861.
+@pytest.mark.parametrize("target, status, location", [
+    ("//sub", 301, "/sub/"),
+    ("///sub?a=b", 301, "/sub/?a=b"),
+    ("http://x//sub", 301, "/sub/"),
+    ("/%2F%2Fsub", 301, "/%2F%2Fsub/"),
+    ("/%2F/sub", 301, "/%2F/sub/"),
+    ("/\\sub", 403, None),
+    ("/%5Csub", 403, None),
+    ("/\\/sub", 403, None),
+])
+def test_static_redirect_never_leads_to_another_host(static, target, status, location):
+    got, fields, _ = fetch(static.port, target)
+    assert (got, fields.get("location")) == (status, location)
+
+
+@pytest.mark.parametrize("path", ["/hello.txt/", "/hello.txt//", "/static/hello.txt/",
+                                  "/withindex/index.html/", "/link_in/", "/x.js/"])
+def test_static_file_at_a_directory_url_is_404(static, path):
+    status, fields, body = fetch(static.port, path, headers=[("Accept-Encoding", "gzip")])
+    assert (status, body) == (404, ("No such file or directory %s" % path).encode())
+
+
 @pytest.mark.parametrize("path", ["/withindex/", "/static/withindex/", "/nolist/withindex/"])
 def test_static_index_html(static, path):
     status, fields, body = fetch(static.port, path)
@@ -5768,9 +5839,15 @@ def test_static_listing_of_the_root_has_no_parent_link(static, site, path):
     rows = listing_rows(body)
     names = [row[1] for row in rows]
     assert "../" not in names
-    assert names[:4] == ["empty/", "linkdir_out/", "sub/", "withindex/"]
+    assert names[:3] == ["empty/", "sub/", "withindex/"]
     assert "hello.txt" in names and "link_in" in names
     assert "secret.txt" not in names
+
+
+def test_static_listing_leaves_out_links_that_leave_the_root(static):
+    names = [row[1] for row in listing_rows(fetch(static.port, "/")[2])]
+    assert "link_in" in names
+    assert not {"link_out", "abs_out.txt", "linkdir_out/", "evil.txt.gz"} & set(names)
 
 
 def test_static_listing_under_a_prefix_has_a_parent_link(static):
@@ -5865,6 +5942,24 @@ def test_static_precompressed_etag_differs_and_304_keeps_vary(static):
     assert fields["vary"] == "Accept-Encoding"
 
 
+@pytest.mark.parametrize("path, method, headers, status", [
+    ("/hello.txt", "GET", [], 200),                        # from the small-file cache
+    ("/hello.txt", "HEAD", [], 200),
+    ("/hello.txt", "GET", [("Range", "bytes=0-1")], 206),
+    ("/hello.txt", "GET", [("Range", "bytes=0-0,2-3")], 206),
+    ("/hello.txt", "GET", [("Range", "bytes=9-")], 416),
+    ("/hello.txt", "GET", [("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT")], 304),
+    ("/x.js", "GET", [("Accept-Encoding", "gzip")], 200),  # a precompressed sibling
+    ("/withindex/", "GET", [], 200),
+    ("/sub/", "GET", [], 200),                             # a listing
+    ("/sub", "GET", [], 301),
+    ("/nope.txt", "GET", [], 404),
+])
+def test_static_answers_say_nosniff(static, path, method, headers, status):
+    got, fields, _ = fetch(static.port, path, method=method, headers=headers)
+    assert (got, fields["x-content-type-options"]) == (status, "nosniff")
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 def test_static_other_methods_are_405(static, method):
     status, fields, body = fetch(static.port, "/hello.txt", method=method,
@@ -5934,6 +6029,70 @@ def test_example_static(tmp_path):
         assert abs(json.loads(body)["time"] - time.time()) < 60
         assert fetch(port, "/")[::2] == (200, b"<h1>home</h1>")
         assert program.stop() == 0
+
+
+# --- dotfiles
+
+@pytest.fixture(scope="module")
+def dotted_root(tmp_path_factory):
+    """Dotfiles (one with a precompressed sibling, one with an index.html) and /.well-known/."""
+    root = tmp_path_factory.mktemp("dotted")
+    for name, data in ((".env", b"SECRET=env\n"), (".env.gz", b"SECRET-GZ"),
+                       (".git/config", b"[secret]\n"), (".git/index.html", b"<p>secret</p>"),
+                       ("sub/.htpasswd", b"user:secret\n"), ("sub/page.txt", b"page\n"),
+                       (".well-known/security.txt", b"Contact: x\n"),
+                       (".well-known/.hidden", b"secret\n"), ("visible.txt", b"visible\n")):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def dotted(serve, dotted_root):
+    return serve(handlers=[
+        ("^/allow", poex_http.StaticFiles(str(dotted_root), prefix="/allow", dotfiles="allow")),
+        ("^/static", poex_http.StaticFiles(str(dotted_root), prefix="/static")),
+        ("", poex_http.StaticFiles(str(dotted_root))),
+    ])
+
+
+@pytest.mark.parametrize("path", [
+    "/.env", "/.git/config", "/.git/", "/.git", "/sub/.htpasswd", "/sub/.htpasswd/",
+    "/%2Eenv", "/%2egit/config", "/sub%2F.htpasswd", "//.env", "/static/.env",
+    "/.well-known/.hidden", "/.well-known%2F.hidden",
+])
+def test_static_dotfiles_are_404_by_default(dotted, path):
+    status, fields, body = fetch(dotted.port, path, headers=[("Accept-Encoding", "gzip")])
+    assert (status, body) == (404, ("No such file or directory %s" % path).encode())
+
+
+@pytest.mark.parametrize("path, accept, expected", [
+    ("/.well-known/security.txt", None, b"Contact: x\n"),
+    ("/%2Ewell-known/security.txt", None, b"Contact: x\n"),
+    ("/static/.well-known/security.txt", None, b"Contact: x\n"),
+    ("/allow/.env", None, b"SECRET=env\n"),
+    ("/allow/.env", "gzip", b"SECRET-GZ"),
+    ("/allow/.git/", None, b"<p>secret</p>"),
+    ("/allow/sub/.htpasswd", None, b"user:secret\n"),
+])
+def test_static_dotfiles_served_under_well_known_or_when_allowed(dotted, path, accept, expected):
+    headers = [("Accept-Encoding", accept)] if accept else []
+    assert fetch(dotted.port, path, headers=headers)[::2] == (200, expected)
+
+
+def test_static_listings_leave_dotfiles_out_unless_allowed(dotted):
+    def names(path):
+        return [row[1] for row in listing_rows(fetch(dotted.port, path)[2])]
+    assert names("/") == ["sub/", "visible.txt"]
+    assert names("/sub/") == ["../", "page.txt"]
+    assert names("/.well-known/") == ["../", "security.txt"]
+    assert names("/allow/") == [".git/", ".well-known/", "sub/", ".env", ".env.gz",
+                                "visible.txt"]
+
+
+def test_static_dotfiles_option_is_hide_or_allow(tmp_path):
+    with pytest.raises(ValueError):
+        poex_http.StaticFiles(str(tmp_path), dotfiles="show")
 
 
 # --- the small-file cache
@@ -7933,6 +8092,16 @@ def test_cli_header_and_no_listing(files):
         assert info.value.code == 403
         info.value.close()
         assert cli.stop(signal.SIGTERM) == 0
+
+
+def test_cli_hides_dotfiles_unless_allowed(tmp_path):
+    (tmp_path / ".env").write_bytes(b"SECRET=1\n")
+    for flags, status in (((), 404), (("--dotfiles", "allow"), 200)):
+        with Program.cli("--bind", "127.0.0.1", "--port", "0", "--root", tmp_path, "--quiet",
+                         *flags) as cli:
+            port = cli.serving(tmp_path)
+            assert fetch(port, "/.env")[0] == status
+            assert cli.stop(signal.SIGTERM) == 0
 
 
 def test_cli_no_sendfile_and_blocksize(files):
