@@ -2565,7 +2565,8 @@ def _address_parts(address):
         if ip.startswith("::ffff:") and "." in ip:
             ip = ip[7:]
         return ip, port
-    return (address or None), None  # Unix socket: the path, no port
+    # A Unix socket: its path, no port (an abstract name, in bytes: none).
+    return (address or None) if address.__class__ is str else None, None
 
 
 class Connection:
@@ -2578,7 +2579,9 @@ class Connection:
         self.tls = tls
         self.ID = ID
         self._sock = sock
-        self.remote_ip, self.remote_port = _address_parts(peer)
+        # A Unix peer binds its socket to any name it likes: it has no address.
+        self.remote_ip, self.remote_port = \
+            _address_parts(peer) if peer.__class__ is tuple else (None, None)
         self._local = None
         self.aborted = False
         self.fileno = sock.fileno()

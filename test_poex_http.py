@@ -135,15 +135,16 @@ class RawClient:
     """A client socket that sends exact bytes and reads responses one at a time.
 
     ``address`` is a TCP port on 127.0.0.1, a (host, port) pair (IPv4 or
-    IPv6) or the path of a Unix socket.  ``rcvbuf`` gives the socket a small
+    IPv6) or the path of a Unix socket (bytes for an abstract one).  ``rcvbuf`` gives the socket a small
     receive buffer (set before connecting), for a client that reads slowly;
-    ``source`` is the address to connect from.
+    ``source`` is the address to connect from (for a Unix socket, the name
+    the client binds to).
     """
 
     def __init__(self, address, timeout=DEADLINE, rcvbuf=None, source=None):
         if isinstance(address, int):
             address = ("127.0.0.1", address)
-        if isinstance(address, str):
+        if isinstance(address, (str, bytes)):
             family = socket.AF_UNIX
         else:
             family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -152,7 +153,7 @@ class RawClient:
             if rcvbuf is not None:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             if source is not None:
-                self.sock.bind((source, 0))
+                self.sock.bind(source if family == socket.AF_UNIX else (source, 0))
             self.sock.settimeout(timeout)
             self.sock.connect(address)
         except BaseException:
@@ -4550,6 +4551,17 @@ def test_live_connection_info_matches_sockets(serve):
         assert ident == "HTTPd-1"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets: Linux")
+def test_live_connection_info_of_an_abstract_unix_socket(serve):
+    name = b"\0poex-listen-%d" % os.getpid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(name)
+    listener.listen(16)
+    serve(handlers=[("", json_handler(
+        lambda req: [req.connection.remote_ip, req.connection.local_ip]))], sock=listener)
+    assert split_response(exchange(name, get("/")))[::2] == ("HTTP/1.1 200 OK", b"[null, null]")
+
+
 # --- real clients: http.client, urllib, curl
 
 def test_live_http_client_keepalive(serve):
@@ -7267,6 +7279,41 @@ def test_trusted_proxies_unix_socket_peer(serve, short_dir, trusted, expected):
     status_line, _, body = split_response(data)
     assert status_line == "HTTP/1.1 200 OK"
     assert json.loads(body) == expected
+
+
+# A Unix client may bind its socket to any name: one that reads as a trusted
+# address, and on Linux an abstract name (which Python gives as bytes).
+UNIX_PEER_NAMES = ["127.0.0.1", "10.9.9.9"] + (
+    [b"\0poex-peer-%d" % os.getpid()] if sys.platform.startswith("linux") else [])
+
+
+@pytest.mark.skipif(not poex_http.HAS_AF_UNIX, reason="no AF_UNIX")
+@pytest.mark.parametrize("peer_name", UNIX_PEER_NAMES)
+def test_unix_socket_peer_has_no_address_whatever_name_it_binds(
+        serve, short_dir, tmp_path, monkeypatch, access_logger, peer_name):
+    monkeypatch.chdir(short_dir)  # where a relative name is bound
+    path = os.path.join(short_dir, "t.sock")
+    log_path = tmp_path / "access.log"
+    info = json_handler(lambda req: [req.remote_ip, req.scheme, req.connection.remote_ip,
+                                     req.connection.remote_port])
+    wsgi = poex_http.WSGIHandler(wsgiref.validate.validator(environ_app))
+    serve(handlers=[("^/wsgi", wsgi), ("", info)], unix=path, keepalive=10,
+          access_log=str(log_path), trusted_proxies=["127.0.0.1", "10.0.0.0/8"])
+    with RawClient(path, source=peer_name) as client:
+        client.send(get("/", headers=[XFF, PROTO]) + get("/wsgi", headers=[XFF, PROTO]))
+        status, _, body = client.response()
+        assert (status, json.loads(body)) == (200, [None, "http", None, None])
+        status, _, body = client.response()
+        # Open until both are logged: the client has the whole body before
+        # the worker thread ends the response, and a request whose client
+        # has left by then is not logged.
+        wait_until(lambda: log_path.exists() and len(log_path.read_text().splitlines()) == 2)
+    assert status == 200
+    env = json.loads(body)
+    assert [env[key] for key in ("REMOTE_ADDR", "REMOTE_HOST", "REMOTE_PORT",
+                                 "wsgi.url_scheme")] == ["", "", "", "http"]
+    assert [parse_clf(line)[:3] for line in log_path.read_text().splitlines()] == [
+        ("-", "GET / HTTP/1.1", 200), ("-", "GET /wsgi HTTP/1.1", 200)]
 
 
 # --- prefork
