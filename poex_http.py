@@ -4012,6 +4012,17 @@ _OPTION_DEFAULTS = {option.name: option.default for option in SERVER_OPTIONS}
 # Local time as Common Log Format writes it.
 _clf_time = _PerSecond(
     lambda now: time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))).get
+# What a request puts in its log line is escaped as nginx does ('"', '\',
+# controls and bytes past ASCII as \xHH), and spaces too, for the unquoted
+# address: a request can neither end a field nor forge a line.
+_LOG_UNSAFE_RE = re.compile(r"[^!#-\[\]-~]")
+
+
+def _log_escape(text):
+    """``text`` fit for a log field (a request's text holds Latin-1 characters only)."""
+    if _LOG_UNSAFE_RE.search(text) is None:
+        return text  # the usual case, at half the cost of sub()
+    return _LOG_UNSAFE_RE.sub(lambda match: "\\x%02X" % ord(match.group()), text)
 
 
 _ACCESS_HANDLER = "poex_http.access"  # the name of the handler the option installs
@@ -4409,12 +4420,14 @@ class Server:
     def _log_access(self, conn, response):
         request = response.request
         head = request.head
+        # The method is a token and the version fixed by the parser's grammar.
         line = "-" if head.method == "ERROR" else "%s %s %s" % (
-            head.method, head.target, head.version)
+            head.method, _log_escape(head.target), head.version)
         if not self._access_lines:
             self.reactor.call_soon(self._flush_access_log)
         self._access_lines.append('%s - - [%s] "%s" %d %s' % (
-            request.remote_ip or "-", _clf_time(), line, response.code, conn.body_sent or "-"))
+            _log_escape(request.remote_ip or "-"), _clf_time(), line, response.code,
+            conn.body_sent or "-"))
 
     def _flush_access_log(self):
         """The lines of one loop turn as one log record (the logging module

@@ -7040,6 +7040,20 @@ def test_access_log_records_the_bytes_actually_sent_on_abort(serve, files, tmp_p
         assert parse_clf(line)[3] != str(len(MULTI))
 
 
+def test_access_log_escapes_what_the_request_wrote(serve, tmp_path, access_logger):
+    log_path = tmp_path / "access.log"
+    live = serve(handlers=[("", hello)], access_log=str(log_path), keepalive=10,
+                 trusted_proxies=["127.0.0.1"])
+    with RawClient(live.port) as client:
+        client.send(get('/a"b\\c?q=""') + get("/", headers=[
+            ("X-Forwarded-For", '10.0.0.1, "x" 200 1\t\xe9 - - [')]))
+        assert [client.response()[0], client.response()[0]] == [200, 200]
+        wait_until(lambda: len(log_path.read_text().splitlines()) == 2)
+    assert [parse_clf(line) for line in log_path.read_text().splitlines()] == [
+        ("127.0.0.1", r"GET /a\x22b\x5Cc?q=\x22\x22 HTTP/1.1", 200, "12"),
+        (r"\x22x\x22\x20200\x201\x09\xE9\x20-\x20-\x20[", "GET / HTTP/1.1", 200, "12")]
+
+
 # --- TLS
 
 # A self-signed certificate for CN=localhost (SAN DNS:localhost, IP:127.0.0.1),
