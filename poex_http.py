@@ -4106,6 +4106,7 @@ class Server:
         self.connections = set()
         self._listener = None
         self._accepting = False
+        self._accept_pauses = 0  # of the current descriptor shortage
         self._connection_ids = itertools.count(1)
         self._accepted = 0
         self._started = False
@@ -4331,7 +4332,7 @@ class Server:
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except ConnectionAbortedError:
                 continue
             except OSError as exc:
@@ -4339,14 +4340,23 @@ class Server:
                 return
             self._start_connection(sock, peer)
             if not self._accepting:
-                return
+                break
+        if self._accept_pauses:  # accept() no longer lacks descriptors
+            _log.warning("accept: resumed after %d pause(s)", self._accept_pauses)
+            self._accept_pauses = 0
 
     def _accept_failed(self, exc):
-        self.network_error(None, "accept", exc)
-        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+        exhausted = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+        if not (exhausted and self._accept_pauses):
+            self.network_error(None, "accept", exc)
+        if exhausted:
             # Out of descriptors: the listener stays readable, so stop
-            # watching it for a moment instead of spinning.
-            _log.error("accept: %s; pausing %.1f s", exc.strerror, self.limits.accept_pause)
+            # watching it for a moment instead of spinning.  Said when it
+            # starts and when accepting works again, not at every pause.
+            if not self._accept_pauses:
+                _log.error("accept: %s; pausing %.1f s at a time", exc.strerror,
+                           self.limits.accept_pause)
+            self._accept_pauses += 1
             self._pause_accepting()
             self.reactor.call_later(self.limits.accept_pause, self._resume_accepting)
 
