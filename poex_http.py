@@ -3982,6 +3982,8 @@ SERVER_OPTIONS = (
             "--access-log", metavar="FILE|-",
             help="append the access log (Common Log Format) to FILE, or - for stderr "
                  "[default: stderr]"),
+    _Option("methods", None, "request methods handlers serve beyond those of RFC 9110, "
+            "PATCH and WebDAV; any other gets 501", "--methods", metavar="M[,M...]"),
     _Option("trusted_proxies", None, "proxies whose X-Forwarded-For and X-Forwarded-Proto "
             "are believed: addresses or networks, 'unix' for Unix socket peers",
             "--trusted-proxies", metavar="ADDR[,NET...]"),
@@ -4007,6 +4009,10 @@ SERVER_OPTIONS = (
     _Option("ssl_context", None, "an ssl.SSLContext for HTTPS"),
 )
 _OPTION_DEFAULTS = {option.name: option.default for option in SERVER_OPTIONS}
+# RFC 9110 §9.1: an unknown method gets 501.  Known are RFC 9110 §9.3's, PATCH
+# (RFC 5789) and WebDAV's (RFC 4918), as to nginx; the ``methods`` option adds.
+_KNOWN_METHODS = frozenset("GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH "
+                           "PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK".split())
 
 
 # Local time as Common Log Format writes it.
@@ -4100,6 +4106,9 @@ class Server:
         self.router = Router(handlers)
         self.access_log = _open_access_log(options["access_log"])
         self._access_lines = []
+        methods = options["methods"] or ()
+        self.methods = _KNOWN_METHODS.union(
+            methods.replace(",", " ").split() if isinstance(methods, str) else methods)
         trusted = options["trusted_proxies"]
         self.trusted_proxies = TrustedProxies(trusted) if trusted else None
         self.shutting_down = False
@@ -4402,9 +4411,12 @@ class Server:
         self._maybe_finished()
 
     def handle_request(self, conn, response):
-        """pre_request, then the handler the path picks; a handler that
-        raises gets its response ended (500 if nothing was sent)."""
+        """pre_request, then the handler the path picks (501 first for an
+        unknown method); a handler that raises gets its response ended."""
         request = response.request
+        if request.method not in self.methods:
+            response.error(501, "Method %s not implemented.\n" % request.method)
+            return
         if self.router.specials:
             self.call_special("pre_request", request)
             if conn.closed:

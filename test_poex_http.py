@@ -6981,6 +6981,39 @@ def test_post_by_alias_from_another_thread(serve):
         poex_http.post(alias, "shutdown")
 
 
+# --- request methods
+
+@pytest.mark.parametrize("method", ["FOO", "GETs", "custom", "get"])
+def test_unknown_method_gets_501_before_any_handler(serve, tmp_path, method):
+    (tmp_path / "hello.txt").write_bytes(b"hello\n")
+    seen = []
+    live = serve(handlers=[("pre_request", seen.append), ("^/route", path_echo),
+                           ("", poex_http.StaticFiles(str(tmp_path)))])
+    body = b"Method %s not implemented.\n" % method.encode()
+    for path in ("/route", "/hello.txt"):
+        data = exchange(live.port, get(path, method=method, headers=[("Connection", "close")]))
+        date = field_dict(split_response(data)[1])["date"].encode()
+        assert data == (b"HTTP/1.1 501 Not Implemented\r\nDate: " + date + b"\r\nServer: "
+                        + DEFAULT_SERVER.encode() + b"\r\nContent-Type: text/plain; "
+                        b"charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    assert seen == []
+
+
+@pytest.mark.parametrize("methods", ["PURGE, LINK", ["PURGE", "LINK"]])
+def test_methods_option_lets_handlers_serve_more(serve, tmp_path, methods):
+    (tmp_path / "hello.txt").write_bytes(b"hello\n")
+    live = serve(handlers=[("^/route", path_echo), ("", poex_http.StaticFiles(str(tmp_path)))],
+                 methods=methods)
+    for method in ("PURGE", "LINK", "PATCH", "PROPFIND"):
+        answer = b"%s /route" % method.encode()
+        assert fetch(live.port, "/route", method=method)[::2] == (200, answer)
+        # Known to the server, not allowed for this resource.
+        status, fields, _ = fetch(live.port, "/hello.txt", method=method)
+        assert (status, fields["allow"]) == (405, "GET, HEAD")
+    assert fetch(live.port, "/route", method="UNLINK")[0] == 501
+
+
 # --- access log
 
 CLF_RE = re.compile(
@@ -7969,6 +8002,16 @@ def test_cli_wsgi_serves_the_app(tmp_path):
             "/some/path", "127.0.0.1", "http")
         assert answer["multiprocess"] is False
         assert (answer["length"], answer["sha256"]) == (3, hashlib.sha256(b"abc").hexdigest())
+        assert cli.stop() == 0
+
+
+def test_cli_methods_reach_the_wsgi_app(tmp_path):
+    spec = write_app_module(tmp_path)
+    with Program.cli("--wsgi", spec, "--bind", "127.0.0.1", "--port", "0", "--quiet",
+                     "--methods", "PURGE,BAN", cwd=tmp_path) as cli:
+        port = cli.serving("pidapp:app")
+        assert [fetch(port, "/", method=method)[0] for method in ("PURGE", "BAN", "FOO")] == [
+            200, 200, 501]
         assert cli.stop() == 0
 
 
