@@ -1300,16 +1300,11 @@ class TrustedProxies:
 
     def __init__(self, spec):
         import ipaddress  # deferred: import time
-        if isinstance(spec, str):
-            spec = spec.split(",")
-        self.unix = False
-        self.networks = []
-        for item in spec:
-            item = str(item).strip()
-            if item == "unix":
-                self.unix = True
-            elif item:
-                self.networks.append(ipaddress.ip_network(item, strict=False))
+        items = spec.split(",") if isinstance(spec, str) else spec
+        items = [str(item).strip() for item in items]
+        self.unix = "unix" in items  # Unix peers have no address to match
+        self.networks = [ipaddress.ip_network(item, strict=False)
+                         for item in items if item not in ("unix", "")]
         self._verdicts = _BoundedCache(1024)
 
     def trusts(self, ip):
@@ -2560,13 +2555,10 @@ class URI:
 
 def _address_parts(address):
     """(ip, port) of a socket address; IPv4-mapped IPv6 shown as IPv4."""
-    if isinstance(address, tuple):
-        ip, port = address[0], address[1]
-        if ip.startswith("::ffff:") and "." in ip:
-            ip = ip[7:]
-        return ip, port
-    # A Unix socket: its path, no port (an abstract name, in bytes: none).
-    return (address or None) if address.__class__ is str else None, None
+    if address.__class__ is not tuple:  # Unix: the path (an abstract name is bytes)
+        return (address or None) if address.__class__ is str else None, None
+    ip = address[0]
+    return (ip[7:] if ip.startswith("::ffff:") and "." in ip else ip), address[1]
 
 
 class Connection:
@@ -2580,8 +2572,7 @@ class Connection:
         self.ID = ID
         self._sock = sock
         # A Unix peer binds its socket to any name it likes: it has no address.
-        self.remote_ip, self.remote_port = \
-            _address_parts(peer) if peer.__class__ is tuple else (None, None)
+        self.remote_ip, self.remote_port = _address_parts(peer if type(peer) is tuple else None)
         self._local = None
         self.aborted = False
         self.fileno = sock.fileno()
@@ -2627,12 +2618,9 @@ class Request:
         self.method = head.method
         self.path = head.path
         self.protocol = head.version
-        if content.__class__ is bytes:
-            self._content = content
-            self.body_file = None
-        else:  # a large body, spooled to a temporary file
-            self._content = None
-            self.body_file = content
+        spooled = content.__class__ is not bytes  # a large body, in a temporary file
+        self._content = None if spooled else content
+        self.body_file = content if spooled else None
         self.connection = connection
         self.trailers = Headers.wrap(list(trailers)) if trailers else _NO_TRAILERS
         self._headers = None
@@ -2667,8 +2655,7 @@ class Request:
 
     @property
     def remote_ip(self):
-        """The client's address: the peer's, or the one a trusted proxy
-        reports in X-Forwarded-For (see the ``trusted_proxies`` option)."""
+        """The client's address: the peer's, or the one a trusted proxy reports."""
         return self._forwarded()[0]
 
     @property
@@ -2680,24 +2667,18 @@ class Request:
         client = self._client
         if client is None:
             conn = self.connection
-            ip = conn.remote_ip
-            scheme = "https" if conn.tls else "http"
-            server = conn.server
-            trusted = server.trusted_proxies if server is not None else None
-            if trusted and trusted.trusts(ip):
-                forwarded_for = self.header("X-Forwarded-For")
-                if forwarded_for:
-                    # The right-most address no trusted proxy vouches for.
-                    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-                    for hop in reversed(hops):
-                        ip = hop
-                        if not trusted.trusts(hop):
-                            break
-                proto = self.header("X-Forwarded-Proto")
-                if proto:
-                    proto = proto.split(",")[-1].strip().lower()
-                    if proto in ("http", "https"):
-                        scheme = proto
+            ip, scheme = conn.remote_ip, "https" if conn.tls else "http"
+            trusted = getattr(conn.server, "trusted_proxies", None)
+            if trusted and trusted.trusts(ip):  # a Unix peer (no ip): by its family alone
+                # The right-most address no trusted proxy vouches for.
+                hops = (self.header("X-Forwarded-For") or "").split(",")
+                for hop in reversed([hop.strip() for hop in hops if hop.strip()]):
+                    ip = hop
+                    if not trusted.trusts(hop):
+                        break
+                proto = (self.header("X-Forwarded-Proto") or "").split(",")[-1].strip().lower()
+                if proto in ("http", "https"):
+                    scheme = proto
             client = self._client = (ip, scheme)
         return client
 
@@ -2715,31 +2696,20 @@ class Request:
     @property
     def uri(self):
         if self._uri is None:
-            head = self.head
-            self._uri = URI(head.target, head.path, head.query)
+            self._uri = URI(self.head.target, self.head.path, self.head.query)
         return self._uri
 
-    @property
-    def query(self):
-        return self.head.query
+    query = property(lambda self: self.head.query)
+    host = property(lambda self: self.head.host)
+    content_type = property(lambda self: self.headers.get("Content-Type"))
 
     def query_form(self):
         return self.uri.query_form()
 
     @property
-    def host(self):
-        return self.head.host
-
-    @property
-    def content_type(self):
-        return self.headers.get("Content-Type")
-
-    @property
     def content_length(self):
         """The body's length in bytes (None when the request announced none)."""
-        if self.head.chunked:
-            return self.body_length()
-        return self.head.content_length
+        return self.body_length() if self.head.chunked else self.head.content_length
 
     def form(self):
         """Query and url-encoded body fields as a dict (the body wins)."""
@@ -3982,8 +3952,8 @@ SERVER_OPTIONS = (
             "--access-log", metavar="FILE|-",
             help="append the access log (Common Log Format) to FILE, or - for stderr "
                  "[default: stderr]"),
-    _Option("methods", None, "request methods handlers serve beyond those of RFC 9110, "
-            "PATCH and WebDAV; any other gets 501", "--methods", metavar="M[,M...]"),
+    _Option("methods", None, "more request methods for handlers than RFC 9110's, PATCH and "
+            "WebDAV's (others get 501)", "--method", action="append", metavar="NAME"),
     _Option("trusted_proxies", None, "proxies whose X-Forwarded-For and X-Forwarded-Proto "
             "are believed: addresses or networks, 'unix' for Unix socket peers",
             "--trusted-proxies", metavar="ADDR[,NET...]"),
@@ -4009,8 +3979,7 @@ SERVER_OPTIONS = (
     _Option("ssl_context", None, "an ssl.SSLContext for HTTPS"),
 )
 _OPTION_DEFAULTS = {option.name: option.default for option in SERVER_OPTIONS}
-# RFC 9110 §9.1: an unknown method gets 501.  Known are RFC 9110 §9.3's, PATCH
-# (RFC 5789) and WebDAV's (RFC 4918), as to nginx; the ``methods`` option adds.
+# Known methods (RFC 9110 §9.3, PATCH: RFC 5789, WebDAV: RFC 4918); others get 501 (§9.1).
 _KNOWN_METHODS = frozenset("GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH "
                            "PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK".split())
 
@@ -4018,9 +3987,9 @@ _KNOWN_METHODS = frozenset("GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH
 # Local time as Common Log Format writes it.
 _clf_time = _PerSecond(
     lambda now: time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))).get
-# What a request puts in its log line is escaped as nginx does ('"', '\',
-# controls and bytes past ASCII as \xHH), and spaces too, for the unquoted
-# address: a request can neither end a field nor forge a line.
+# What a request puts in a log line (its target, and an address a proxy
+# reports; the method is a token) is escaped as nginx does: '"', '\',
+# controls and bytes past ASCII as \xHH; spaces too, for the address field.
 _LOG_UNSAFE_RE = re.compile(r"[^!#-\[\]-~]")
 
 
@@ -4106,9 +4075,7 @@ class Server:
         self.router = Router(handlers)
         self.access_log = _open_access_log(options["access_log"])
         self._access_lines = []
-        methods = options["methods"] or ()
-        self.methods = _KNOWN_METHODS.union(
-            methods.replace(",", " ").split() if isinstance(methods, str) else methods)
+        self.methods = _KNOWN_METHODS.union(options["methods"] or ())
         trusted = options["trusted_proxies"]
         self.trusted_proxies = TrustedProxies(trusted) if trusted else None
         self.shutting_down = False
@@ -4322,9 +4289,8 @@ class Server:
     # -- accepting
 
     def _resume_accepting(self):
-        if self._accepting or self._listener is None or self.shutting_down:
-            return
-        if 0 <= self.concurrency <= len(self.connections):
+        if self._accepting or self._listener is None or self.shutting_down \
+                or 0 <= self.concurrency <= len(self.connections):
             return
         self._accepting = True
         self._listener.setblocking(False)
@@ -4355,16 +4321,15 @@ class Server:
             self._accept_pauses = 0
 
     def _accept_failed(self, exc):
-        exhausted = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-        if not (exhausted and self._accept_pauses):
+        if not self._accept_pauses:  # a descriptor shortage is reported once
             self.network_error(None, "accept", exc)
-        if exhausted:
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
             # Out of descriptors: the listener stays readable, so stop
-            # watching it for a moment instead of spinning.  Said when it
-            # starts and when accepting works again, not at every pause.
+            # watching it for a moment instead of spinning.  Logged as it
+            # starts and as accepting works again, not at every pause.
             if not self._accept_pauses:
-                _log.error("accept: %s; pausing %.1f s at a time", exc.strerror,
-                           self.limits.accept_pause)
+                _log.error("accept: %s; pausing %.1f s at a time",
+                           exc.strerror, self.limits.accept_pause)
             self._accept_pauses += 1
             self._pause_accepting()
             self.reactor.call_later(self.limits.accept_pause, self._resume_accepting)
@@ -4442,7 +4407,6 @@ class Server:
     def _log_access(self, conn, response):
         request = response.request
         head = request.head
-        # The method is a token and the version fixed by the parser's grammar.
         line = "-" if head.method == "ERROR" else "%s %s %s" % (
             head.method, _log_escape(head.target), head.version)
         if not self._access_lines:

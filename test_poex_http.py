@@ -7000,7 +7000,7 @@ def test_unknown_method_gets_501_before_any_handler(serve, tmp_path, method):
     assert seen == []
 
 
-@pytest.mark.parametrize("methods", ["PURGE, LINK", ["PURGE", "LINK"]])
+@pytest.mark.parametrize("methods", [["PURGE", "LINK"], ("LINK", "PURGE")])
 def test_methods_option_lets_handlers_serve_more(serve, tmp_path, methods):
     (tmp_path / "hello.txt").write_bytes(b"hello\n")
     live = serve(handlers=[("^/route", path_echo), ("", poex_http.StaticFiles(str(tmp_path)))],
@@ -8008,7 +8008,7 @@ def test_cli_wsgi_serves_the_app(tmp_path):
 def test_cli_methods_reach_the_wsgi_app(tmp_path):
     spec = write_app_module(tmp_path)
     with Program.cli("--wsgi", spec, "--bind", "127.0.0.1", "--port", "0", "--quiet",
-                     "--methods", "PURGE,BAN", cwd=tmp_path) as cli:
+                     "--method", "PURGE", "--method", "BAN", cwd=tmp_path) as cli:
         port = cli.serving("pidapp:app")
         assert [fetch(port, "/", method=method)[0] for method in ("PURGE", "BAN", "FOO")] == [
             200, 200, 501]
