@@ -1317,16 +1317,11 @@ class TrustedProxies:
 
     def __init__(self, spec):
         import ipaddress  # deferred: import time
-        if isinstance(spec, str):
-            spec = spec.split(",")
-        self.unix = False
-        self.networks = []
-        for item in spec:
-            item = str(item).strip()
-            if item == "unix":
-                self.unix = True
-            elif item:
-                self.networks.append(ipaddress.ip_network(item, strict=False))
+        items = spec.split(",") if isinstance(spec, str) else spec
+        items = [str(item).strip() for item in items]
+        self.unix = "unix" in items  # Unix peers have no address to match
+        self.networks = [ipaddress.ip_network(item, strict=False)
+                         for item in items if item not in ("unix", "")]
         self._verdicts = _BoundedCache(1024)
 
     def trusts(self, ip):
@@ -2627,12 +2622,10 @@ class URI:
 
 def _address_parts(address):
     """(ip, port) of a socket address; IPv4-mapped IPv6 shown as IPv4."""
-    if isinstance(address, tuple):
-        ip, port = address[0], address[1]
-        if ip.startswith("::ffff:") and "." in ip:
-            ip = ip[7:]
-        return ip, port
-    return (address or None), None  # Unix socket: the path, no port
+    if address.__class__ is not tuple:  # Unix: the path (an abstract name is bytes)
+        return (address or None) if address.__class__ is str else None, None
+    ip = address[0]
+    return (ip[7:] if ip.startswith("::ffff:") and "." in ip else ip), address[1]
 
 
 class Connection:
@@ -2645,7 +2638,8 @@ class Connection:
         self.tls = tls
         self.ID = ID
         self._sock = sock
-        self.remote_ip, self.remote_port = _address_parts(peer)
+        # A Unix peer binds its socket to any name it likes: it has no address.
+        self.remote_ip, self.remote_port = _address_parts(peer if type(peer) is tuple else None)
         self._local = None
         self.aborted = False
         self.fileno = sock.fileno()
@@ -2691,12 +2685,9 @@ class Request:
         self.method = head.method
         self.path = head.path
         self.protocol = head.version
-        if content.__class__ is bytes:
-            self._content = content
-            self.body_file = None
-        else:  # a large body, spooled to a temporary file
-            self._content = None
-            self.body_file = content
+        spooled = content.__class__ is not bytes  # a large body, in a temporary file
+        self._content = None if spooled else content
+        self.body_file = content if spooled else None
         self.connection = connection
         self.trailers = Headers.wrap(list(trailers)) if trailers else _NO_TRAILERS
         self._headers = None
@@ -2731,8 +2722,7 @@ class Request:
 
     @property
     def remote_ip(self):
-        """The client's address: the peer's, or the one a trusted proxy
-        reports in X-Forwarded-For (see the ``trusted_proxies`` option)."""
+        """The client's address: the peer's, or the one a trusted proxy reports."""
         return self._forwarded()[0]
 
     @property
@@ -2744,24 +2734,18 @@ class Request:
         client = self._client
         if client is None:
             conn = self.connection
-            ip = conn.remote_ip
-            scheme = "https" if conn.tls else "http"
-            server = conn.server
-            trusted = server.trusted_proxies if server is not None else None
-            if trusted and trusted.trusts(ip):
-                forwarded_for = self.header("X-Forwarded-For")
-                if forwarded_for:
-                    # The right-most address no trusted proxy vouches for.
-                    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-                    for hop in reversed(hops):
-                        ip = hop
-                        if not trusted.trusts(hop):
-                            break
-                proto = self.header("X-Forwarded-Proto")
-                if proto:
-                    proto = proto.split(",")[-1].strip().lower()
-                    if proto in ("http", "https"):
-                        scheme = proto
+            ip, scheme = conn.remote_ip, "https" if conn.tls else "http"
+            trusted = getattr(conn.server, "trusted_proxies", None)
+            if trusted and trusted.trusts(ip):  # a Unix peer (no ip): by its family alone
+                # The right-most address no trusted proxy vouches for.
+                hops = (self.header("X-Forwarded-For") or "").split(",")
+                for hop in reversed([hop.strip() for hop in hops if hop.strip()]):
+                    ip = hop
+                    if not trusted.trusts(hop):
+                        break
+                proto = (self.header("X-Forwarded-Proto") or "").split(",")[-1].strip().lower()
+                if proto in ("http", "https"):
+                    scheme = proto
             client = self._client = (ip, scheme)
         return client
 
@@ -2779,31 +2763,20 @@ class Request:
     @property
     def uri(self):
         if self._uri is None:
-            head = self.head
-            self._uri = URI(head.target, head.path, head.query)
+            self._uri = URI(self.head.target, self.head.path, self.head.query)
         return self._uri
 
-    @property
-    def query(self):
-        return self.head.query
+    query = property(lambda self: self.head.query)
+    host = property(lambda self: self.head.host)
+    content_type = property(lambda self: self.headers.get("Content-Type"))
 
     def query_form(self):
         return self.uri.query_form()
 
     @property
-    def host(self):
-        return self.head.host
-
-    @property
-    def content_type(self):
-        return self.headers.get("Content-Type")
-
-    @property
     def content_length(self):
         """The body's length in bytes (None when the request announced none)."""
-        if self.head.chunked:
-            return self.body_length()
-        return self.head.content_length
+        return self.body_length() if self.head.chunked else self.head.content_length
 
     def form(self):
         """Query and url-encoded body fields as a dict (the body wins)."""
@@ -4059,6 +4032,8 @@ SERVER_OPTIONS = (
             "--access-log", metavar="FILE|-",
             help="append the access log (Common Log Format) to FILE, or - for stderr "
                  "[default: stderr]"),
+    _Option("methods", None, "more request methods for handlers than RFC 9110's, PATCH and "
+            "WebDAV's (others get 501)", "--method", action="append", metavar="NAME"),
     _Option("trusted_proxies", None, "proxies whose X-Forwarded-For and X-Forwarded-Proto "
             "are believed: addresses or networks, 'unix' for Unix socket peers",
             "--trusted-proxies", metavar="ADDR[,NET...]"),
@@ -4086,11 +4061,25 @@ SERVER_OPTIONS = (
     _Option("ssl_context", None, "an ssl.SSLContext for HTTPS"),
 )
 _OPTION_DEFAULTS = {option.name: option.default for option in SERVER_OPTIONS}
+# Known methods (RFC 9110 §9.3, PATCH: RFC 5789, WebDAV: RFC 4918); others get 501 (§9.1).
+_KNOWN_METHODS = frozenset("GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH "
+                           "PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK".split())
 
 
 # Local time as Common Log Format writes it.
 _clf_time = _PerSecond(
     lambda now: time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))).get
+# What a request puts in a log line (its target, and an address a proxy
+# reports; the method is a token) is escaped as nginx does: '"', '\',
+# controls and bytes past ASCII as \xHH; spaces too, for the address field.
+_LOG_UNSAFE_RE = re.compile(r"[^!#-\[\]-~]")
+
+
+def _log_escape(text):
+    """``text`` fit for a log field (a request's text holds Latin-1 characters only)."""
+    if _LOG_UNSAFE_RE.search(text) is None:
+        return text  # the usual case, at half the cost of sub()
+    return _LOG_UNSAFE_RE.sub(lambda match: "\\x%02X" % ord(match.group()), text)
 
 
 _ACCESS_HANDLER = "poex_http.access"  # the name of the handler the option installs
@@ -4169,12 +4158,14 @@ class Server:
         self.router = Router(handlers)
         self.access_log = _open_access_log(options["access_log"])
         self._access_lines = []
+        self.methods = _KNOWN_METHODS.union(options["methods"] or ())
         trusted = options["trusted_proxies"]
         self.trusted_proxies = TrustedProxies(trusted) if trusted else None
         self.shutting_down = False
         self.connections = set()
         self._listener = None
         self._accepting = False
+        self._accept_pauses = 0  # of the current descriptor shortage
         self._connection_ids = itertools.count(1)
         self._accepted = 0
         self._started = False
@@ -4402,9 +4393,8 @@ class Server:
     # -- accepting
 
     def _resume_accepting(self):
-        if self._accepting or self._listener is None or self.shutting_down:
-            return
-        if 0 <= self.concurrency <= len(self.connections):
+        if self._accepting or self._listener is None or self.shutting_down \
+                or 0 <= self.concurrency <= len(self.connections):
             return
         self._accepting = True
         self._listener.setblocking(False)
@@ -4424,7 +4414,7 @@ class Server:
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except ConnectionAbortedError:
                 continue
             except OSError as exc:
@@ -4432,14 +4422,22 @@ class Server:
                 return
             self._start_connection(sock, peer)
             if not (self._accepting or self.shutting_down):
-                return
+                break
+        if self._accept_pauses:  # accept() no longer lacks descriptors
+            _log.warning("accept: resumed after %d pause(s)", self._accept_pauses)
+            self._accept_pauses = 0
 
     def _accept_failed(self, exc):
-        self.network_error(None, "accept", exc)
+        if not self._accept_pauses:  # a descriptor shortage is reported once
+            self.network_error(None, "accept", exc)
         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
             # Out of descriptors: the listener stays readable, so stop
-            # watching it for a moment instead of spinning.
-            _log.error("accept: %s; pausing %.1f s", exc.strerror, self.limits.accept_pause)
+            # watching it for a moment instead of spinning.  Logged as it
+            # starts and as accepting works again, not at every pause.
+            if not self._accept_pauses:
+                _log.error("accept: %s; pausing %.1f s at a time",
+                           exc.strerror, self.limits.accept_pause)
+            self._accept_pauses += 1
             self._pause_accepting()
             self.reactor.call_later(self.limits.accept_pause, self._resume_accepting)
 
@@ -4485,9 +4483,12 @@ class Server:
         self._maybe_finished()
 
     def handle_request(self, conn, response):
-        """pre_request, then the handler the path picks; a handler that
-        raises gets its response ended (500 if nothing was sent)."""
+        """pre_request, then the handler the path picks (501 first for an
+        unknown method); a handler that raises gets its response ended."""
         request = response.request
+        if request.method not in self.methods:
+            response.error(501, "Method %s not implemented.\n" % request.method)
+            return
         if self.router.specials:
             self.call_special("pre_request", request)
             if conn.closed:
@@ -4514,11 +4515,12 @@ class Server:
         request = response.request
         head = request.head
         line = "-" if head.method == "ERROR" else "%s %s %s" % (
-            head.method, head.target, head.version)
+            head.method, _log_escape(head.target), head.version)
         if not self._access_lines:
             self.reactor.call_soon(self._flush_access_log)
         self._access_lines.append('%s - - [%s] "%s" %d %s' % (
-            request.remote_ip or "-", _clf_time(), line, response.code, conn.body_sent or "-"))
+            _log_escape(request.remote_ip or "-"), _clf_time(), line, response.code,
+            conn.body_sent or "-"))
 
     def _flush_access_log(self):
         """The lines of one loop turn as one log record (the logging module

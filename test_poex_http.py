@@ -135,15 +135,16 @@ class RawClient:
     """A client socket that sends exact bytes and reads responses one at a time.
 
     ``address`` is a TCP port on 127.0.0.1, a (host, port) pair (IPv4 or
-    IPv6) or the path of a Unix socket.  ``rcvbuf`` gives the socket a small
+    IPv6) or the path of a Unix socket (bytes for an abstract one).  ``rcvbuf`` gives the socket a small
     receive buffer (set before connecting), for a client that reads slowly;
-    ``source`` is the address to connect from.
+    ``source`` is the address to connect from (for a Unix socket, the name
+    the client binds to).
     """
 
     def __init__(self, address, timeout=DEADLINE, rcvbuf=None, source=None):
         if isinstance(address, int):
             address = ("127.0.0.1", address)
-        if isinstance(address, str):
+        if isinstance(address, (str, bytes)):
             family = socket.AF_UNIX
         else:
             family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -152,7 +153,7 @@ class RawClient:
             if rcvbuf is not None:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             if source is not None:
-                self.sock.bind((source, 0))
+                self.sock.bind(source if family == socket.AF_UNIX else (source, 0))
             self.sock.settimeout(timeout)
             self.sock.connect(address)
         except BaseException:
@@ -4841,6 +4842,17 @@ def test_live_connection_info_matches_sockets(serve):
         assert ident == "HTTPd-1"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets: Linux")
+def test_live_connection_info_of_an_abstract_unix_socket(serve):
+    name = b"\0poex-listen-%d" % os.getpid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(name)
+    listener.listen(16)
+    serve(handlers=[("", json_handler(
+        lambda req: [req.connection.remote_ip, req.connection.local_ip]))], sock=listener)
+    assert split_response(exchange(name, get("/")))[::2] == ("HTTP/1.1 200 OK", b"[null, null]")
+
+
 # --- real clients: http.client, urllib, curl
 
 def test_live_http_client_keepalive(serve):
@@ -7205,13 +7217,14 @@ class _FlakyListener(socket.socket):
 
 
 def test_accept_emfile_pauses_then_serves_again(serve, caplog):
-    caplog.set_level(logging.ERROR, logger="poex_http")
+    caplog.set_level(logging.WARNING, logger="poex_http")
     listener = _FlakyListener(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     errors = []
+    pause = 0.1
     live = serve(handlers=[("on_error", errors.append), ("", hello)], sock=listener,
-                 limits=poex_http.Limits(accept_pause=0.3))
+                 limits=poex_http.Limits(accept_pause=pause))
     assert split_response(exchange(live.port, get("/")))[2] == b"Hello world\n"
     listener.failing = True
     client = RawClient(live.port)
@@ -7226,19 +7239,22 @@ def test_accept_emfile_pauses_then_serves_again(serve, caplog):
         used = cpu_seconds() - before
         elapsed = time.monotonic() - started
         failures = listener.failures
-        assert failures <= 1 + int(elapsed / 0.3) + 1, "accept retried %d times" % failures
+        assert failures <= 1 + int(elapsed / pause) + 1, "accept retried %d times" % failures
         assert used < 0.15, "busy loop while accept fails: %.3f s CPU" % used
+        wait_until(lambda: listener.failures >= 3)
         listener.failing = False
         client.sock.settimeout(DEADLINE)
         status, headers, body = client.response()
         assert (status, body) == (200, b"Hello world\n")
     finally:
         client.close()
-    assert errors[0].op == "accept"
-    assert errors[0].errnum == errno.EMFILE
-    assert errors[0].connection is None
-    assert any("accept" in record.getMessage() and record.levelno >= logging.ERROR
-               for record in caplog.records if record.name == "poex_http")
+    assert [(error.op, error.errnum, error.connection) for error in errors] == [
+        ("accept", errno.EMFILE, None)]
+    # Logged when it starts and when it ends, not at every pause.
+    assert [(record.levelno, record.getMessage()) for record in caplog.records
+            if record.name == "poex_http"] == [
+        (logging.ERROR, "accept: %s; pausing 0.1 s at a time" % os.strerror(errno.EMFILE)),
+        (logging.WARNING, "accept: resumed after %d pause(s)" % listener.failures)]
 
 
 EMFILE_SERVER = textwrap.dedent("""
@@ -7294,11 +7310,18 @@ def test_accept_real_emfile_in_subprocess_no_spin(tmp_path):
             held[0].close()  # a descriptor is free again
             extra.sock.settimeout(DEADLINE)
             assert extra.response()[2] == b"Hello world\n"
+            # Each accept() after it still finds no descriptor, until more are free.
+            for client in held:
+                client.close()
+            assert fetch(port, "/")[2] == b"Hello world\n"
         finally:
             for client in held:
                 client.close()
-    log = program.stderr_text()
-    assert "accept" in log and os.strerror(errno.EMFILE) in log, log
+    # Logged when it starts and when it ends, not at every pause.
+    lines = [line for line in program.stderr_text().splitlines() if "accept" in line]
+    assert len(lines) == 2, lines
+    assert lines[0] == "poex_http: accept: %s; pausing 0.3 s at a time" % os.strerror(errno.EMFILE)
+    assert re.fullmatch(r"poex_http: accept: resumed after [1-9]\d* pause\(s\)", lines[1]), lines
 
 
 # --- shutdown and control by alias
@@ -7404,6 +7427,39 @@ def test_post_by_alias_from_another_thread(serve):
         poex_http.post(alias, "shutdown")
 
 
+# --- request methods
+
+@pytest.mark.parametrize("method", ["FOO", "GETs", "custom", "get"])
+def test_unknown_method_gets_501_before_any_handler(serve, tmp_path, method):
+    (tmp_path / "hello.txt").write_bytes(b"hello\n")
+    seen = []
+    live = serve(handlers=[("pre_request", seen.append), ("^/route", path_echo),
+                           ("", poex_http.StaticFiles(str(tmp_path)))])
+    body = b"Method %s not implemented.\n" % method.encode()
+    for path in ("/route", "/hello.txt"):
+        data = exchange(live.port, get(path, method=method, headers=[("Connection", "close")]))
+        date = field_dict(split_response(data)[1])["date"].encode()
+        assert data == (b"HTTP/1.1 501 Not Implemented\r\nDate: " + date + b"\r\nServer: "
+                        + DEFAULT_SERVER.encode() + b"\r\nContent-Type: text/plain; "
+                        b"charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    assert seen == []
+
+
+@pytest.mark.parametrize("methods", [["PURGE", "LINK"], ("LINK", "PURGE")])
+def test_methods_option_lets_handlers_serve_more(serve, tmp_path, methods):
+    (tmp_path / "hello.txt").write_bytes(b"hello\n")
+    live = serve(handlers=[("^/route", path_echo), ("", poex_http.StaticFiles(str(tmp_path)))],
+                 methods=methods)
+    for method in ("PURGE", "LINK", "PATCH", "PROPFIND"):
+        answer = b"%s /route" % method.encode()
+        assert fetch(live.port, "/route", method=method)[::2] == (200, answer)
+        # Known to the server, not allowed for this resource.
+        status, fields, _ = fetch(live.port, "/hello.txt", method=method)
+        assert (status, fields["allow"]) == (405, "GET, HEAD")
+    assert fetch(live.port, "/route", method="UNLINK")[0] == 501
+
+
 # --- access log
 
 CLF_RE = re.compile(
@@ -7472,6 +7528,20 @@ def test_access_log_records_the_bytes_actually_sent_on_abort(serve, files, tmp_p
     # The aborted download, if logged, never claims the whole file.
     for line in lines[:-1]:
         assert parse_clf(line)[3] != str(len(MULTI))
+
+
+def test_access_log_escapes_what_the_request_wrote(serve, tmp_path, access_logger):
+    log_path = tmp_path / "access.log"
+    live = serve(handlers=[("", hello)], access_log=str(log_path), keepalive=10,
+                 trusted_proxies=["127.0.0.1"])
+    with RawClient(live.port) as client:
+        client.send(get('/a"b\\c?q=""') + get("/", headers=[
+            ("X-Forwarded-For", '10.0.0.1, "x" 200 1\t\xe9 - - [')]))
+        assert [client.response()[0], client.response()[0]] == [200, 200]
+        wait_until(lambda: len(log_path.read_text().splitlines()) == 2)
+    assert [parse_clf(line) for line in log_path.read_text().splitlines()] == [
+        ("127.0.0.1", r"GET /a\x22b\x5Cc?q=\x22\x22 HTTP/1.1", 200, "12"),
+        (r"\x22x\x22\x20200\x201\x09\xE9\x20-\x20-\x20[", "GET / HTTP/1.1", 200, "12")]
 
 
 # --- TLS
@@ -7713,6 +7783,41 @@ def test_trusted_proxies_unix_socket_peer(serve, short_dir, trusted, expected):
     status_line, _, body = split_response(data)
     assert status_line == "HTTP/1.1 200 OK"
     assert json.loads(body) == expected
+
+
+# A Unix client may bind its socket to any name: one that reads as a trusted
+# address, and on Linux an abstract name (which Python gives as bytes).
+UNIX_PEER_NAMES = ["127.0.0.1", "10.9.9.9"] + (
+    [b"\0poex-peer-%d" % os.getpid()] if sys.platform.startswith("linux") else [])
+
+
+@pytest.mark.skipif(not poex_http.HAS_AF_UNIX, reason="no AF_UNIX")
+@pytest.mark.parametrize("peer_name", UNIX_PEER_NAMES)
+def test_unix_socket_peer_has_no_address_whatever_name_it_binds(
+        serve, short_dir, tmp_path, monkeypatch, access_logger, peer_name):
+    monkeypatch.chdir(short_dir)  # where a relative name is bound
+    path = os.path.join(short_dir, "t.sock")
+    log_path = tmp_path / "access.log"
+    info = json_handler(lambda req: [req.remote_ip, req.scheme, req.connection.remote_ip,
+                                     req.connection.remote_port])
+    wsgi = poex_http.WSGIHandler(wsgiref.validate.validator(environ_app))
+    serve(handlers=[("^/wsgi", wsgi), ("", info)], unix=path, keepalive=10,
+          access_log=str(log_path), trusted_proxies=["127.0.0.1", "10.0.0.0/8"])
+    with RawClient(path, source=peer_name) as client:
+        client.send(get("/", headers=[XFF, PROTO]) + get("/wsgi", headers=[XFF, PROTO]))
+        status, _, body = client.response()
+        assert (status, json.loads(body)) == (200, [None, "http", None, None])
+        status, _, body = client.response()
+        # Open until both are logged: the client has the whole body before
+        # the worker thread ends the response, and a request whose client
+        # has left by then is not logged.
+        wait_until(lambda: log_path.exists() and len(log_path.read_text().splitlines()) == 2)
+    assert status == 200
+    env = json.loads(body)
+    assert [env[key] for key in ("REMOTE_ADDR", "REMOTE_HOST", "REMOTE_PORT",
+                                 "wsgi.url_scheme")] == ["", "", "", "http"]
+    assert [parse_clf(line)[:3] for line in log_path.read_text().splitlines()] == [
+        ("-", "GET / HTTP/1.1", 200), ("-", "GET /wsgi HTTP/1.1", 200)]
 
 
 # --- prefork
@@ -8372,6 +8477,16 @@ def test_cli_wsgi_serves_the_app(tmp_path):
             "/some/path", "127.0.0.1", "http")
         assert answer["multiprocess"] is False
         assert (answer["length"], answer["sha256"]) == (3, hashlib.sha256(b"abc").hexdigest())
+        assert cli.stop() == 0
+
+
+def test_cli_methods_reach_the_wsgi_app(tmp_path):
+    spec = write_app_module(tmp_path)
+    with Program.cli("--wsgi", spec, "--bind", "127.0.0.1", "--port", "0", "--quiet",
+                     "--method", "PURGE", "--method", "BAN", cwd=tmp_path) as cli:
+        port = cli.serving("pidapp:app")
+        assert [fetch(port, "/", method=method)[0] for method in ("PURGE", "BAN", "FOO")] == [
+            200, 200, 501]
         assert cli.stop() == 0
 
 
