@@ -503,9 +503,7 @@ class _ContentLengthReader:
             self.remaining -= len(data)
         return data
 
-    @property
-    def incomplete(self):
-        return self.remaining > 0
+    incomplete = property(lambda self: self.remaining > 0)
 
 
 class _ChunkedReader:
@@ -893,9 +891,7 @@ class _LengthWriter(_BodyWriter):
     def frame_file(self, length):
         self.missing -= length
 
-    @property
-    def body_complete(self):
-        return not self.missing
+    body_complete = property(lambda self: not self.missing)
 
 
 class _ChunkedWriter(_BodyWriter):
@@ -1503,9 +1499,7 @@ class Reactor:
 
     # -- servers keep the loop alive
 
-    @property
-    def servers(self):
-        return tuple(self._servers)
+    servers = property(lambda self: tuple(self._servers))
 
     def add_server(self, server):
         self._servers.add(server)
@@ -2653,14 +2647,8 @@ class Connection:
                 self._local = (None, None)
         return self._local
 
-    @property
-    def local_ip(self):
-        return self._local_address()[0]
-
-    @property
-    def local_port(self):
-        return self._local_address()[1]
-
+    local_ip = property(lambda self: self._local_address()[0])
+    local_port = property(lambda self: self._local_address()[1])
     # Perl names for the same values.
     remote_host = peerhost = property(lambda self: self.remote_ip)
     peerport = property(lambda self: self.remote_port)
@@ -2912,22 +2900,16 @@ class Response(_Answer):
     def content(self, value):
         self._content = value if value is not None else b""
 
-    @property
-    def headers_sent(self):
-        return self._headers_sent
-
-    @property
-    def finished(self):
-        return self._finished
+    headers_sent = property(lambda self: self._headers_sent)
+    finished = property(lambda self: self._finished)
 
     @property
     def streaming(self):
+        """Set before the first ``send``: each send is flushed, then ``stream_request`` fires."""
         return self._streaming
 
     @streaming.setter
     def streaming(self, value):
-        """Set before the first ``send``: each send is flushed at once and
-        ``stream_request`` fires after every flush."""
         if self._headers_sent and bool(value) != self._streaming:
             raise RuntimeError("streaming must be set before the first send()")
         self._streaming = bool(value)
@@ -2943,13 +2925,13 @@ class Response(_Answer):
 
     # -- sending
 
-    def _off_thread(self, method, *args):
-        """Hand a call to the reactor thread; True when it was handed over."""
+    def _on_reactor(self, method, *args):
+        """Call ``method(*args)`` now on the reactor thread, or hand it over from another."""
         conn = self._conn
         if conn is None or conn.reactor.in_reactor_thread():
-            return False
-        conn.reactor.call_soon_threadsafe(self._handed_over, method, args)
-        return True
+            method(*args)
+        else:
+            conn.reactor.call_soon_threadsafe(self._handed_over, method, args)
 
     def _handed_over(self, method, args):
         """Run a call a worker thread made; if it fails (a bad header, say),
@@ -2972,8 +2954,7 @@ class Response(_Answer):
         if self._responded:
             raise RuntimeError("respond() called more than once for this request")
         self._responded = True
-        if not self._off_thread(self._respond_now):
-            self._respond_now()
+        self._on_reactor(self._respond_now)
 
     def _respond_now(self):
         if self._headers_sent:
@@ -3047,7 +3028,7 @@ class Response(_Answer):
         self._finished = self._responded = True
         conn = self._conn
         if conn is not None:
-            # Hot path: the thread check of _off_thread, inline.
+            # Hot path: the thread check of _on_reactor, inline.
             ident = conn.reactor.thread_ident
             if ident is not None and ident != _get_ident():
                 conn.reactor.call_soon_threadsafe(self._handed_over, self._done_now, ())
@@ -3075,8 +3056,7 @@ class Response(_Answer):
         """End the response as a failed handler's: 500 when nothing is sent
         yet; else the body is ended if it is complete, or the connection
         closes after what was sent, so that the client sees it cut short."""
-        if not self._off_thread(self._fail_now):
-            self._fail_now()
+        self._on_reactor(self._fail_now)
 
     def _fail_now(self):
         conn = self._wire()
@@ -3097,8 +3077,7 @@ class Response(_Answer):
         if self._headers_sent or self._responded:
             raise RuntimeError("upgrade() after the response was sent")
         self._responded = self._finished = True
-        if not self._off_thread(self._upgrade_now, protocol):
-            self._upgrade_now(protocol)
+        self._on_reactor(self._upgrade_now, protocol)
 
     def _upgrade_now(self, protocol):
         self.code = 101
@@ -3112,8 +3091,7 @@ class Response(_Answer):
         if self._headers_sent or self._responded:
             raise RuntimeError("sendfile() after the response was sent")
         self._responded = self._finished = True
-        if not self._off_thread(self._sendfile_now, path, content_type):
-            self._sendfile_now(path, content_type)
+        self._on_reactor(self._sendfile_now, path, content_type)
 
     def _sendfile_now(self, path, content_type):
         if self._conn is not None and self._wire() is None:
@@ -3244,8 +3222,7 @@ class Response(_Answer):
             raise RuntimeError("send_fd() after the response was sent")
         self._responded = self._finished = True
         head_only = self.request is not None and self.request.method == "HEAD"
-        if not self._off_thread(self._send_region, fd, offset, length, head_only):
-            self._send_region(fd, offset, length, head_only)
+        self._on_reactor(self._send_region, fd, offset, length, head_only)
 
     def _send_whole(self, body):
         self._content = body
@@ -3282,9 +3259,7 @@ class Error(_Answer):
         self.request = request
         self.connection = connection
 
-    @property
-    def errstring(self):
-        return self.errstr
+    errstring = property(lambda self: self.errstr)
 
     def is_error(self):
         return self.code >= 400
@@ -3318,21 +3293,30 @@ class _BoundSpec:
         return "<handler %s>" % self.spec
 
 
+def _import_object(spec):
+    """``"package.module:name"`` -> the object (``application`` when no name is given)."""
+    import importlib  # deferred: import time
+    module_name, colon, attribute = spec.partition(":")
+    if not colon:
+        attribute = "application"
+    obj = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def resolve_handler(spec):
     """A callable for a handler: itself, or a ``"pkg.mod:func?a=b"`` string."""
     if callable(spec):
         return spec
     if not isinstance(spec, str):
         raise TypeError("handler must be a callable or 'module:function', not %r" % (spec,))
-    import importlib  # deferred: import time
     from urllib.parse import parse_qsl, unquote_plus  # deferred: import time
     target, _, query = spec.partition("?")
     module_name, colon, attribute = target.partition(":")
     if not colon or not module_name or not attribute:
         raise ValueError("handler spec %r is not 'module:function'" % spec)
-    func = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        func = getattr(func, part)
+    func = _import_object(target)
     if not callable(func):
         raise TypeError("handler spec %r does not name a callable" % spec)
     if not query:
@@ -3352,32 +3336,23 @@ def _handler_pairs(handlers):
         return [("", handlers)]
     if isinstance(handlers, dict):
         return list(handlers.items())
-    pairs = []
     items = list(handlers)
     if items and not isinstance(items[0], (tuple, list)):
         # A flat list in the Perl style: [regex, handler, regex, handler, ...]
         if len(items) % 2:
             raise ValueError("a flat handler list needs regex/handler pairs")
         items = list(zip(items[::2], items[1::2]))
-    for item in items:
-        regex, spec = item
-        pairs.append((regex, spec))
-    return pairs
+    return [(regex, spec) for regex, spec in items]
 
 
 class Router:
     """The ordered table of unanchored regexes tried against the path, and the specials."""
 
     def __init__(self, handlers=None):
-        self.order = []       # regexes in matching order
-        self.specs = {}       # regex or special name -> what the user gave
-        self.specials = {}    # special name -> callable
-        self._handlers = {}   # regex -> callable
-        self.table = ()       # ((compiled regex, callable), ...): what requests use
-        if handlers is not None:
-            self.add(handlers)
+        self.set(handlers)
 
     def _rebuild(self):
+        # ((compiled regex, callable), ...): what requests use
         self.table = tuple((re.compile(regex), self._handlers[regex]) for regex in self.order)
 
     def find(self, path, table=None):
@@ -3400,10 +3375,10 @@ class Router:
 
     def set(self, handlers):
         """Replace every handler, specials included."""
-        self.order = []
-        self.specs = {}
-        self.specials = {}
-        self._handlers = {}
+        self.order = []       # regexes in matching order
+        self.specs = {}       # regex or special name -> what the user gave
+        self.specials = {}    # special name -> callable
+        self._handlers = {}   # regex -> callable
         self.add(handlers)
 
     def add(self, handlers):
@@ -3794,18 +3769,6 @@ def _environ_path(path):
     return unquote_to_bytes(path).decode("latin-1")
 
 
-def _import_object(spec):
-    """``"package.module:name"`` -> the object (for WSGI applications)."""
-    import importlib  # deferred: import time
-    module_name, colon, attribute = spec.partition(":")
-    if not colon:
-        attribute = "application"
-    obj = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 class WSGIHandler:
     """A handler hosting a WSGI (PEP 3333) application on worker threads."""
 
@@ -3982,9 +3945,7 @@ def _keepalive_count(value):
     """Perl semantics: false is off; True or 1 is 100; N is N requests."""
     if value is True or value == 1:
         return 100
-    if not value:
-        return 0
-    return int(value)
+    return int(value) if value else 0
 
 
 class _Option:
@@ -4117,26 +4078,19 @@ class Server:
         if unknown:
             raise TypeError("unknown option(s): %s" % ", ".join(sorted(unknown)))
         options = dict(_OPTION_DEFAULTS, **config)
-        self.ssl_context = options["ssl_context"]
+        for name in ("alias", "keepalivetimeout", "timeout", "retry", "shutdown_timeout",
+                     "unix", "unix_mode", "sock", "fd", "ssl_context"):
+            setattr(self, name, options[name])
         if self.ssl_context is not None:
             _enable_tls()
         self.reactor = options["reactor"] or default_reactor()
-        self.alias = options["alias"]
         self.limits = options["limits"] or Limits()
         self.blocksize = int(options["blocksize"])
         self.use_sendfile = bool(options["sendfile"])
         self.concurrency = int(options["concurrency"])
         self.keepalive = _keepalive_count(options["keepalive"])
-        self.keepalivetimeout = options["keepalivetimeout"]
-        self.timeout = options["timeout"]
-        self.retry = options["retry"]
-        self.shutdown_timeout = options["shutdown_timeout"]
         self.options = options["options"] or {}
         self.host, self.port, self.reuse_address = self._address(options)
-        self.unix = options["unix"]
-        self.unix_mode = options["unix_mode"]
-        self.sock = options["sock"]
-        self.fd = options["fd"]
         if self.sock is None and self.fd is None and not self.unix and config.get("port") is None \
                 and not options["inet"]:
             self.fd = _systemd_socket()
@@ -4237,9 +4191,7 @@ class Server:
             self._bind_failed(exc)
 
     def _where(self):
-        if self.unix:
-            return self.unix
-        return "%s:%s" % (self.host or "*", self.port)
+        return self.unix or "%s:%s" % (self.host or "*", self.port)
 
     def _open_listener(self):
         """The listening socket: given, inherited, Unix, or TCP."""
