@@ -751,17 +751,12 @@ class RequestParser:
     def _check_target_form(self, head):
         """Absolute-form and asterisk-form targets (RFC 9112 §3.2)."""
         target = head.target
+        scheme, sep, rest = target.partition("://")
         if target == "*":
             if head.method != "OPTIONS":
                 raise BadRequest("Asterisk-form target is for OPTIONS only.")
-            return
-        scheme, sep, rest = target.partition("://")
-        if sep and scheme.lower() in ("http", "https"):
-            end = len(rest)
-            for delimiter in "/?#":
-                index = rest.find(delimiter)
-                if 0 <= index < end:
-                    end = index
+        elif sep and scheme.lower() in ("http", "https"):
+            end = re.match(r"[^/?#]*", rest).end()
             authority, path_and_query = rest[:end], rest[end:].partition("#")[0]
             if not authority or not _HOST_RE.fullmatch(authority):
                 raise BadRequest("Absolute-form target without a valid host.")
@@ -770,11 +765,10 @@ class RequestParser:
             # RFC 9112 §3.2.2: the target's authority replaces Host.
             head.host = authority
             head.path, _, head.query = path_and_query.partition("?")
-            return
-        if head.method == "CONNECT":
+        elif head.method == "CONNECT":
             head.path = target
-            return
-        raise BadRequest("Malformed request target.")
+        else:
+            raise BadRequest("Malformed request target.")
 
 
 # Reason phrases of RFC 9110 §15, from the standard library's table.
@@ -813,18 +807,17 @@ def reason_phrase(code):
 
 def status_line(code, message=None):
     """The status line, CRLF included, as str."""
-    if message is None:
-        line = _STATUS_LINES.get(code)
-        if line is None:
-            if not 100 <= code <= 999:
-                raise ValueError("status code %r is not three digits" % (code,))
+    line = _STATUS_LINES.get(code) if message is None else None
+    if line is None:
+        if not 100 <= code <= 999:
+            raise ValueError("status code %r is not three digits" % (code,))
+        if message is None:
             line = _STATUS_LINES[code] = "HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code))
-        return line
-    if not 100 <= code <= 999:
-        raise ValueError("status code %r is not three digits" % (code,))
-    if _FORBIDDEN_VALUE_RE.search(message) is not None:
-        raise ValueError("reason phrase holds a control character")
-    return "HTTP/1.1 %d %s\r\n" % (code, message)
+        elif _FORBIDDEN_VALUE_RE.search(message) is not None:
+            raise ValueError("reason phrase holds a control character")
+        else:
+            line = "HTTP/1.1 %d %s\r\n" % (code, message)
+    return line
 
 
 def status_has_body(code):
@@ -1204,22 +1197,10 @@ def make_etag(stat):
     return '"%x-%x-%x"' % (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _entity_tags(header):
-    """The entity-tags of an If-None-Match/If-Match value (``*`` kept)."""
-    return [tag.strip() for tag in header.split(",") if tag.strip()]
-
-
 def etag_matches(header, etag, weak=True):
     """RFC 9110 §8.8.3.2: does ``header`` (tags or ``*``) match ``etag``, weakly or strongly?"""
-    for tag in _entity_tags(header):
-        if tag == "*":
-            return True
-        if tag.startswith("W/"):
-            if weak and tag[2:] == etag:
-                return True
-        elif tag == etag:
-            return True
-    return False
+    return any(tag == "*" or (weak and tag[2:] == etag if tag.startswith("W/") else tag == etag)
+               for tag in map(str.strip, header.split(",")) if tag)
 
 
 def _is_digits(text):
@@ -3497,13 +3478,11 @@ class StaticFiles:
     def __call__(self, req, resp):
         if req.method not in ("GET", "HEAD"):
             resp.headers.set("Allow", "GET, HEAD")
-            resp.error(405, "Method %s not allowed.\n" % req.method)
-            return
+            return resp.error(405, "Method %s not allowed.\n" % req.method)
         path = req.path
         if self.prefix:
             if path != self.prefix and not path.startswith(self.prefix + "/"):
-                resp.error(404, "No such file or directory %s\n" % _quote_path(path))
-                return
+                return resp.error(404, "No such file or directory %s\n" % _quote_path(path))
             path = path[len(self.prefix):] or "/"
         found = _resolve_under(self.root, path)
         if found is None:
@@ -3559,9 +3538,10 @@ class StaticFiles:
 
     def _cached(self, fs_path, stat):
         """The cache entry for a small file as ``stat`` describes it, or None."""
+        identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         entry = self._cache.get(fs_path)
         if entry is not None:
-            if entry.identity == (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns):
+            if entry.identity == identity:
                 return entry
             self._drop(fs_path)
         if stat.st_size > _SMALL_FILE or stat.st_size > self.cache_size:
@@ -3575,11 +3555,9 @@ class StaticFiles:
             data = _pread(fd, opened.st_size, 0)
         finally:
             os.close(fd)
-        if (opened.st_ino, opened.st_size, opened.st_mtime_ns, opened.st_ctime_ns) != (
-                stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) \
-                or len(data) != stat.st_size:
-            return None  # changing under our feet: no caching now
         entry = _CachedFile(opened, guess_type(fs_path), data)
+        if entry.identity != identity or len(data) != stat.st_size:
+            return None  # changing under our feet: no caching now
         while self._cache and self._cached_bytes + len(data) > self.cache_size:
             self._drop(next(iter(self._cache)))
         self._cache[fs_path] = entry
@@ -3747,10 +3725,7 @@ class FileWrapper:
 
     def __iter__(self):
         read = self.filelike.read
-        while True:
-            data = read(self.blksize)
-            if not data:
-                return
+        while data := read(self.blksize):
             yield data
 
 
@@ -3831,13 +3806,12 @@ class WSGIHandler:
                 # from dashes in the environ: drop them, as nginx does.
                 continue
             key = key.replace("-", "_")
-            if key == "CONTENT_TYPE":
-                environ["CONTENT_TYPE"] = value
-                continue
             if key == "CONTENT_LENGTH":
-                continue
-            key = "HTTP_" + key
-            environ[key] = environ[key] + "," + value if key in environ else value
+                continue  # the body's length, set above
+            if key != "CONTENT_TYPE":
+                key = "HTTP_" + key
+                value = environ[key] + "," + value if key in environ else value
+            environ[key] = value
         return environ
 
     def _run(self, environ, req, resp):
@@ -4439,16 +4413,14 @@ class Server:
         unknown method); a handler that raises gets its response ended."""
         request = response.request
         if request.method not in self.methods:
-            response.error(501, "Method %s not implemented.\n" % request.method)
-            return
+            return response.error(501, "Method %s not implemented.\n" % request.method)
         if self.router.specials:
             self.call_special("pre_request", request)
             if conn.closed:
                 return
         handler = self.router.find(request.path, conn.routes)
         if handler is None:
-            response.error(404, "No handler for path %s.\n" % _quote_path(request.path))
-            return
+            return response.error(404, "No handler for path %s.\n" % _quote_path(request.path))
         try:
             handler(request, response)
         except Exception:
