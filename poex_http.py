@@ -62,8 +62,7 @@ HAS_AF_UNIX = hasattr(socket, "AF_UNIX")
 
 
 class _LazyLogger:
-    """The ``poex_http`` logger, imported on first use: ``logging`` is a third
-    of this module's import time, and a server that logs nothing never needs it."""
+    """The ``poex_http`` logger, imported on first use: ``logging`` is a third of import time."""
 
     __slots__ = ()
 
@@ -225,9 +224,8 @@ class VersionNotSupported(ProtocolError):
 
 
 class _BoundedCache(dict):
-    """A dict that remembers what was computed from clients' input, bounded
-    so that no client can grow it without end: when full, it starts afresh
-    (the few keys a server really sees come back at once)."""
+    """Results computed from clients' input, emptied when full so that no client can grow it."""
+    # Starting afresh costs little: the few keys a server really sees come back at once.
 
     __slots__ = ("size",)
 
@@ -589,11 +587,8 @@ class _ChunkedReader:
 
 
 class RequestParser:
-    """Incremental HTTP/1.x request parser: ``feed(bytes)``, then ``next_event()`` until None.
-
-    Events are a ``RequestHead``, body ``bytes`` and an ``EndOfMessage``; a
-    violation raises the ``HTTPError`` to answer, and the parser is then done.
-    """
+    """Incremental HTTP/1.x request parser: ``feed(bytes)``, then ``next_event()`` until None."""
+    # A violation raises the HTTPError to answer, and the parser is then done.
 
     __slots__ = ("limits", "_received", "_reader")
 
@@ -612,8 +607,7 @@ class RequestParser:
         return self._received.size
 
     def take_buffered(self):
-        """The bytes received and not parsed, for a protocol that takes the
-        connection over; the parser is left empty."""
+        """Bytes not parsed, for a protocol taking the connection over; the parser is emptied."""
         received = self._received
         return received.extract(len(received)) or b""
 
@@ -625,7 +619,7 @@ class RequestParser:
         return not self._received.only_empty_lines()
 
     def next_event(self):
-        """The next event, or None when more bytes are needed."""
+        """The next event (a ``RequestHead``, body ``bytes``, an ``EndOfMessage``), or None."""
         reader = self._reader
         if reader is not None:
             event = reader.read(self._received)
@@ -835,8 +829,7 @@ CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _BodyWriter:
-    """Frames a response body, ``frame(data)`` then ``tail`` (h11's writers are the model);
-    this one as it is, for a body that the close of the connection ends."""
+    """Frames a body: ``frame(data)``, then ``tail`` (h11's model); this one: close ends it."""
 
     __slots__ = ()
     missing = 0              # bytes announced and never sent
@@ -947,8 +940,7 @@ class Headers:
         return headers
 
     def _lookup(self):
-        """Lower-case name -> list of values, built on first use (hot path:
-        a request's fields are looked up several times, never changed)."""
+        """Lower-case name -> values, built on first use (hot path: read often, never changed)."""
         index = self._index
         if index is None:
             index = self._index = {}
@@ -1116,8 +1108,7 @@ def parse_http_date(text):
 
 
 class _PerSecond:
-    """A text that depends on the current second, made once a second (hot
-    path: the Date line of every response, the time of every log line)."""
+    """A text made once a second (hot path: the Date of every response, the time in log lines)."""
 
     __slots__ = ("make", "second", "text")
 
@@ -1176,8 +1167,7 @@ _guessed_types = _BoundedCache(512)
 
 
 def guess_type(path):
-    """Content-Type for a file name: the fixed table, then ``mimetypes``,
-    then application/octet-stream; text types get ``; charset=utf-8``."""
+    """Content-Type for a file name (fixed table, ``mimetypes``); text types get charset=utf-8."""
     extension = os.path.splitext(path)[1].lower()
     content_type = _guessed_types.get(extension)
     if content_type is None:
@@ -1209,8 +1199,7 @@ def _is_digits(text):
 
 
 def parse_range(header, size, max_ranges=100):
-    """RFC 9110 §14.2: inclusive (first, last) ranges, merged and sorted; [] when none is
-    satisfiable (416); None when the header is to be ignored (200)."""
+    """RFC 9110 §14.2: merged, sorted (first, last) ranges; [] if none fits (416); None: ignore."""
     unit, _, specs = header.partition("=")
     parts = specs.split(",")
     if unit.strip().lower() != "bytes" or not specs.strip() or len(parts) > max_ranges:
@@ -1323,8 +1312,7 @@ class TrustedProxies:
 # === 6. Reactor ===
 
 def _catch_signals(handlers, wake_fd):
-    """Install ``{number: handler}`` (all or none), the wake-up byte going to ``wake_fd``;
-    returns the previous handlers and the function that puts everything back."""
+    """Install ``{number: handler}`` (all or none) waking ``wake_fd``; -> (previous, restore)."""
     # A Python handler runs only when the main thread next runs bytecode: a
     # signal landing just before select() blocks, or on another thread, would
     # wait for the next event.  The byte the C-level handler writes ends it.
@@ -1922,8 +1910,7 @@ class _HeadWriter:
 
 
 class _BodyBuffer:
-    """A request body as it arrives: in memory, or past ``spool`` bytes in a
-    temporary file, so a large upload does not sit in the server's memory."""
+    """A request body as it arrives: in memory, or past ``spool`` bytes in a temporary file."""
 
     __slots__ = ("spool", "held", "size", "file")
 
@@ -2206,9 +2193,7 @@ class _HTTPConnection(_Transport):
         self.state = _READING
 
     def _reading_deadline(self):
-        """When the request being read runs out of time: ``timeout`` for all
-        of it, ``Limits.head_timeout`` for its head; a body must then keep up
-        ``body_min_rate`` (each byte buys more time, past a grace period)."""
+        """When the request being read runs out of time (``timeout``, ``head_timeout``, rate)."""
         limits = self.limits
         ends = []
         if self.server.timeout:
@@ -2311,9 +2296,7 @@ class _HTTPConnection(_Transport):
             self._complete_request()
 
     def switch_protocol(self, response, protocol):
-        """Answer 101 with the headers of ``response`` and hand the socket to
-        ``protocol`` (``connection_made(transport)``, ``data_received(data)``,
-        ``connection_lost(exc)``); nothing of HTTP stays behind."""
+        """Answer 101 with the headers of ``response``; ``protocol`` takes the socket (README)."""
         if not self.owns(response):
             return
         data, _, _, _ = self.server.response_heads.build(
@@ -2335,8 +2318,7 @@ class _HTTPConnection(_Transport):
             self._protocol_call(protocol.data_received, pending)
 
     def _protocol_call(self, method, *args):
-        """Call the switched protocol: its answer, or None when it raised and
-        lost its connection."""
+        """Call the switched protocol: its answer, or None if it raised and lost its connection."""
         try:
             return method(*args)
         except Exception as exc:
@@ -2345,8 +2327,7 @@ class _HTTPConnection(_Transport):
             return None
 
     def write(self, data):
-        """Send bytes as they are: for a protocol that took the connection over
-        (on the reactor thread)."""
+        """Send bytes unframed, for a protocol that took the connection over (reactor thread)."""
         if self.state != _SWITCHED and not self.closed:
             raise RuntimeError("write() is for a connection switched to another protocol")
         self._write(data)
@@ -2354,8 +2335,7 @@ class _HTTPConnection(_Transport):
     # -- socket options for one response
 
     def _tune(self, level, option, value, restore=None):
-        """Set a socket option until the response ends (``_restore_options``);
-        ``restore`` is the value to put back, by default the one it had."""
+        """Set a socket option until the response ends; ``restore``: what to put back then."""
         try:
             if restore is None:
                 restore = self.sock.getsockopt(level, option)
@@ -2792,8 +2772,7 @@ def _not_modified(header, etag, mtime):
 
 
 def _byteranges(headers, ranges, size):
-    """RFC 9110 §14.6: make the answer multipart/byteranges; returns the
-    (part head, offset, length) of each range and the closing delimiter."""
+    """RFC 9110 §14.6: multipart/byteranges; ([(part head, offset, length)], closing delimiter)."""
     # Random, so no file can be made to contain it.
     boundary = os.urandom(12).hex()
     part_type = headers.get("Content-Type") or "application/octet-stream"
@@ -2915,8 +2894,7 @@ class Response(_Answer):
             conn.reactor.call_soon_threadsafe(self._handed_over, method, args)
 
     def _handed_over(self, method, args):
-        """Run a call a worker thread made; if it fails (a bad header, say),
-        the response ends as a failed handler's would, never stuck."""
+        """Run a call a worker thread made; if it fails (a bad header), so does the response."""
         if self._wire() is None:  # this response is over: nothing may reach the wire
             if method == self._send_region:
                 os.close(args[0])  # the file descriptor it was to send
@@ -2991,8 +2969,7 @@ class Response(_Answer):
             self._conn.send_body(self, data)
 
     def on_drain(self, callback):
-        """Call ``callback()`` on the reactor once the queued output is down
-        to ``Limits.output_low_water`` (at once if it is already)."""
+        """Call ``callback()`` on the reactor once queued output is at ``output_low_water``."""
         conn = self._conn
         if conn is None:
             callback()
@@ -3034,9 +3011,7 @@ class Response(_Answer):
             conn.end_response(self)
 
     def fail(self):
-        """End the response as a failed handler's: 500 when nothing is sent
-        yet; else the body is ended if it is complete, or the connection
-        closes after what was sent, so that the client sees it cut short."""
+        """End as a failed handler: 500 if nothing was sent, else the body ends or is cut short."""
         self._on_reactor(self._fail_now)
 
     def _fail_now(self):
@@ -3113,9 +3088,8 @@ class Response(_Answer):
         self.error(code, text)
 
     def _file_answer(self, stat, path, content_type):
-        """Set code and headers for a file; return the body of an answer
-        without the file (304, 416), ("parts", parts, closing) for several
-        ranges, or the (offset, length, head only) to send."""
+        """Set code and headers for a file; returns the body of a 304 or 416, ("parts", parts,
+        closing) for several ranges, or the (offset, length, head only) to send."""
         request = self.request
         method = request.method if request is not None else "GET"
         header = request.header if request is not None else (lambda name: None)
@@ -3155,8 +3129,7 @@ class Response(_Answer):
         return offset, length, method == "HEAD"
 
     def _send_region(self, fd, offset, length, head_only=False):
-        """Send ``length`` bytes of ``fd`` from ``offset`` as the body, close
-        ``fd``, and finish."""
+        """Send ``length`` bytes of ``fd`` from ``offset`` as the body, close ``fd`` and finish."""
         if head_only or not status_has_body(self.code):
             self.headers.set("Content-Length", str(length))
             os.close(fd)
@@ -3164,8 +3137,7 @@ class Response(_Answer):
         self._send_parts(fd, ((b"", offset, length),), b"")
 
     def _send_parts(self, fd, parts, closing):
-        """Send ``parts`` of ``fd`` ((part head, offset, length) each), then
-        ``closing``, as the body; close ``fd``, and finish."""
+        """Send ``parts`` ((head, offset, length) of ``fd``) and ``closing``; close and finish."""
         total = sum(len(head) + length for head, _, length in parts) + len(closing)
         self.headers.set("Content-Length", str(total))
         conn = self._wire()
@@ -3196,8 +3168,7 @@ class Response(_Answer):
         conn.end_response(self)
 
     def send_fd(self, fd, offset, length):
-        """Send ``length`` bytes of the open file descriptor ``fd`` from
-        ``offset`` as the whole body, and finish; ``fd`` is closed after."""
+        """Send ``length`` bytes of ``fd`` at ``offset`` as the body, and finish; closes ``fd``."""
         if self._headers_sent or self._responded:
             os.close(fd)
             raise RuntimeError("send_fd() after the response was sent")
@@ -3574,9 +3545,8 @@ class StaticFiles:
         return resolved == self.root or resolved.startswith(self.root.rstrip(os.sep) + os.sep)
 
     def _precompressed(self, fs_path):
-        """The (coding, path) siblings of a file, looked up at most once a
-        second per file (two failed stat() calls per request cost more
-        than the rest of a small file's answer)."""
+        """The (coding, path) siblings of a file, looked up at most once a second per file."""
+        # Two failed stat() calls per request cost more than the rest of a small file's answer.
         now = int(time.monotonic())
         cached = self._siblings.get(fs_path)
         if cached is not None and cached[0] == now:
@@ -4400,8 +4370,7 @@ class Server:
     # -- what connections call
 
     def connection_closed(self, conn):
-        """``conn`` closes: on_disconnect, while its addresses are readable,
-        and its concurrency slot is free."""
+        """``conn`` closes: on_disconnect (its addresses still readable); its slot is free."""
         self.connections.discard(conn)
         self.call_special("on_disconnect", conn.info)
         if not self.shutting_down and not self._accepting:
@@ -4409,8 +4378,7 @@ class Server:
         self._maybe_finished()
 
     def handle_request(self, conn, response):
-        """pre_request, then the handler the path picks (501 first for an
-        unknown method); a handler that raises gets its response ended."""
+        """501 for an unknown method, else pre_request, then the handler (failed if it raises)."""
         request = response.request
         if request.method not in self.methods:
             return response.error(501, "Method %s not implemented.\n" % request.method)
@@ -4447,8 +4415,7 @@ class Server:
             conn.body_sent or "-"))
 
     def _flush_access_log(self):
-        """The lines of one loop turn as one log record (the logging module
-        costs several microseconds a record: too much once per request)."""
+        """A loop turn's lines as one record (logging a record per request costs microseconds)."""
         lines, self._access_lines = self._access_lines, []
         if lines:
             self.access_log.info("%s", "\n".join(lines))
@@ -4512,8 +4479,7 @@ class Server:
 
 
 class _Supervisor:
-    """The parent of prefork workers: starts them, replaces those that end,
-    and on SIGTERM or SIGINT stops them gracefully (a second signal kills)."""
+    """Prefork workers' parent: starts, replaces and stops them (SIGTERM/SIGINT; twice: kill)."""
 
     # A worker that fails sooner than this after its start would fail again
     # at once: wait this long before starting its replacement.
