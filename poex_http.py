@@ -170,7 +170,6 @@ class ProtocolError(HTTPError):
 
 class BadRequest(ProtocolError):
     """400: a malformed request line, header field or body framing."""
-    status = 400
 
 
 class RequestTimeout(ProtocolError):
@@ -1385,9 +1384,7 @@ class Reactor:
         self._selector.register(self._wake_recv, selectors.EVENT_READ, self)
 
     def on_readable(self):
-        """The wake-up socket: empty it first, then clear the flag.  A wake-up
-        sent in between is either still in the socket or its callback is
-        already queued; clearing first could swallow one and leave the flag set."""
+        """The wake-up socket: empty it, then clear the flag (the reverse can lose a wake-up)."""
         try:
             while self._wake_recv.recv(4096):
                 pass
@@ -1667,8 +1664,7 @@ class _FileRegion:
 
 class _Transport:
     """A non-blocking socket with an output queue; a subclass hears of progress through
-    ``_on_write_blocked``, ``_on_write_progress``, ``_on_drained``, ``_on_write_error``
-    and ``_on_file_progress``."""
+    _on_write_blocked, _on_write_progress, _on_drained, _on_write_error, _on_file_progress."""
 
     __slots__ = ("reactor", "sock", "_events", "_out", "_out_size", "_reading", "closed",
                  "_want_write")
@@ -2820,13 +2816,8 @@ class _Answer:
             return value[0]
         return self.headers.get(name)
 
-    @property
-    def content_type(self):
-        return self.headers.get("Content-Type")
-
-    @content_type.setter
-    def content_type(self, value):
-        self.headers.set("Content-Type", value)
+    content_type = property(lambda self: self.headers.get("Content-Type"),
+                            lambda self, value: self.headers.set("Content-Type", value))
 
 
 class Response(_Answer):
@@ -3316,10 +3307,7 @@ class Router:
 
     def find_regex(self, path):
         """The regex that wins for ``path``, or None."""
-        for regex in self.order:
-            if re.search(regex, path):
-                return regex
-        return None
+        return next((regex for regex in self.order if re.search(regex, path)), None)
 
     def get(self):
         """A dict of regex (or special name) -> handler as given."""
@@ -3582,7 +3570,8 @@ class StaticFiles:
         for _, _, name, is_directory, stat in entries:
             from urllib.parse import quote  # deferred: import time
             href = quote(name, errors="surrogateescape") + ("/" if is_directory else "")
-            shown = _html_escape(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            shown = _html_escape(
+                name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
             rows.append('<tr><td><a href="%s">%s%s</a></td><td>%s</td><td>%s</td></tr>' % (
                 href, shown, "/" if is_directory else "", "-" if is_directory else stat.st_size,
                 time.strftime("%Y-%m-%d %H:%M", time.gmtime(stat.st_mtime))))
@@ -3590,7 +3579,8 @@ class StaticFiles:
         resp.headers.set("X-Content-Type-Options", "nosniff")
         resp.content = (
             '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title></head>\n'
-            "<body><h1>%s</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
+            "<body><h1>%s</h1>\n<table>\n"
+            "<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
             "%s\n</table></body></html>\n" % (title, title, "\n".join(rows)))
         resp.done()
 
@@ -3750,7 +3740,8 @@ class WSGIHandler:
             "PATH_INFO": path,
             "QUERY_STRING": head.query,
             "SERVER_NAME": server_name or (conn.local_ip or "localhost"),
-            "SERVER_PORT": server_port or str(conn.local_port or (443 if scheme == "https" else 80)),
+            "SERVER_PORT": server_port or str(
+                conn.local_port or (443 if scheme == "https" else 80)),
             "SERVER_PROTOCOL": head.version,
             "SERVER_SOFTWARE": "poex_http/%s" % __version__,
             "REMOTE_ADDR": req.remote_ip or "",
@@ -3799,11 +3790,8 @@ class WSGIHandler:
             code, _, reason = str(status).partition(" ")
             if not (len(code) == 3 and code.isdigit()):
                 raise ValueError("WSGI status %r is not '### Reason'" % (status,))
-            checked = Headers()
-            for name, value in headers:
-                checked.add(name, value)
             state["status"] = (int(code), reason)
-            state["headers"] = checked
+            state["headers"] = Headers.wrap([_check_field(name, value) for name, value in headers])
             return write
 
         def begin():
@@ -4755,7 +4743,7 @@ def _cli_ssl_context(args):
 
 
 def main(argv=None):
-    """The command line: ``python -m poex_http [PORT] [--root DIR] ...``; returns the exit status."""
+    """The command line, ``python -m poex_http [PORT] [--root DIR] ...``; returns the exit code."""
     args = _argument_parser().parse_args(argv)
     import logging  # deferred (import time), as for _log
     logging.basicConfig(level=logging.WARNING, format="poex_http: %(message)s")
