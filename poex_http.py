@@ -1590,6 +1590,8 @@ def _enable_tls():
     import ssl  # deferred: import time
     _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                     ssl.SSLWantWriteError)
+
+
 _SEND_JOIN_LIMIT = 262144
 # os.sendfile errors that mean "not on this file or socket": fall back to
 # read/send, provided no byte has gone out yet.
@@ -2189,7 +2191,7 @@ class _HTTPConnection(_Transport):
         self.state = _READING
 
     def _reading_deadline(self):
-        """When the request being read runs out of time (``timeout``, ``head_timeout``, rate)."""
+        """When the request being read times out (``timeout``, ``head_timeout``, body rate)."""
         limits = self.limits
         ends = []
         if self.server.timeout:
@@ -2768,7 +2770,7 @@ def _not_modified(header, etag, mtime):
 
 
 def _byteranges(headers, ranges, size):
-    """RFC 9110 §14.6: multipart/byteranges; ([(part head, offset, length)], closing delimiter)."""
+    """RFC 9110 §14.6: make it multipart/byteranges -> ([(part head, offset, length)], closing)."""
     # Random, so no file can be made to contain it.
     boundary = os.urandom(12).hex()
     part_type = headers.get("Content-Type") or "application/octet-stream"
@@ -3294,6 +3296,14 @@ class Router:
     def __init__(self, handlers=None):
         self.set(handlers)
 
+    def set(self, handlers):
+        """Replace every handler, specials included."""
+        self.order = []       # regexes in matching order
+        self.specs = {}       # regex or special name -> what the user gave
+        self.specials = {}    # special name -> callable
+        self._handlers = {}   # regex -> callable
+        self.add(handlers)
+
     def _rebuild(self):
         # ((compiled regex, callable), ...): what requests use
         self.table = tuple((re.compile(regex), self._handlers[regex]) for regex in self.order)
@@ -3312,14 +3322,6 @@ class Router:
     def get(self):
         """A dict of regex (or special name) -> handler as given."""
         return dict(self.specs)
-
-    def set(self, handlers):
-        """Replace every handler, specials included."""
-        self.order = []       # regexes in matching order
-        self.specs = {}       # regex or special name -> what the user gave
-        self.specials = {}    # special name -> callable
-        self._handlers = {}   # regex -> callable
-        self.add(handlers)
 
     def add(self, handlers):
         """Add handlers; a regex that exists already moves to the end."""
@@ -4109,7 +4111,7 @@ class Server:
 
     def _bind_failed(self, exc):
         _log.error("cannot listen on %s: %s; trying again in %s s",
-                  self._where(), exc.strerror or exc, self.retry)
+                   self._where(), exc.strerror or exc, self.retry)
         self.network_error(None, "bind", exc)
         self._retry_timer = self.reactor.call_later(self.retry, self._retry_bind)
 
