@@ -62,8 +62,7 @@ HAS_AF_UNIX = hasattr(socket, "AF_UNIX")
 
 
 class _LazyLogger:
-    """The ``poex_http`` logger, imported on first use: ``logging`` is a third
-    of this module's import time, and a server that logs nothing never needs it."""
+    """The ``poex_http`` logger, imported on first use: ``logging`` is a third of import time."""
 
     __slots__ = ()
 
@@ -171,7 +170,6 @@ class ProtocolError(HTTPError):
 
 class BadRequest(ProtocolError):
     """400: a malformed request line, header field or body framing."""
-    status = 400
 
 
 class RequestTimeout(ProtocolError):
@@ -225,9 +223,8 @@ class VersionNotSupported(ProtocolError):
 
 
 class _BoundedCache(dict):
-    """A dict that remembers what was computed from clients' input, bounded
-    so that no client can grow it without end: when full, it starts afresh
-    (the few keys a server really sees come back at once)."""
+    """Results computed from clients' input, emptied when full so that no client can grow it."""
+    # Starting afresh costs little: the few keys a server really sees come back at once.
 
     __slots__ = ("size",)
 
@@ -503,9 +500,7 @@ class _ContentLengthReader:
             self.remaining -= len(data)
         return data
 
-    @property
-    def incomplete(self):
-        return self.remaining > 0
+    incomplete = property(lambda self: self.remaining > 0)
 
 
 class _ChunkedReader:
@@ -591,11 +586,8 @@ class _ChunkedReader:
 
 
 class RequestParser:
-    """Incremental HTTP/1.x request parser: ``feed(bytes)``, then ``next_event()`` until None.
-
-    Events are a ``RequestHead``, body ``bytes`` and an ``EndOfMessage``; a
-    violation raises the ``HTTPError`` to answer, and the parser is then done.
-    """
+    """Incremental HTTP/1.x request parser: ``feed(bytes)``, then ``next_event()`` until None."""
+    # A violation raises the HTTPError to answer, and the parser is then done.
 
     __slots__ = ("limits", "_received", "_reader")
 
@@ -614,8 +606,7 @@ class RequestParser:
         return self._received.size
 
     def take_buffered(self):
-        """The bytes received and not parsed, for a protocol that takes the
-        connection over; the parser is left empty."""
+        """Bytes not parsed, for a protocol taking the connection over; the parser is emptied."""
         received = self._received
         return received.extract(len(received)) or b""
 
@@ -627,7 +618,7 @@ class RequestParser:
         return not self._received.only_empty_lines()
 
     def next_event(self):
-        """The next event, or None when more bytes are needed."""
+        """The next event (a ``RequestHead``, body ``bytes``, an ``EndOfMessage``), or None."""
         reader = self._reader
         if reader is not None:
             event = reader.read(self._received)
@@ -753,17 +744,12 @@ class RequestParser:
     def _check_target_form(self, head):
         """Absolute-form and asterisk-form targets (RFC 9112 §3.2)."""
         target = head.target
+        scheme, sep, rest = target.partition("://")
         if target == "*":
             if head.method != "OPTIONS":
                 raise BadRequest("Asterisk-form target is for OPTIONS only.")
-            return
-        scheme, sep, rest = target.partition("://")
-        if sep and scheme.lower() in ("http", "https"):
-            end = len(rest)
-            for delimiter in "/?#":
-                index = rest.find(delimiter)
-                if 0 <= index < end:
-                    end = index
+        elif sep and scheme.lower() in ("http", "https"):
+            end = re.match(r"[^/?#]*", rest).end()
             authority, path_and_query = rest[:end], rest[end:].partition("#")[0]
             if not authority or not _HOST_RE.fullmatch(authority):
                 raise BadRequest("Absolute-form target without a valid host.")
@@ -772,11 +758,10 @@ class RequestParser:
             # RFC 9112 §3.2.2: the target's authority replaces Host.
             head.host = authority
             head.path, _, head.query = path_and_query.partition("?")
-            return
-        if head.method == "CONNECT":
+        elif head.method == "CONNECT":
             head.path = target
-            return
-        raise BadRequest("Malformed request target.")
+        else:
+            raise BadRequest("Malformed request target.")
 
 
 # Reason phrases of RFC 9110 §15, from the standard library's table.
@@ -815,18 +800,17 @@ def reason_phrase(code):
 
 def status_line(code, message=None):
     """The status line, CRLF included, as str."""
-    if message is None:
-        line = _STATUS_LINES.get(code)
-        if line is None:
-            if not 100 <= code <= 999:
-                raise ValueError("status code %r is not three digits" % (code,))
+    line = _STATUS_LINES.get(code) if message is None else None
+    if line is None:
+        if not 100 <= code <= 999:
+            raise ValueError("status code %r is not three digits" % (code,))
+        if message is None:
             line = _STATUS_LINES[code] = "HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code))
-        return line
-    if not 100 <= code <= 999:
-        raise ValueError("status code %r is not three digits" % (code,))
-    if _FORBIDDEN_VALUE_RE.search(message) is not None:
-        raise ValueError("reason phrase holds a control character")
-    return "HTTP/1.1 %d %s\r\n" % (code, message)
+        elif _FORBIDDEN_VALUE_RE.search(message) is not None:
+            raise ValueError("reason phrase holds a control character")
+        else:
+            line = "HTTP/1.1 %d %s\r\n" % (code, message)
+    return line
 
 
 def status_has_body(code):
@@ -844,8 +828,7 @@ CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _BodyWriter:
-    """Frames a response body, ``frame(data)`` then ``tail`` (h11's writers are the model);
-    this one as it is, for a body that the close of the connection ends."""
+    """Frames a body: ``frame(data)``, then ``tail`` (h11's model); this one: close ends it."""
 
     __slots__ = ()
     missing = 0              # bytes announced and never sent
@@ -893,9 +876,7 @@ class _LengthWriter(_BodyWriter):
     def frame_file(self, length):
         self.missing -= length
 
-    @property
-    def body_complete(self):
-        return not self.missing
+    body_complete = property(lambda self: not self.missing)
 
 
 class _ChunkedWriter(_BodyWriter):
@@ -958,8 +939,7 @@ class Headers:
         return headers
 
     def _lookup(self):
-        """Lower-case name -> list of values, built on first use (hot path:
-        a request's fields are looked up several times, never changed)."""
+        """Lower-case name -> values, built on first use (hot path: read often, never changed)."""
         index = self._index
         if index is None:
             index = self._index = {}
@@ -1127,8 +1107,7 @@ def parse_http_date(text):
 
 
 class _PerSecond:
-    """A text that depends on the current second, made once a second (hot
-    path: the Date line of every response, the time of every log line)."""
+    """A text made once a second (hot path: the Date of every response, the time in log lines)."""
 
     __slots__ = ("make", "second", "text")
 
@@ -1187,8 +1166,7 @@ _guessed_types = _BoundedCache(512)
 
 
 def guess_type(path):
-    """Content-Type for a file name: the fixed table, then ``mimetypes``,
-    then application/octet-stream; text types get ``; charset=utf-8``."""
+    """Content-Type for a file name (fixed table, ``mimetypes``); text types get charset=utf-8."""
     extension = os.path.splitext(path)[1].lower()
     content_type = _guessed_types.get(extension)
     if content_type is None:
@@ -1208,22 +1186,10 @@ def make_etag(stat):
     return '"%x-%x-%x"' % (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _entity_tags(header):
-    """The entity-tags of an If-None-Match/If-Match value (``*`` kept)."""
-    return [tag.strip() for tag in header.split(",") if tag.strip()]
-
-
 def etag_matches(header, etag, weak=True):
     """RFC 9110 §8.8.3.2: does ``header`` (tags or ``*``) match ``etag``, weakly or strongly?"""
-    for tag in _entity_tags(header):
-        if tag == "*":
-            return True
-        if tag.startswith("W/"):
-            if weak and tag[2:] == etag:
-                return True
-        elif tag == etag:
-            return True
-    return False
+    return any(tag == "*" or (weak and tag[2:] == etag if tag.startswith("W/") else tag == etag)
+               for tag in map(str.strip, header.split(",")) if tag)
 
 
 def _is_digits(text):
@@ -1232,8 +1198,7 @@ def _is_digits(text):
 
 
 def parse_range(header, size, max_ranges=100):
-    """RFC 9110 §14.2: inclusive (first, last) ranges, merged and sorted; [] when none is
-    satisfiable (416); None when the header is to be ignored (200)."""
+    """RFC 9110 §14.2: merged, sorted (first, last) ranges; [] if none fits (416); None: ignore."""
     unit, _, specs = header.partition("=")
     parts = specs.split(",")
     if unit.strip().lower() != "bytes" or not specs.strip() or len(parts) > max_ranges:
@@ -1346,8 +1311,7 @@ class TrustedProxies:
 # === 6. Reactor ===
 
 def _catch_signals(handlers, wake_fd):
-    """Install ``{number: handler}`` (all or none), the wake-up byte going to ``wake_fd``;
-    returns the previous handlers and the function that puts everything back."""
+    """Install ``{number: handler}`` (all or none) waking ``wake_fd``; -> (previous, restore)."""
     # A Python handler runs only when the main thread next runs bytecode: a
     # signal landing just before select() blocks, or on another thread, would
     # wait for the next event.  The byte the C-level handler writes ends it.
@@ -1420,9 +1384,7 @@ class Reactor:
         self._selector.register(self._wake_recv, selectors.EVENT_READ, self)
 
     def on_readable(self):
-        """The wake-up socket: empty it first, then clear the flag.  A wake-up
-        sent in between is either still in the socket or its callback is
-        already queued; clearing first could swallow one and leave the flag set."""
+        """The wake-up socket: empty it, then clear the flag (the reverse can lose a wake-up)."""
         try:
             while self._wake_recv.recv(4096):
                 pass
@@ -1503,9 +1465,7 @@ class Reactor:
 
     # -- servers keep the loop alive
 
-    @property
-    def servers(self):
-        return tuple(self._servers)
+    servers = property(lambda self: tuple(self._servers))
 
     def add_server(self, server):
         self._servers.add(server)
@@ -1630,6 +1590,8 @@ def _enable_tls():
     import ssl  # deferred: import time
     _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                     ssl.SSLWantWriteError)
+
+
 _SEND_JOIN_LIMIT = 262144
 # os.sendfile errors that mean "not on this file or socket": fall back to
 # read/send, provided no byte has gone out yet.
@@ -1704,8 +1666,7 @@ class _FileRegion:
 
 class _Transport:
     """A non-blocking socket with an output queue; a subclass hears of progress through
-    ``_on_write_blocked``, ``_on_write_progress``, ``_on_drained``, ``_on_write_error``
-    and ``_on_file_progress``."""
+    _on_write_blocked, _on_write_progress, _on_drained, _on_write_error, _on_file_progress."""
 
     __slots__ = ("reactor", "sock", "_events", "_out", "_out_size", "_reading", "closed",
                  "_want_write")
@@ -1947,8 +1908,7 @@ class _HeadWriter:
 
 
 class _BodyBuffer:
-    """A request body as it arrives: in memory, or past ``spool`` bytes in a
-    temporary file, so a large upload does not sit in the server's memory."""
+    """A request body as it arrives: in memory, or past ``spool`` bytes in a temporary file."""
 
     __slots__ = ("spool", "held", "size", "file")
 
@@ -2231,9 +2191,7 @@ class _HTTPConnection(_Transport):
         self.state = _READING
 
     def _reading_deadline(self):
-        """When the request being read runs out of time: ``timeout`` for all
-        of it, ``Limits.head_timeout`` for its head; a body must then keep up
-        ``body_min_rate`` (each byte buys more time, past a grace period)."""
+        """When the request being read times out (``timeout``, ``head_timeout``, body rate)."""
         limits = self.limits
         ends = []
         if self.server.timeout:
@@ -2336,9 +2294,7 @@ class _HTTPConnection(_Transport):
             self._complete_request()
 
     def switch_protocol(self, response, protocol):
-        """Answer 101 with the headers of ``response`` and hand the socket to
-        ``protocol`` (``connection_made(transport)``, ``data_received(data)``,
-        ``connection_lost(exc)``); nothing of HTTP stays behind."""
+        """Answer 101 with the headers of ``response``; ``protocol`` takes the socket (README)."""
         if not self.owns(response):
             return
         data, _, _, _ = self.server.response_heads.build(
@@ -2360,8 +2316,7 @@ class _HTTPConnection(_Transport):
             self._protocol_call(protocol.data_received, pending)
 
     def _protocol_call(self, method, *args):
-        """Call the switched protocol: its answer, or None when it raised and
-        lost its connection."""
+        """Call the switched protocol: its answer, or None if it raised and lost its connection."""
         try:
             return method(*args)
         except Exception as exc:
@@ -2370,8 +2325,7 @@ class _HTTPConnection(_Transport):
             return None
 
     def write(self, data):
-        """Send bytes as they are: for a protocol that took the connection over
-        (on the reactor thread)."""
+        """Send bytes unframed, for a protocol that took the connection over (reactor thread)."""
         if self.state != _SWITCHED and not self.closed:
             raise RuntimeError("write() is for a connection switched to another protocol")
         self._write(data)
@@ -2379,8 +2333,7 @@ class _HTTPConnection(_Transport):
     # -- socket options for one response
 
     def _tune(self, level, option, value, restore=None):
-        """Set a socket option until the response ends (``_restore_options``);
-        ``restore`` is the value to put back, by default the one it had."""
+        """Set a socket option until the response ends; ``restore``: what to put back then."""
         try:
             if restore is None:
                 restore = self.sock.getsockopt(level, option)
@@ -2653,14 +2606,8 @@ class Connection:
                 self._local = (None, None)
         return self._local
 
-    @property
-    def local_ip(self):
-        return self._local_address()[0]
-
-    @property
-    def local_port(self):
-        return self._local_address()[1]
-
+    local_ip = property(lambda self: self._local_address()[0])
+    local_port = property(lambda self: self._local_address()[1])
     # Perl names for the same values.
     remote_host = peerhost = property(lambda self: self.remote_ip)
     peerport = property(lambda self: self.remote_port)
@@ -2823,8 +2770,7 @@ def _not_modified(header, etag, mtime):
 
 
 def _byteranges(headers, ranges, size):
-    """RFC 9110 §14.6: make the answer multipart/byteranges; returns the
-    (part head, offset, length) of each range and the closing delimiter."""
+    """RFC 9110 §14.6: make it multipart/byteranges -> ([(part head, offset, length)], closing)."""
     # Random, so no file can be made to contain it.
     boundary = os.urandom(12).hex()
     part_type = headers.get("Content-Type") or "application/octet-stream"
@@ -2872,13 +2818,8 @@ class _Answer:
             return value[0]
         return self.headers.get(name)
 
-    @property
-    def content_type(self):
-        return self.headers.get("Content-Type")
-
-    @content_type.setter
-    def content_type(self, value):
-        self.headers.set("Content-Type", value)
+    content_type = property(lambda self: self.headers.get("Content-Type"),
+                            lambda self, value: self.headers.set("Content-Type", value))
 
 
 class Response(_Answer):
@@ -2912,22 +2853,16 @@ class Response(_Answer):
     def content(self, value):
         self._content = value if value is not None else b""
 
-    @property
-    def headers_sent(self):
-        return self._headers_sent
-
-    @property
-    def finished(self):
-        return self._finished
+    headers_sent = property(lambda self: self._headers_sent)
+    finished = property(lambda self: self._finished)
 
     @property
     def streaming(self):
+        """Set before the first ``send``: each send is flushed, then ``stream_request`` fires."""
         return self._streaming
 
     @streaming.setter
     def streaming(self, value):
-        """Set before the first ``send``: each send is flushed at once and
-        ``stream_request`` fires after every flush."""
         if self._headers_sent and bool(value) != self._streaming:
             raise RuntimeError("streaming must be set before the first send()")
         self._streaming = bool(value)
@@ -2943,17 +2878,16 @@ class Response(_Answer):
 
     # -- sending
 
-    def _off_thread(self, method, *args):
-        """Hand a call to the reactor thread; True when it was handed over."""
+    def _on_reactor(self, method, *args):
+        """Call ``method(*args)`` now on the reactor thread, or hand it over from another."""
         conn = self._conn
         if conn is None or conn.reactor.in_reactor_thread():
-            return False
-        conn.reactor.call_soon_threadsafe(self._handed_over, method, args)
-        return True
+            method(*args)
+        else:
+            conn.reactor.call_soon_threadsafe(self._handed_over, method, args)
 
     def _handed_over(self, method, args):
-        """Run a call a worker thread made; if it fails (a bad header, say),
-        the response ends as a failed handler's would, never stuck."""
+        """Run a call a worker thread made; if it fails (a bad header), so does the response."""
         if self._wire() is None:  # this response is over: nothing may reach the wire
             if method == self._send_region:
                 os.close(args[0])  # the file descriptor it was to send
@@ -2972,8 +2906,7 @@ class Response(_Answer):
         if self._responded:
             raise RuntimeError("respond() called more than once for this request")
         self._responded = True
-        if not self._off_thread(self._respond_now):
-            self._respond_now()
+        self._on_reactor(self._respond_now)
 
     def _respond_now(self):
         if self._headers_sent:
@@ -3029,8 +2962,7 @@ class Response(_Answer):
             self._conn.send_body(self, data)
 
     def on_drain(self, callback):
-        """Call ``callback()`` on the reactor once the queued output is down
-        to ``Limits.output_low_water`` (at once if it is already)."""
+        """Call ``callback()`` on the reactor once queued output is at ``output_low_water``."""
         conn = self._conn
         if conn is None:
             callback()
@@ -3047,7 +2979,7 @@ class Response(_Answer):
         self._finished = self._responded = True
         conn = self._conn
         if conn is not None:
-            # Hot path: the thread check of _off_thread, inline.
+            # Hot path: the thread check of _on_reactor, inline.
             ident = conn.reactor.thread_ident
             if ident is not None and ident != _get_ident():
                 conn.reactor.call_soon_threadsafe(self._handed_over, self._done_now, ())
@@ -3072,11 +3004,8 @@ class Response(_Answer):
             conn.end_response(self)
 
     def fail(self):
-        """End the response as a failed handler's: 500 when nothing is sent
-        yet; else the body is ended if it is complete, or the connection
-        closes after what was sent, so that the client sees it cut short."""
-        if not self._off_thread(self._fail_now):
-            self._fail_now()
+        """End as a failed handler: 500 if nothing was sent, else the body ends or is cut short."""
+        self._on_reactor(self._fail_now)
 
     def _fail_now(self):
         conn = self._wire()
@@ -3097,8 +3026,7 @@ class Response(_Answer):
         if self._headers_sent or self._responded:
             raise RuntimeError("upgrade() after the response was sent")
         self._responded = self._finished = True
-        if not self._off_thread(self._upgrade_now, protocol):
-            self._upgrade_now(protocol)
+        self._on_reactor(self._upgrade_now, protocol)
 
     def _upgrade_now(self, protocol):
         self.code = 101
@@ -3112,8 +3040,7 @@ class Response(_Answer):
         if self._headers_sent or self._responded:
             raise RuntimeError("sendfile() after the response was sent")
         self._responded = self._finished = True
-        if not self._off_thread(self._sendfile_now, path, content_type):
-            self._sendfile_now(path, content_type)
+        self._on_reactor(self._sendfile_now, path, content_type)
 
     def _sendfile_now(self, path, content_type):
         if self._conn is not None and self._wire() is None:
@@ -3154,9 +3081,8 @@ class Response(_Answer):
         self.error(code, text)
 
     def _file_answer(self, stat, path, content_type):
-        """Set code and headers for a file; return the body of an answer
-        without the file (304, 416), ("parts", parts, closing) for several
-        ranges, or the (offset, length, head only) to send."""
+        """Set code and headers for a file; returns the body of a 304 or 416, ("parts", parts,
+        closing) for several ranges, or the (offset, length, head only) to send."""
         request = self.request
         method = request.method if request is not None else "GET"
         header = request.header if request is not None else (lambda name: None)
@@ -3196,8 +3122,7 @@ class Response(_Answer):
         return offset, length, method == "HEAD"
 
     def _send_region(self, fd, offset, length, head_only=False):
-        """Send ``length`` bytes of ``fd`` from ``offset`` as the body, close
-        ``fd``, and finish."""
+        """Send ``length`` bytes of ``fd`` from ``offset`` as the body, close ``fd`` and finish."""
         if head_only or not status_has_body(self.code):
             self.headers.set("Content-Length", str(length))
             os.close(fd)
@@ -3205,8 +3130,7 @@ class Response(_Answer):
         self._send_parts(fd, ((b"", offset, length),), b"")
 
     def _send_parts(self, fd, parts, closing):
-        """Send ``parts`` of ``fd`` ((part head, offset, length) each), then
-        ``closing``, as the body; close ``fd``, and finish."""
+        """Send ``parts`` ((head, offset, length) of ``fd``) and ``closing``; close and finish."""
         total = sum(len(head) + length for head, _, length in parts) + len(closing)
         self.headers.set("Content-Length", str(total))
         conn = self._wire()
@@ -3237,15 +3161,13 @@ class Response(_Answer):
         conn.end_response(self)
 
     def send_fd(self, fd, offset, length):
-        """Send ``length`` bytes of the open file descriptor ``fd`` from
-        ``offset`` as the whole body, and finish; ``fd`` is closed after."""
+        """Send ``length`` bytes of ``fd`` at ``offset`` as the body, and finish; closes ``fd``."""
         if self._headers_sent or self._responded:
             os.close(fd)
             raise RuntimeError("send_fd() after the response was sent")
         self._responded = self._finished = True
         head_only = self.request is not None and self.request.method == "HEAD"
-        if not self._off_thread(self._send_region, fd, offset, length, head_only):
-            self._send_region(fd, offset, length, head_only)
+        self._on_reactor(self._send_region, fd, offset, length, head_only)
 
     def _send_whole(self, body):
         self._content = body
@@ -3282,9 +3204,7 @@ class Error(_Answer):
         self.request = request
         self.connection = connection
 
-    @property
-    def errstring(self):
-        return self.errstr
+    errstring = property(lambda self: self.errstr)
 
     def is_error(self):
         return self.code >= 400
@@ -3318,21 +3238,30 @@ class _BoundSpec:
         return "<handler %s>" % self.spec
 
 
+def _import_object(spec):
+    """``"package.module:name"`` -> the object (``application`` when no name is given)."""
+    import importlib  # deferred: import time
+    module_name, colon, attribute = spec.partition(":")
+    if not colon:
+        attribute = "application"
+    obj = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def resolve_handler(spec):
     """A callable for a handler: itself, or a ``"pkg.mod:func?a=b"`` string."""
     if callable(spec):
         return spec
     if not isinstance(spec, str):
         raise TypeError("handler must be a callable or 'module:function', not %r" % (spec,))
-    import importlib  # deferred: import time
     from urllib.parse import parse_qsl, unquote_plus  # deferred: import time
     target, _, query = spec.partition("?")
     module_name, colon, attribute = target.partition(":")
     if not colon or not module_name or not attribute:
         raise ValueError("handler spec %r is not 'module:function'" % spec)
-    func = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        func = getattr(func, part)
+    func = _import_object(target)
     if not callable(func):
         raise TypeError("handler spec %r does not name a callable" % spec)
     if not query:
@@ -3352,32 +3281,31 @@ def _handler_pairs(handlers):
         return [("", handlers)]
     if isinstance(handlers, dict):
         return list(handlers.items())
-    pairs = []
     items = list(handlers)
     if items and not isinstance(items[0], (tuple, list)):
         # A flat list in the Perl style: [regex, handler, regex, handler, ...]
         if len(items) % 2:
             raise ValueError("a flat handler list needs regex/handler pairs")
         items = list(zip(items[::2], items[1::2]))
-    for item in items:
-        regex, spec = item
-        pairs.append((regex, spec))
-    return pairs
+    return [(regex, spec) for regex, spec in items]
 
 
 class Router:
     """The ordered table of unanchored regexes tried against the path, and the specials."""
 
     def __init__(self, handlers=None):
+        self.set(handlers)
+
+    def set(self, handlers):
+        """Replace every handler, specials included."""
         self.order = []       # regexes in matching order
         self.specs = {}       # regex or special name -> what the user gave
         self.specials = {}    # special name -> callable
         self._handlers = {}   # regex -> callable
-        self.table = ()       # ((compiled regex, callable), ...): what requests use
-        if handlers is not None:
-            self.add(handlers)
+        self.add(handlers)
 
     def _rebuild(self):
+        # ((compiled regex, callable), ...): what requests use
         self.table = tuple((re.compile(regex), self._handlers[regex]) for regex in self.order)
 
     def find(self, path, table=None):
@@ -3389,22 +3317,11 @@ class Router:
 
     def find_regex(self, path):
         """The regex that wins for ``path``, or None."""
-        for regex in self.order:
-            if re.search(regex, path):
-                return regex
-        return None
+        return next((regex for regex in self.order if re.search(regex, path)), None)
 
     def get(self):
         """A dict of regex (or special name) -> handler as given."""
         return dict(self.specs)
-
-    def set(self, handlers):
-        """Replace every handler, specials included."""
-        self.order = []
-        self.specs = {}
-        self.specials = {}
-        self._handlers = {}
-        self.add(handlers)
 
     def add(self, handlers):
         """Add handlers; a regex that exists already moves to the end."""
@@ -3522,13 +3439,11 @@ class StaticFiles:
     def __call__(self, req, resp):
         if req.method not in ("GET", "HEAD"):
             resp.headers.set("Allow", "GET, HEAD")
-            resp.error(405, "Method %s not allowed.\n" % req.method)
-            return
+            return resp.error(405, "Method %s not allowed.\n" % req.method)
         path = req.path
         if self.prefix:
             if path != self.prefix and not path.startswith(self.prefix + "/"):
-                resp.error(404, "No such file or directory %s\n" % _quote_path(path))
-                return
+                return resp.error(404, "No such file or directory %s\n" % _quote_path(path))
             path = path[len(self.prefix):] or "/"
         found = _resolve_under(self.root, path)
         if found is None:
@@ -3584,9 +3499,10 @@ class StaticFiles:
 
     def _cached(self, fs_path, stat):
         """The cache entry for a small file as ``stat`` describes it, or None."""
+        identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         entry = self._cache.get(fs_path)
         if entry is not None:
-            if entry.identity == (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns):
+            if entry.identity == identity:
                 return entry
             self._drop(fs_path)
         if stat.st_size > _SMALL_FILE or stat.st_size > self.cache_size:
@@ -3600,11 +3516,9 @@ class StaticFiles:
             data = _pread(fd, opened.st_size, 0)
         finally:
             os.close(fd)
-        if (opened.st_ino, opened.st_size, opened.st_mtime_ns, opened.st_ctime_ns) != (
-                stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) \
-                or len(data) != stat.st_size:
-            return None  # changing under our feet: no caching now
         entry = _CachedFile(opened, guess_type(fs_path), data)
+        if entry.identity != identity or len(data) != stat.st_size:
+            return None  # changing under our feet: no caching now
         while self._cache and self._cached_bytes + len(data) > self.cache_size:
             self._drop(next(iter(self._cache)))
         self._cache[fs_path] = entry
@@ -3621,9 +3535,8 @@ class StaticFiles:
         return resolved == self.root or resolved.startswith(self.root.rstrip(os.sep) + os.sep)
 
     def _precompressed(self, fs_path):
-        """The (coding, path) siblings of a file, looked up at most once a
-        second per file (two failed stat() calls per request cost more
-        than the rest of a small file's answer)."""
+        """The (coding, path) siblings of a file, looked up at most once a second per file."""
+        # Two failed stat() calls per request cost more than the rest of a small file's answer.
         now = int(time.monotonic())
         cached = self._siblings.get(fs_path)
         if cached is not None and cached[0] == now:
@@ -3659,7 +3572,8 @@ class StaticFiles:
         for _, _, name, is_directory, stat in entries:
             from urllib.parse import quote  # deferred: import time
             href = quote(name, errors="surrogateescape") + ("/" if is_directory else "")
-            shown = _html_escape(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            shown = _html_escape(
+                name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
             rows.append('<tr><td><a href="%s">%s%s</a></td><td>%s</td><td>%s</td></tr>' % (
                 href, shown, "/" if is_directory else "", "-" if is_directory else stat.st_size,
                 time.strftime("%Y-%m-%d %H:%M", time.gmtime(stat.st_mtime))))
@@ -3667,7 +3581,8 @@ class StaticFiles:
         resp.headers.set("X-Content-Type-Options", "nosniff")
         resp.content = (
             '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title></head>\n'
-            "<body><h1>%s</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
+            "<body><h1>%s</h1>\n<table>\n"
+            "<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
             "%s\n</table></body></html>\n" % (title, title, "\n".join(rows)))
         resp.done()
 
@@ -3772,10 +3687,7 @@ class FileWrapper:
 
     def __iter__(self):
         read = self.filelike.read
-        while True:
-            data = read(self.blksize)
-            if not data:
-                return
+        while data := read(self.blksize):
             yield data
 
 
@@ -3792,18 +3704,6 @@ def _environ_path(path):
         return path
     from urllib.parse import unquote_to_bytes  # deferred: import time
     return unquote_to_bytes(path).decode("latin-1")
-
-
-def _import_object(spec):
-    """``"package.module:name"`` -> the object (for WSGI applications)."""
-    import importlib  # deferred: import time
-    module_name, colon, attribute = spec.partition(":")
-    if not colon:
-        attribute = "application"
-    obj = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 class WSGIHandler:
@@ -3842,7 +3742,8 @@ class WSGIHandler:
             "PATH_INFO": path,
             "QUERY_STRING": head.query,
             "SERVER_NAME": server_name or (conn.local_ip or "localhost"),
-            "SERVER_PORT": server_port or str(conn.local_port or (443 if scheme == "https" else 80)),
+            "SERVER_PORT": server_port or str(
+                conn.local_port or (443 if scheme == "https" else 80)),
             "SERVER_PROTOCOL": head.version,
             "SERVER_SOFTWARE": "poex_http/%s" % __version__,
             "REMOTE_ADDR": req.remote_ip or "",
@@ -3868,13 +3769,12 @@ class WSGIHandler:
                 # from dashes in the environ: drop them, as nginx does.
                 continue
             key = key.replace("-", "_")
-            if key == "CONTENT_TYPE":
-                environ["CONTENT_TYPE"] = value
-                continue
             if key == "CONTENT_LENGTH":
-                continue
-            key = "HTTP_" + key
-            environ[key] = environ[key] + "," + value if key in environ else value
+                continue  # the body's length, set above
+            if key != "CONTENT_TYPE":
+                key = "HTTP_" + key
+                value = environ[key] + "," + value if key in environ else value
+            environ[key] = value
         return environ
 
     def _run(self, environ, req, resp):
@@ -3892,11 +3792,8 @@ class WSGIHandler:
             code, _, reason = str(status).partition(" ")
             if not (len(code) == 3 and code.isdigit()):
                 raise ValueError("WSGI status %r is not '### Reason'" % (status,))
-            checked = Headers()
-            for name, value in headers:
-                checked.add(name, value)
             state["status"] = (int(code), reason)
-            state["headers"] = checked
+            state["headers"] = Headers.wrap([_check_field(name, value) for name, value in headers])
             return write
 
         def begin():
@@ -3982,9 +3879,7 @@ def _keepalive_count(value):
     """Perl semantics: false is off; True or 1 is 100; N is N requests."""
     if value is True or value == 1:
         return 100
-    if not value:
-        return 0
-    return int(value)
+    return int(value) if value else 0
 
 
 class _Option:
@@ -4117,26 +4012,19 @@ class Server:
         if unknown:
             raise TypeError("unknown option(s): %s" % ", ".join(sorted(unknown)))
         options = dict(_OPTION_DEFAULTS, **config)
-        self.ssl_context = options["ssl_context"]
+        for name in ("alias", "keepalivetimeout", "timeout", "retry", "shutdown_timeout",
+                     "unix", "unix_mode", "sock", "fd", "ssl_context"):
+            setattr(self, name, options[name])
         if self.ssl_context is not None:
             _enable_tls()
         self.reactor = options["reactor"] or default_reactor()
-        self.alias = options["alias"]
         self.limits = options["limits"] or Limits()
         self.blocksize = int(options["blocksize"])
         self.use_sendfile = bool(options["sendfile"])
         self.concurrency = int(options["concurrency"])
         self.keepalive = _keepalive_count(options["keepalive"])
-        self.keepalivetimeout = options["keepalivetimeout"]
-        self.timeout = options["timeout"]
-        self.retry = options["retry"]
-        self.shutdown_timeout = options["shutdown_timeout"]
         self.options = options["options"] or {}
         self.host, self.port, self.reuse_address = self._address(options)
-        self.unix = options["unix"]
-        self.unix_mode = options["unix_mode"]
-        self.sock = options["sock"]
-        self.fd = options["fd"]
         if self.sock is None and self.fd is None and not self.unix and config.get("port") is None \
                 and not options["inet"]:
             self.fd = _systemd_socket()
@@ -4223,7 +4111,7 @@ class Server:
 
     def _bind_failed(self, exc):
         _log.error("cannot listen on %s: %s; trying again in %s s",
-                  self._where(), exc.strerror or exc, self.retry)
+                   self._where(), exc.strerror or exc, self.retry)
         self.network_error(None, "bind", exc)
         self._retry_timer = self.reactor.call_later(self.retry, self._retry_bind)
 
@@ -4237,9 +4125,7 @@ class Server:
             self._bind_failed(exc)
 
     def _where(self):
-        if self.unix:
-            return self.unix
-        return "%s:%s" % (self.host or "*", self.port)
+        return self.unix or "%s:%s" % (self.host or "*", self.port)
 
     def _open_listener(self):
         """The listening socket: given, inherited, Unix, or TCP."""
@@ -4474,8 +4360,7 @@ class Server:
     # -- what connections call
 
     def connection_closed(self, conn):
-        """``conn`` closes: on_disconnect, while its addresses are readable,
-        and its concurrency slot is free."""
+        """``conn`` closes: on_disconnect (its addresses still readable); its slot is free."""
         self.connections.discard(conn)
         self.call_special("on_disconnect", conn.info)
         if not self.shutting_down and not self._accepting:
@@ -4483,20 +4368,17 @@ class Server:
         self._maybe_finished()
 
     def handle_request(self, conn, response):
-        """pre_request, then the handler the path picks (501 first for an
-        unknown method); a handler that raises gets its response ended."""
+        """501 for an unknown method, else pre_request, then the handler (failed if it raises)."""
         request = response.request
         if request.method not in self.methods:
-            response.error(501, "Method %s not implemented.\n" % request.method)
-            return
+            return response.error(501, "Method %s not implemented.\n" % request.method)
         if self.router.specials:
             self.call_special("pre_request", request)
             if conn.closed:
                 return
         handler = self.router.find(request.path, conn.routes)
         if handler is None:
-            response.error(404, "No handler for path %s.\n" % _quote_path(request.path))
-            return
+            return response.error(404, "No handler for path %s.\n" % _quote_path(request.path))
         try:
             handler(request, response)
         except Exception:
@@ -4523,8 +4405,7 @@ class Server:
             conn.body_sent or "-"))
 
     def _flush_access_log(self):
-        """The lines of one loop turn as one log record (the logging module
-        costs several microseconds a record: too much once per request)."""
+        """A loop turn's lines as one record (logging a record per request costs microseconds)."""
         lines, self._access_lines = self._access_lines, []
         if lines:
             self.access_log.info("%s", "\n".join(lines))
@@ -4588,8 +4469,7 @@ class Server:
 
 
 class _Supervisor:
-    """The parent of prefork workers: starts them, replaces those that end,
-    and on SIGTERM or SIGINT stops them gracefully (a second signal kills)."""
+    """Prefork workers' parent: starts, replaces and stops them (SIGTERM/SIGINT; twice: kill)."""
 
     # A worker that fails sooner than this after its start would fail again
     # at once: wait this long before starting its replacement.
@@ -4865,7 +4745,7 @@ def _cli_ssl_context(args):
 
 
 def main(argv=None):
-    """The command line: ``python -m poex_http [PORT] [--root DIR] ...``; returns the exit status."""
+    """The command line, ``python -m poex_http [PORT] [--root DIR] ...``; returns the exit code."""
     args = _argument_parser().parse_args(argv)
     import logging  # deferred (import time), as for _log
     logging.basicConfig(level=logging.WARNING, format="poex_http: %(message)s")
