@@ -1188,8 +1188,10 @@ def make_etag(stat):
 
 def etag_matches(header, etag, weak=True):
     """RFC 9110 §8.8.3.2: does ``header`` (tags or ``*``) match ``etag``, weakly or strongly?"""
-    return any(tag == "*" or (weak and tag[2:] == etag if tag.startswith("W/") else tag == etag)
-               for tag in map(str.strip, header.split(",")) if tag)
+    for tag in map(str.strip, header.split(",")):
+        if tag == "*" or tag == etag or weak and tag[:2] == "W/" and tag[2:] == etag:
+            return True
+    return False
 
 
 def _is_digits(text):
