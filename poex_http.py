@@ -1352,6 +1352,7 @@ class Timer:
         """Forget the callback; the heap entry goes when it is reached or swept."""
         if not self.cancelled:
             self.cancelled = True
+            self.callback = self.args = None  # what it would keep alive until swept
             if self.reactor is not None:
                 self.reactor.timer_cancelled()
 
