@@ -643,6 +643,9 @@ class RequestParser:
             if size > limits.max_header_size + 2:
                 raise HeaderFieldsTooLarge("Request header section too large.")
             return None
+        if block.find(b"\n", 0, limits.max_request_line + 2) < 0:
+            # Judged before the rest, as when the line arrives in pieces.
+            _raise_bad_request_line(block[:limits.max_request_line + 2], limits.max_request_line)
         if _FORBIDDEN_CONTROL_RE.search(block) is not None:
             raise BadRequest("Control character in the request head.")
         crlf = block.count(b"\r\n")

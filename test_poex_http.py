@@ -2098,24 +2098,13 @@ def _mutate(stream, rng):
     return bytes(data)
 
 
-def _fed_whole_and_bytewise_give_400_and_414(data, limits):
-    """The known fault that test_an_overlong_request_line_is_414_however_fed pins."""
-    return {_collect([data], limits).status,
-            _collect([data[i:i + 1] for i in range(len(data))], limits).status} == {400, 414}
-
-
 def _check_mutated(rng):
     """Mutated streams get one verdict however they are fed, and no error but an HTTPError."""
     stream = _generate_stream(rng)
     limits = _limits_at_an_edge(stream, rng)[2] if rng.random() < 0.3 else None
     data = _mutate(stream, rng)
-    try:
-        # parse() checks that every way of feeding gives the same verdict.
-        status = _fuzz_parse(data, limits, rng).status
-    except AssertionError:
-        if _fed_whole_and_bytewise_give_400_and_414(data, limits):
-            return  # known: remove this exception with the xfail mark below
-        raise
+    # parse() checks that every way of feeding gives the same verdict.
+    status = _fuzz_parse(data, limits, rng).status
     assert status is None or status in FUZZ_STATUSES, _shown(data, limits)
 
 
@@ -2131,9 +2120,6 @@ def test_fuzz_mutated_requests_same_verdict_however_fed():
     _fuzz(_check_mutated, 0.4)
 
 
-@pytest.mark.xfail(strict=True, reason="a request line over the limit is 414 when it arrives "
-                   "in pieces, but 400 when its head, holding a control character or a bare "
-                   "CR, arrives whole: the whole head's checks run before the line's length")
 @pytest.mark.parametrize("data", [
     b"GET /" + b"a" * 30 + b"\r HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET /" + b"a" * 30 + b" HTTP/1.1\r\nHost: a\x00\r\n\r\n",
