@@ -37,6 +37,8 @@ __all__ = [
     "Request", "Response", "Connection", "Error", "URI",
     "Router", "SPECIAL_HANDLERS", "resolve_handler", "Server", "spawn", "run", "stop",
     "post", "TrustedProxies",
+    "WebSocket", "WebSocketError", "WebSocketParser", "PerMessageDeflate",
+    "websocket_accept", "close_code_allowed", "frame_header",
     "threaded", "WSGIHandler", "FileWrapper", "SERVER_OPTIONS", "main",
     "HAS_SENDFILE", "HAS_REUSEPORT", "HAS_AF_UNIX",
 ]
@@ -127,6 +129,22 @@ class Limits:
         "accept_pause": 0.5,
         # Listen backlog: clients beyond the concurrency limit wait here.
         "backlog": 1024,
+        # WebSocket: the largest message, after decompression; a frame that
+        # announces more fails the connection with 1009 before its payload
+        # is read.
+        "ws_max_message": 1048576,
+        # Seconds between the server's pings, and for the pong to arrive
+        # before the connection is dropped as dead; 0 turns either off.
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        # Seconds without a message either way before the server closes
+        # with 1001; 0: never.
+        "ws_idle_timeout": 0,
+        # Seconds to wait for the client's Close after the server's.
+        "ws_close_timeout": 5.0,
+        # Output bytes a WebSocket may queue (send() says False past
+        # output_high_water); past this the client is dropped.
+        "ws_max_queue": 4194304,
     }
     __slots__ = tuple(_DEFAULTS)
 
@@ -210,6 +228,15 @@ class NotImplementedByServer(ProtocolError):
 class VersionNotSupported(ProtocolError):
     """505: an HTTP major version other than 1."""
     status = 505
+
+
+class WebSocketError(Exception):
+    """A WebSocket client broke the protocol: the close code that fails the connection."""
+
+    def __init__(self, code, reason):
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
 
 
 # === 4. Protocol core (sans-IO) ===
@@ -888,6 +915,344 @@ class _ChunkedWriter(_BodyWriter):
     __slots__ = ()
     frame = staticmethod(frame_chunk)
     tail = LAST_CHUNK
+
+
+# -- WebSocket frames (RFC 6455 §5) and permessage-deflate (RFC 7692)
+#
+# The same rules as for requests: bytes in, events out.  The parser checks
+# every rule of a client frame as soon as the bytes that break it arrive:
+# text is validated as UTF-8 while its payload streams in, so a bad message
+# fails before its end, and a message over the limit fails at the frame
+# header that announces it, without its payload being buffered.
+
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_WS_CONTINUATION, _WS_TEXT, _WS_BINARY, _WS_CLOSE, _WS_PING, _WS_PONG = 0, 1, 2, 8, 9, 10
+# RFC 7692 §7.2.1: a compressed message ends with an empty stored block,
+# whose last four bytes the sender removes and the receiver puts back.
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"
+
+
+# RFC 7692 §7.1.2: a window size parameter is 8 to 15, no leading zero.
+_WINDOW_BITS_RE = re.compile(r"8|9|1[0-5]")
+
+
+def websocket_accept(key):
+    """The Sec-WebSocket-Accept value for a client's Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
+    import base64  # deferred: import time
+    import hashlib
+    digest = hashlib.sha1((key + WEBSOCKET_GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def close_code_allowed(code):
+    """May a Close frame carry ``code``?  (RFC 6455 §7.4; 1004-1006 and 1015 are for reports.)"""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def _unmask(data, mask):
+    """``data`` XOR the 4-byte ``mask`` repeated (RFC 6455 §5.3), as one big-integer XOR."""
+    size = len(data)
+    if not size:
+        return b""
+    key = (mask * ((size >> 2) + 1))[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        size, "little")
+
+
+def frame_header(first_byte, size):
+    """The head of a server frame (never masked): FIN, RSV and opcode in ``first_byte``."""
+    if size < 126:
+        return bytes((first_byte, size))
+    if size < 65536:
+        return bytes((first_byte, 126)) + size.to_bytes(2, "big")
+    return bytes((first_byte, 127)) + size.to_bytes(8, "big")
+
+
+def _utf8_decoder():
+    import codecs  # deferred: import time
+    return codecs.getincrementaldecoder("utf-8")()
+
+
+class PerMessageDeflate:
+    """permessage-deflate as negotiated for one connection (RFC 7692 §7).
+
+    The compressor and decompressor exist only while they hold context worth
+    keeping: without context takeover they are dropped after each message,
+    and an idle connection keeps none.
+    """
+
+    __slots__ = ("server_no_takeover", "client_no_takeover", "server_bits", "_compressor",
+                 "_decompressor")
+
+    # A compressor keeps 2**(bits + 2) + 2**(MEM_LEVEL + 9) bytes: 32 KiB
+    # here, where zlib's defaults (15, 8) would keep 256 KiB per connection.
+    # The client's window may be larger: it decodes a smaller one alike.
+    WINDOW_BITS = 12
+    MEM_LEVEL = 5
+    # Shorter messages go out uncompressed: deflate would not make them smaller.
+    MIN_SIZE = 64
+
+    def __init__(self, server_no_takeover=False, client_no_takeover=False, server_bits=15):
+        self.server_no_takeover = server_no_takeover
+        self.client_no_takeover = client_no_takeover
+        self.server_bits = server_bits
+        self._compressor = self._decompressor = None
+
+    @classmethod
+    def negotiate(cls, header):
+        """(PerMessageDeflate, response value) for the first acceptable offer, or (None, None)."""
+        for offer in header.split(","):
+            name, _, params = offer.partition(";")
+            if name.strip().lower() != "permessage-deflate":
+                continue
+            seen = {}
+            for param in params.split(";") if params.strip() else ():
+                key, equals, value = param.partition("=")
+                key = key.strip().lower()
+                value = value.strip()
+                if value[:1] == '"' and value[-1:] == '"' and len(value) > 1:
+                    value = value[1:-1]
+                seen.setdefault(key, []).append(value if equals else None)
+            accepted = cls._accept(seen)
+            if accepted is not None:
+                return accepted
+        return None, None
+
+    @classmethod
+    def _accept(cls, params):
+        """Our answer to one offer's parameters, or None to decline it (§7.1)."""
+        response = ["permessage-deflate"]
+        server_bits = 15
+        for key, values in params.items():
+            if len(values) > 1:
+                return None  # a parameter given twice
+            value = values[0]
+            if key in ("server_no_context_takeover", "client_no_context_takeover"):
+                if value is not None:
+                    return None
+                response.append(key)
+            elif key == "server_max_window_bits":
+                # zlib cannot compress with a 256-byte window: decline 8.
+                if value is None or not _WINDOW_BITS_RE.fullmatch(value) or int(value) < 9:
+                    return None
+                server_bits = int(value)
+                response.append("server_max_window_bits=%d" % server_bits)
+            elif key == "client_max_window_bits":
+                if value is not None and not _WINDOW_BITS_RE.fullmatch(value):
+                    return None
+            else:
+                return None  # unknown parameter
+        deflate = cls("server_no_context_takeover" in params,
+                      "client_no_context_takeover" in params, server_bits)
+        return deflate, "; ".join(response)
+
+    def compress(self, payload):
+        """The compressed payload of one message, its trailing empty block removed."""
+        import zlib  # deferred: import time
+        compressor = self._compressor
+        if compressor is None:
+            compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED,
+                                          -min(self.server_bits, self.WINDOW_BITS),
+                                          self.MEM_LEVEL)
+        data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        self._compressor = None if self.server_no_takeover else compressor
+        return data[:-4] if data.endswith(_DEFLATE_TAIL) else data
+
+    def decompress(self, data, limit):
+        """Inflate part of a message; no more than ``limit`` bytes come out (then 1009)."""
+        import zlib  # deferred: import time
+        decompressor = self._decompressor
+        if decompressor is None:
+            decompressor = self._decompressor = zlib.decompressobj(-15)
+        try:
+            return decompressor.decompress(data, limit)
+        except zlib.error as exc:
+            raise WebSocketError(1007, "bad compressed data: %s" % exc) from None
+
+    def end_message(self):
+        """A compressed message has been read whole."""
+        if self.client_no_takeover:
+            self._decompressor = None
+
+
+class WebSocketParser:
+    """A client's frames in, events out (RFC 6455, RFC 7692); never a socket.
+
+    ``next_event()`` gives None when it needs more bytes, else a pair
+    (opcode, payload): (1, str) or (2, bytes) for a whole message,
+    (9, bytes) for a ping, (10, bytes) for a pong and (8, (code, reason))
+    for a close (code 1005 when the frame had none).  A broken rule raises
+    WebSocketError with the close code that fails the connection.
+    """
+
+    __slots__ = ("max_message", "deflate", "_buffer", "_remaining", "_mask", "_fin",
+                 "_opcode", "_compressed", "_parts", "_size", "_decoder")
+
+    def __init__(self, max_message, deflate=None):
+        self.max_message = max_message
+        self.deflate = deflate       # a PerMessageDeflate when it was negotiated
+        self._buffer = bytearray()
+        self._remaining = None       # payload bytes of the data frame still to come
+        self._mask = b""
+        self._fin = False
+        self._opcode = 0             # of the message being assembled, 0 between messages
+        self._compressed = False
+        self._parts = []
+        self._size = 0
+        self._decoder = None
+
+    def feed(self, data):
+        self._buffer += data
+
+    @property
+    def buffered(self):
+        """Bytes received and not parsed yet."""
+        return len(self._buffer)
+
+    def next_event(self):
+        buffer = self._buffer
+        while True:
+            if self._remaining is not None:
+                if not self._take_payload():
+                    return None
+                if self._fin:
+                    return self._end_message()
+                continue
+            available = len(buffer)
+            if available < 2:
+                return None
+            first, second = buffer[0], buffer[1]
+            opcode = first & 0x0F
+            self._check_frame(first, second, opcode)
+            length = second & 0x7F
+            start = 6
+            if length == 126:
+                start = 8
+                if available < 4:
+                    return None
+                length = int.from_bytes(buffer[2:4], "big")
+            elif length == 127:
+                start = 14
+                if available < 10:
+                    return None
+                length = int.from_bytes(buffer[2:10], "big")
+                if length >> 63:
+                    raise WebSocketError(1002, "frame length over 2**63")
+            if available < start:
+                return None  # the mask is yet to come
+            if opcode >= 8:
+                if available < start + length:
+                    return None  # a control frame is taken whole: 125 bytes at most
+                payload = _unmask(buffer[start:start + length], buffer[start - 4:start])
+                del buffer[:start + length]
+                return self._control(opcode, payload)
+            if not self._compressed and self._size + length > self.max_message:
+                raise WebSocketError(1009, "message over %d bytes" % self.max_message)
+            fin = first & 0x80
+            if (fin and opcode and not first & 0x40 and available >= start + length):
+                # The usual case, kept short: a whole single-frame message.
+                payload = _unmask(buffer[start:start + length], buffer[start - 4:start])
+                del buffer[:start + length]
+                if opcode == _WS_BINARY:
+                    return _WS_BINARY, payload
+                try:
+                    return _WS_TEXT, payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise WebSocketError(1007, "text message is not UTF-8") from None
+            if opcode:
+                self._opcode = opcode
+                self._compressed = bool(first & 0x40)
+            self._mask = bytes(buffer[start - 4:start])
+            self._fin = fin
+            self._remaining = length
+            del buffer[:start]
+
+    def _check_frame(self, first, second, opcode):
+        """The rules a frame's first two bytes can break (RFC 6455 §5.2, §5.5; RFC 7692 §6)."""
+        if first & 0x70:
+            if first & 0x30 or self.deflate is None or opcode not in (_WS_TEXT, _WS_BINARY):
+                raise WebSocketError(1002, "reserved bits set")
+        if not second & 0x80:
+            raise WebSocketError(1002, "client frame not masked")
+        if opcode >= 8:
+            if opcode > _WS_PONG:
+                raise WebSocketError(1002, "reserved opcode %d" % opcode)
+            if not first & 0x80:
+                raise WebSocketError(1002, "fragmented control frame")
+            if second & 0x7F > 125:
+                raise WebSocketError(1002, "control frame over 125 bytes")
+        elif opcode > _WS_BINARY:
+            raise WebSocketError(1002, "reserved opcode %d" % opcode)
+        elif (opcode == _WS_CONTINUATION) == (self._opcode == 0):
+            raise WebSocketError(1002, "continuation frame outside a message" if not opcode
+                                 else "new message inside a fragmented one")
+
+    def _take_payload(self):
+        """Unmask and check what has arrived of a data frame; True when it is whole."""
+        buffer = self._buffer
+        size = min(self._remaining, len(buffer))
+        if size:
+            mask = self._mask
+            chunk = _unmask(buffer[:size], mask)
+            del buffer[:size]
+            shift = size & 3
+            self._mask = mask[shift:] + mask[:shift]
+            self._remaining -= size
+            self._add(chunk)
+        if self._remaining:
+            return False
+        self._remaining = None
+        return True
+
+    def _add(self, chunk):
+        left = self.max_message - self._size
+        if self._compressed:
+            chunk = self.deflate.decompress(chunk, left + 1)
+        self._size += len(chunk)
+        if len(chunk) > left:
+            raise WebSocketError(1009, "message over %d bytes" % self.max_message)
+        if self._opcode == _WS_TEXT:
+            if self._decoder is None:
+                self._decoder = _utf8_decoder()
+            try:
+                chunk = self._decoder.decode(chunk)
+            except UnicodeDecodeError:
+                raise WebSocketError(1007, "text message is not UTF-8") from None
+        self._parts.append(chunk)
+
+    def _end_message(self):
+        if self._compressed:
+            self._add(_DEFLATE_TAIL)
+            self.deflate.end_message()
+        opcode, parts = self._opcode, self._parts
+        if opcode == _WS_TEXT:
+            if self._decoder is not None:
+                try:
+                    parts.append(self._decoder.decode(b"", True))
+                except UnicodeDecodeError:
+                    raise WebSocketError(1007, "text message is not UTF-8") from None
+            message = "".join(parts)
+        else:
+            message = b"".join(parts)
+        self._opcode = self._size = 0
+        self._compressed = False
+        self._parts = []
+        self._decoder = None
+        return opcode, message
+
+    def _control(self, opcode, payload):
+        if opcode != _WS_CLOSE:
+            return opcode, payload
+        if not payload:
+            return _WS_CLOSE, (1005, "")
+        code = int.from_bytes(payload[:2], "big")
+        if len(payload) < 2 or not close_code_allowed(code):
+            raise WebSocketError(1002, "bad close code")
+        try:
+            reason = payload[2:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise WebSocketError(1007, "close reason is not UTF-8") from None
+        return _WS_CLOSE, (code, reason)
 
 
 # === 5. HTTP utilities ===
@@ -1870,13 +2235,19 @@ class _HeadWriter:
             # Checked here too: ``headers`` may have been replaced by a dict.
             name, value = _check_field(name, value)
             lower = name.lower()
-            if lower in _SERVER_FRAMING_FIELDS and not (switching and lower == "connection"):
+            if lower in _SERVER_FRAMING_FIELDS:
                 if lower == "content-length":
                     if _is_digits(value):
                         length = int(value)
-                elif lower == "connection" and "close" in value.lower():
-                    close = True
-                continue  # framing is the server's business
+                    continue  # framing is the server's business
+                if lower == "connection":
+                    if "close" in value.lower():
+                        close = True
+                    # RFC 9110 §7.8: an Upgrade field goes with this option.
+                    if not (switching or "upgrade" in value.lower() and not close):
+                        continue
+                else:
+                    continue
             if lower in self._default_names:
                 overridden += (lower,)
             out.append(name + ": " + value + "\r\n")
@@ -2495,10 +2866,11 @@ class _HTTPConnection(_Transport):
             _log.exception("%s: the answer to %s cannot be sent", self.info.ID, exc)
             self.abort()
 
-    def close(self):
-        """Close gracefully: after the output drains, lingering if need be."""
+    def close(self, linger=False):
+        """Close gracefully: after the output drains, lingering if need be (or ``linger``)."""
         if self.closed:
             return
+        self._linger = self._linger or linger
         self.state = _CLOSING
         if self._out:
             self._set_deadline(self.server.timeout)
@@ -3221,7 +3593,431 @@ class Error(_Answer):
         return "<Error %s>" % self.status_line
 
 
-# === 10. Routing ===
+# === 10. WebSocket ===
+#
+# A WebSocket route is a subclass of WebSocket in the handler table, and each
+# connection to it gets an instance.  The instance answers the opening
+# handshake (RFC 6455 §4.2) through the Response, then is the protocol the
+# connection switches to (section 8): frames from WebSocketParser become its
+# on_* hooks, and its close handshake, pings and limits run here.
+#
+#   state    what it means                                  next
+#   OPEN     messages flow both ways                        CLOSING, CLOSED
+#   CLOSING  our Close frame is out; the client's is        CLOSED
+#            awaited for ws_close_timeout at most
+#   CLOSED   on_close has run; the TCP close is under way   -
+#
+# The server closes TCP first (RFC 6455 §7.1.1), after the client's Close
+# when it started the close handshake, at once when the client broke the
+# protocol (with a half-close and a linger, so the Close frame is read).
+
+_WS_OPEN, _WS_CLOSING, _WS_CLOSED = range(3)
+# RFC 6455 §4.1: the key is 16 random bytes in base64.
+_WEBSOCKET_KEY_RE = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
+
+
+def _field_tokens(request, name, lower=True):
+    """The comma-separated tokens of every ``name`` field of ``request``."""
+    tokens = [token.strip() for value in request.headers.get_all(name)
+              for token in value.split(",")]
+    return [token.lower() for token in tokens] if lower else tokens
+
+
+def _handshake_refusal(request, response):
+    """(status, text) when ``request`` is no valid opening handshake (RFC 6455 §4.2.1)."""
+    if request.method != "GET":
+        response.headers["Allow"] = "GET"
+        return 405, "A WebSocket handshake is a GET request.\n"
+    if request.protocol != "HTTP/1.1":
+        return 400, "A WebSocket handshake needs HTTP/1.1.\n"
+    if ("websocket" not in _field_tokens(request, "Upgrade")
+            or request.headers.get_all("Sec-WebSocket-Version") != ["13"]):
+        # RFC 6455 §4.4 and RFC 9110 §15.5.22: say what would be understood.
+        response.headers["Upgrade"] = "websocket"
+        response.headers["Connection"] = "Upgrade"
+        response.headers["Sec-WebSocket-Version"] = "13"
+        return 426, "This resource speaks WebSocket, version 13.\n"
+    if "upgrade" not in _field_tokens(request, "Connection"):
+        return 400, "A WebSocket handshake needs Connection: Upgrade.\n"
+    keys = request.headers.get_all("Sec-WebSocket-Key")
+    if len(keys) != 1 or not _WEBSOCKET_KEY_RE.fullmatch(keys[0]):
+        return 400, "Sec-WebSocket-Key must be 16 bytes in base64.\n"
+    return None
+
+
+class WebSocket:
+    """A WebSocket endpoint: subclass it and put the class in the handler table (README).
+
+    Each connection gets an instance.  Its hooks run on the reactor thread;
+    ``send()``, ``ping()`` and ``close()`` may be called from any thread.
+    """
+
+    subprotocols = ()    # this route's; the first one the client offers is chosen
+    compression = True   # permessage-deflate, when the client offers it
+
+    request = None       # the upgrade Request
+    connection = None    # its Connection info
+    subprotocol = None   # the one chosen, or None
+    close_code = None    # once closed: the code on_close was given
+    close_reason = None
+    _sockets = set()     # the open instances of each class (one set per subclass)
+    _ws_conn = None
+    _ws_state = _WS_CLOSED
+    _ws_timer = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._sockets = set()
+
+    # -- hooks for subclasses
+
+    def on_handshake(self, response):
+        """Before the 101 (``self.request`` is set): False refuses with 403; may set headers."""
+        return True
+
+    def on_open(self):
+        """The connection is open: messages may be sent."""
+
+    def on_message(self, message):
+        """A whole message: str for text, bytes for binary."""
+
+    def on_pong(self, data):
+        """A pong arrived (to ``ping()``, or to the server's own keep-alive pings)."""
+
+    def on_drain(self):
+        """Queued output is back under ``output_low_water`` after ``send()`` returned False."""
+
+    def on_close(self, code, reason):
+        """The socket closed: the client's close code, the one the server failed the
+        connection with (1002, 1007, 1009, 1011), or 1006 when it dropped without one."""
+
+    # -- what the application calls, from any thread
+
+    @classmethod
+    def sockets(cls):
+        """The open sockets of this class in this process (not of prefork siblings)."""
+        return tuple(cls._sockets)
+
+    @classmethod
+    def broadcast(cls, message, exclude=None):
+        """``send(message)`` to every open socket of this class but ``exclude``; how many."""
+        sent = 0
+        for member in cls.sockets():
+            if member is not exclude and member.send(message):
+                sent += 1
+        return sent
+
+    @property
+    def closed(self):
+        return self._ws_state == _WS_CLOSED
+
+    @property
+    def output_pending(self):
+        """Bytes queued for this socket and not yet taken by the kernel."""
+        conn = self._ws_conn
+        return conn.output_pending if conn is not None else 0
+
+    def send(self, message):
+        """Send a text (str) or binary (bytes) message.  False when it cannot go (closed)
+        or the queue is past ``output_high_water``: wait for ``on_drain``."""
+        if message.__class__ is str:
+            first, payload = 0x81, message.encode("utf-8")
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            first, payload = 0x82, bytes(message)
+        else:
+            raise TypeError("send() takes str or bytes, not %s" % type(message).__name__)
+        conn = self._ws_conn
+        if conn is None or self._ws_state != _WS_OPEN:
+            return False
+        ident = conn.reactor.thread_ident
+        if ident is not None and ident != _get_ident():
+            conn.reactor.call_soon_threadsafe(self._ws_send_now, first, payload)
+            return conn.output_pending <= conn.limits.output_high_water
+        return self._ws_send_now(first, payload)
+
+    def ping(self, data=b""):
+        """Send a ping (``data``: 125 bytes at most); ``on_pong`` hears the answer."""
+        data = bytes(data)
+        if len(data) > 125:
+            raise ValueError("a ping carries 125 bytes at most")
+        self._ws_on_reactor(self._ws_control, 0x89, data)
+
+    def close(self, code=1000, reason=""):
+        """Start the close handshake; ``on_close`` follows when the client answers."""
+        if not close_code_allowed(code):
+            raise ValueError("close code %r may not be sent" % (code,))
+        data = reason.encode("utf-8")
+        if len(data) > 123:
+            raise ValueError("a close reason is 123 bytes at most")
+        self._ws_on_reactor(self._ws_close_now, code, data)
+
+    # -- the opening handshake: the route calls this as its handler
+
+    def upgrade(self, request, response):
+        """Answer ``request``: 101 and this socket, or the reason it cannot be one."""
+        refusal = _handshake_refusal(request, response)
+        if refusal is not None:
+            return response.error(*refusal)
+        offered = _field_tokens(request, "Sec-WebSocket-Protocol", lower=False)
+        self.subprotocol = next((name for name in offered if name in self.subprotocols), None)
+        self.request = request
+        self.connection = request.connection
+        try:
+            if self.on_handshake(response) is False:
+                return response.error(403, "Forbidden.\n")
+        except HTTPError as exc:
+            return response.error(exc.status, exc.message)
+        headers = response.headers
+        headers["Upgrade"] = "websocket"
+        headers["Connection"] = "Upgrade"
+        headers["Sec-WebSocket-Accept"] = websocket_accept(request.header("Sec-WebSocket-Key"))
+        if self.subprotocol is not None:
+            headers["Sec-WebSocket-Protocol"] = self.subprotocol
+        self._ws_deflate = None
+        offers = ", ".join(request.headers.get_all("Sec-WebSocket-Extensions"))
+        if offers and self.compression:
+            self._ws_deflate, accepted = PerMessageDeflate.negotiate(offers)
+            if accepted is not None:
+                headers["Sec-WebSocket-Extensions"] = accepted
+        response.upgrade(self)
+
+    # -- the protocol the connection switched to (section 8)
+
+    def connection_made(self, conn):
+        self._ws_conn = conn
+        limits = conn.limits
+        self._ws_parser = WebSocketParser(limits.ws_max_message, self._ws_deflate)
+        self._ws_state = _WS_OPEN
+        self._ws_timer = None
+        self._ws_draining = self._ws_paused = False
+        self._ws_pong_due = self._ws_close_due = None
+        now = time.monotonic()
+        self._ws_active = now
+        self._ws_ping_at = now + limits.ws_ping_interval
+        self._sockets.add(self)
+        self._ws_wake_at(self._ws_next_check())
+        self._ws_call(self.on_open)
+
+    def data_received(self, data):
+        parser = self._ws_parser
+        parser.feed(data)
+        while self._ws_state != _WS_CLOSED:
+            try:
+                event = parser.next_event()
+            except WebSocketError as exc:
+                self._ws_fail(exc.code, exc.reason)
+                return
+            if event is None:
+                break
+            opcode, payload = event
+            if self._ws_state != _WS_OPEN:
+                if opcode == _WS_CLOSE:  # the answer to ours
+                    self._ws_closed(*payload)
+                    self._ws_conn.close()
+                    return
+                continue  # what the client sent before it saw our Close
+            if opcode <= _WS_BINARY:
+                self._ws_active = time.monotonic()
+                self._ws_call(self.on_message, payload)
+            elif opcode == _WS_PING:
+                self._ws_write(0x8A, payload)
+            elif opcode == _WS_PONG:
+                self._ws_pong_due = None
+                self._ws_call(self.on_pong, payload)
+            else:
+                code, reason = payload
+                # Echo the code (RFC 6455 §5.5.1), then close TCP.
+                self._ws_write(0x88, b"" if code == 1005 else code.to_bytes(2, "big"))
+                self._ws_closed(code, reason)
+                self._ws_conn.close()
+                return
+        conn = self._ws_conn
+        if self._ws_state == _WS_OPEN and conn.output_pending > conn.limits.output_high_water:
+            # The client sends faster than it reads what it causes: stop
+            # reading until our output drains.
+            conn.pause_reading()
+            self._ws_paused = True
+            self._ws_backlogged()
+
+    def eof_received(self):
+        self._ws_closed(1006, "")
+        return False
+
+    def connection_lost(self, exc):
+        self._ws_closed(1006, "")
+
+    def server_shutdown(self):
+        self._ws_close_now(1001, b"server shutting down")
+
+    # -- inside
+
+    def _ws_on_reactor(self, method, *args):
+        conn = self._ws_conn
+        if conn is None:
+            return
+        if conn.reactor.in_reactor_thread():
+            method(*args)
+        else:
+            conn.reactor.call_soon_threadsafe(method, *args)
+
+    def _ws_call(self, hook, *args):
+        """Run an application hook; one that raises fails the connection (1011)."""
+        try:
+            hook(*args)
+        except Exception:
+            _log.exception("%s: %s of %r raised", self.connection.ID, hook.__name__, self)
+            self._ws_fail(1011, "the application failed")
+
+    def _ws_write(self, first, payload):
+        self._ws_conn.write(frame_header(first, len(payload)) + payload)
+
+    def _ws_send_now(self, first, payload):
+        if self._ws_state != _WS_OPEN:
+            return False
+        deflate = self._ws_deflate
+        if deflate is not None and len(payload) >= deflate.MIN_SIZE:
+            payload = deflate.compress(payload)
+            first |= 0x40
+        conn = self._ws_conn
+        if len(payload) < 16384:
+            conn.write(frame_header(first, len(payload)) + payload)
+        else:  # not copied
+            conn.write(frame_header(first, len(payload)))
+            conn.write(payload)
+        self._ws_active = time.monotonic()
+        if conn.output_pending <= conn.limits.output_high_water:
+            return True
+        self._ws_backlogged()
+        return False
+
+    def _ws_backlogged(self):
+        """Output is past the high-water mark: on_drain when it drains; too much drops."""
+        conn = self._ws_conn
+        if conn.output_pending > conn.limits.ws_max_queue:
+            _log.warning("%s: WebSocket client reads too slowly (%d bytes queued); dropped",
+                         self.connection.ID, conn.output_pending)
+            conn.abort()
+        elif not self._ws_draining:
+            self._ws_draining = True
+            conn.wait_drain(self._ws_drained)
+
+    def _ws_drained(self):
+        self._ws_draining = False
+        if self._ws_state == _WS_CLOSED:
+            return
+        if self._ws_paused:
+            self._ws_paused = False
+            self._ws_conn.resume_reading()
+        if self._ws_state == _WS_OPEN:
+            self._ws_call(self.on_drain)
+
+    def _ws_control(self, first, data):
+        if self._ws_state == _WS_OPEN:
+            self._ws_write(first, data)
+
+    def _ws_close_now(self, code, data):
+        if self._ws_state != _WS_OPEN:
+            return
+        self._ws_write(0x88, code.to_bytes(2, "big") + data)
+        self._ws_state = _WS_CLOSING
+        self._ws_close_due = time.monotonic() + self._ws_conn.limits.ws_close_timeout
+        self._ws_wake_at(self._ws_close_due)
+        if self._ws_paused:  # the client's Close must be read
+            self._ws_paused = False
+            self._ws_conn.resume_reading()
+
+    def _ws_fail(self, code, reason):
+        """The client broke the protocol (or the application failed): Close, then TCP."""
+        _log.debug("%s: WebSocket failed with %d: %s", self.connection.ID, code, reason)
+        if self._ws_state == _WS_OPEN:
+            self._ws_write(0x88, code.to_bytes(2, "big"))
+        self._ws_closed(code, reason)
+        self._ws_conn.close(linger=True)
+
+    def _ws_closed(self, code, reason):
+        """The socket is closed for the application: on_close, once."""
+        if self.close_code is not None:
+            return
+        self._ws_state = _WS_CLOSED
+        self.close_code, self.close_reason = code, reason
+        if self._ws_timer is not None:
+            self._ws_timer.cancel()
+            self._ws_timer = None
+        self._sockets.discard(self)
+        try:
+            self.on_close(code, reason)
+        except Exception:
+            _log.exception("%s: on_close of %r raised", self.connection.ID, self)
+
+    # -- deadlines: close handshake, pong, idle, next ping; one timer
+
+    def _ws_next_check(self):
+        limits = self._ws_conn.limits
+        due = [when for when in (self._ws_close_due, self._ws_pong_due) if when is not None]
+        if self._ws_close_due is None:
+            if limits.ws_ping_interval:
+                due.append(self._ws_ping_at)
+            if limits.ws_idle_timeout:
+                due.append(self._ws_active + limits.ws_idle_timeout)
+        return min(due) if due else None
+
+    def _ws_wake_at(self, when):
+        if when is None:
+            return
+        timer = self._ws_timer
+        if timer is not None:
+            if timer.deadline <= when:
+                return
+            timer.cancel()
+        self._ws_timer = self._ws_conn.reactor.call_at(when, self._ws_on_timer)
+
+    def _ws_on_timer(self):
+        self._ws_timer = None
+        if self._ws_state == _WS_CLOSED:
+            return
+        conn = self._ws_conn
+        limits = conn.limits
+        now = time.monotonic()
+        if self._ws_close_due is not None and now >= self._ws_close_due:
+            _log.debug("%s: no Close from the WebSocket client in time", self.connection.ID)
+            conn.abort()
+            return
+        if self._ws_pong_due is not None and now >= self._ws_pong_due:
+            _log.info("%s: WebSocket client sent no pong in %g s; dropped",
+                      self.connection.ID, limits.ws_ping_timeout)
+            conn.abort()
+            return
+        if self._ws_state == _WS_OPEN:
+            if limits.ws_idle_timeout and now >= self._ws_active + limits.ws_idle_timeout:
+                self._ws_close_now(1001, b"idle")
+                return
+            if limits.ws_ping_interval and now >= self._ws_ping_at:
+                self._ws_write(0x89, b"")
+                self._ws_ping_at = now + limits.ws_ping_interval
+                if limits.ws_ping_timeout and self._ws_pong_due is None:
+                    self._ws_pong_due = now + limits.ws_ping_timeout
+        self._ws_wake_at(self._ws_next_check())
+
+    def __repr__(self):
+        return "<%s %s>" % (type(self).__name__, ("OPEN", "CLOSING", "CLOSED")[self._ws_state])
+
+
+class _WebSocketRoute:
+    """A WebSocket class in the handler table: each request gets a new instance."""
+
+    __slots__ = ("socket_class",)
+
+    def __init__(self, socket_class):
+        self.socket_class = socket_class
+
+    def __call__(self, request, response):
+        self.socket_class().upgrade(request, response)
+
+    def __repr__(self):
+        return "<WebSocket route %s>" % self.socket_class.__name__
+
+
+# === 11. Routing ===
 
 SPECIAL_HANDLERS = ("on_connect", "on_disconnect", "pre_request", "post_request",
                     "stream_request", "on_error")
@@ -3257,7 +4053,10 @@ def _import_object(spec):
 
 
 def resolve_handler(spec):
-    """A callable for a handler: itself, or a ``"pkg.mod:func?a=b"`` string."""
+    """A callable for a handler: itself, a WebSocket class's route, or a
+    ``"pkg.mod:func?a=b"`` string."""
+    if isinstance(spec, type) and issubclass(spec, WebSocket):
+        return _WebSocketRoute(spec)
     if callable(spec):
         return spec
     if not isinstance(spec, str):
@@ -3268,6 +4067,8 @@ def resolve_handler(spec):
     if not colon or not module_name or not attribute:
         raise ValueError("handler spec %r is not 'module:function'" % spec)
     func = _import_object(target)
+    if isinstance(func, type) and issubclass(func, WebSocket) and not query:
+        return _WebSocketRoute(func)
     if not callable(func):
         raise TypeError("handler spec %r does not name a callable" % spec)
     if not query:
@@ -3364,7 +4165,7 @@ class Router:
         self._rebuild()
 
 
-# === 11. Static files ===
+# === 12. Static files ===
 
 def _accepts_encoding(header, coding):
     """RFC 9110 §12.5.3: does Accept-Encoding allow ``coding``?  Its own name beats ``*``."""
@@ -3593,7 +4394,7 @@ class StaticFiles:
         resp.done()
 
 
-# === 12. Worker threads and WSGI ===
+# === 13. Worker threads and WSGI ===
 
 class _WorkerPool:
     """Threads that run blocking handlers, started as work arrives."""
@@ -3863,7 +4664,7 @@ class WSGIHandler:
         return True
 
 
-# === 13. Server ===
+# === 14. Server ===
 
 _servers_by_alias = {}
 
@@ -4653,7 +5454,7 @@ def post(alias, event, *args):
     server.reactor.call_soon_threadsafe(getattr(server, event), *args)
 
 
-# === 14. Command line ===
+# === 15. Command line ===
 
 # Where the command line's defaults differ from spawn()'s: it is for a person
 # at a terminal, who wants keep-alive and a port that needs no privileges.
