@@ -5716,7 +5716,9 @@ def test_live_curl(serve):
     wait_until(lambda: not live.server.connections)
 
 
-# === 10. Routing ===
+# === 10. WebSocket ===
+
+# === 11. Routing ===
 
 # --- the handler table (Perl t/10_init.t)
 
@@ -6389,7 +6391,7 @@ def test_on_disconnect_can_read_the_local_address(serve):
     assert seen == [("127.0.0.1", live.port)]
 
 
-# === 11. Static files ===
+# === 12. Static files ===
 
 LISTED = [  # (name, content, mtime offset)
     ('<b>&"x".txt', b"12345", 2 * 3600),
@@ -7047,7 +7049,7 @@ def test_perl_post_form(perl_server):
         conn.close()
 
 
-# === 12. Worker threads and WSGI ===
+# === 13. Worker threads and WSGI ===
 
 # --- threaded
 
@@ -7754,7 +7756,7 @@ def write_app_module(directory, name="pidapp"):
     return name + ":app"
 
 
-# === 13. Server ===
+# === 14. Server ===
 
 # --- addresses
 
@@ -8855,7 +8857,7 @@ def test_behind_nginx(tmp_path, short_dir):
         assert (status, json.loads(data)["path"]) == (200, "/after")
 
 
-# === 14. Command line ===
+# === 15. Command line ===
 
 # --- serving a directory, stopped by a signal
 
