@@ -3672,7 +3672,8 @@ class WebSocket:
     # -- hooks for subclasses
 
     def on_handshake(self, response):
-        """Before the 101 (``self.request`` is set): False refuses with 403; may set headers."""
+        """Before the 101 (``self.request`` is set): may set headers on ``response``, or
+        refuse: return False (403), raise HTTPError, or answer ``response`` itself."""
         return True
 
     def on_open(self):
@@ -3767,6 +3768,8 @@ class WebSocket:
                 return response.error(403, "Forbidden.\n")
         except HTTPError as exc:
             return response.error(exc.status, exc.message)
+        if response.finished or response.headers_sent:
+            return  # on_handshake answered it
         headers = response.headers
         headers["Upgrade"] = "websocket"
         headers["Connection"] = "Upgrade"
@@ -3837,7 +3840,7 @@ class WebSocket:
             # reading until our output drains.
             conn.pause_reading()
             self._ws_paused = True
-            self._ws_backlogged()
+            self._ws_wait_drain()
 
     def eof_received(self):
         self._ws_closed(1006, "")
@@ -3887,19 +3890,24 @@ class WebSocket:
         self._ws_active = time.monotonic()
         if conn.output_pending <= conn.limits.output_high_water:
             return True
-        self._ws_backlogged()
+        self._ws_backlogged(len(payload))
         return False
 
-    def _ws_backlogged(self):
-        """Output is past the high-water mark: on_drain when it drains; too much drops."""
+    def _ws_backlogged(self, just_queued=0):
+        """Output is past the high-water mark: on_drain when it drains; too much drops.
+        A message larger than ws_max_queue may go out, but not onto a full queue."""
         conn = self._ws_conn
-        if conn.output_pending > conn.limits.ws_max_queue:
+        if conn.output_pending - just_queued > conn.limits.ws_max_queue:
             _log.warning("%s: WebSocket client reads too slowly (%d bytes queued); dropped",
                          self.connection.ID, conn.output_pending)
             conn.abort()
-        elif not self._ws_draining:
+        else:
+            self._ws_wait_drain()
+
+    def _ws_wait_drain(self):
+        if not self._ws_draining:
             self._ws_draining = True
-            conn.wait_drain(self._ws_drained)
+            self._ws_conn.wait_drain(self._ws_drained)
 
     def _ws_drained(self):
         self._ws_draining = False
