@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 import errno
+import functools
 import heapq
 import io
 import itertools
@@ -976,26 +977,33 @@ def _utf8_decoder():
 class PerMessageDeflate:
     """permessage-deflate as negotiated for one connection (RFC 7692 §7).
 
-    The compressor and decompressor exist only while they hold context worth
-    keeping: without context takeover they are dropped after each message,
-    and an idle connection keeps none.
+    Without context takeover the compressor and decompressor are dropped
+    after each message.  With it (what browsers ask for) they stay, sized
+    small: both windows are 4 KiB (the client is asked for that when it
+    offers client_max_window_bits, as browsers do), so an idle connection
+    keeps about 40 KiB of zlib state instead of 300 KiB.
     """
 
-    __slots__ = ("server_no_takeover", "client_no_takeover", "server_bits", "_compressor",
-                 "_decompressor")
+    __slots__ = ("server_no_takeover", "client_no_takeover", "server_bits", "client_bits",
+                 "_compressor", "_decompressor")
 
-    # A compressor keeps 2**(bits + 2) + 2**(MEM_LEVEL + 9) bytes: 32 KiB
-    # here, where zlib's defaults (15, 8) would keep 256 KiB per connection.
-    # The client's window may be larger: it decodes a smaller one alike.
+    # A compressor keeps about 2**(bits + 2) + 2**(MEM_LEVEL + 9) bytes.
+    # The server may always compress with a smaller window than agreed:
+    # the client decodes it alike.
     WINDOW_BITS = 12
     MEM_LEVEL = 5
-    # Shorter messages go out uncompressed: deflate would not make them smaller.
+    # Messages outside these sizes go out uncompressed: shorter ones would
+    # not shrink, and longer ones would hold up the reactor (a 16 MiB
+    # message takes most of a second).
     MIN_SIZE = 64
+    MAX_SIZE = 262144
 
-    def __init__(self, server_no_takeover=False, client_no_takeover=False, server_bits=15):
+    def __init__(self, server_no_takeover=False, client_no_takeover=False, server_bits=15,
+                 client_bits=15):
         self.server_no_takeover = server_no_takeover
         self.client_no_takeover = client_no_takeover
         self.server_bits = server_bits
+        self.client_bits = client_bits
         self._compressor = self._decompressor = None
 
     @classmethod
@@ -1022,7 +1030,7 @@ class PerMessageDeflate:
     def _accept(cls, params):
         """Our answer to one offer's parameters, or None to decline it (§7.1)."""
         response = ["permessage-deflate"]
-        server_bits = 15
+        server_bits = client_bits = 15
         for key, values in params.items():
             if len(values) > 1:
                 return None  # a parameter given twice
@@ -1040,10 +1048,12 @@ class PerMessageDeflate:
             elif key == "client_max_window_bits":
                 if value is not None and not _WINDOW_BITS_RE.fullmatch(value):
                     return None
+                client_bits = min(int(value or 15), cls.WINDOW_BITS)
+                response.append("client_max_window_bits=%d" % client_bits)
             else:
                 return None  # unknown parameter
         deflate = cls("server_no_context_takeover" in params,
-                      "client_no_context_takeover" in params, server_bits)
+                      "client_no_context_takeover" in params, server_bits, client_bits)
         return deflate, "; ".join(response)
 
     def compress(self, payload):
@@ -1063,16 +1073,28 @@ class PerMessageDeflate:
         import zlib  # deferred: import time
         decompressor = self._decompressor
         if decompressor is None:
-            decompressor = self._decompressor = zlib.decompressobj(-15)
+            # zlib compresses with 512 bytes when asked for 256 (8 bits).
+            decompressor = self._decompressor = zlib.decompressobj(-max(self.client_bits, 9))
         try:
-            return decompressor.decompress(data, limit)
+            data = decompressor.decompress(data, limit)
         except zlib.error as exc:
             raise WebSocketError(1007, "bad compressed data: %s" % exc) from None
+        if decompressor.eof and decompressor.unused_data:
+            raise WebSocketError(1007, "data after the final compressed block")
+        return data
 
-    def end_message(self):
-        """A compressed message has been read whole."""
+    def end_message(self, message):
+        """``message`` (bytes) was read whole; the next one may start afresh."""
+        decompressor = self._decompressor
         if self.client_no_takeover:
             self._decompressor = None
+        elif decompressor is not None and decompressor.eof:
+            # RFC 7692 §7.2.3.4: the client ended its stream with BFINAL.
+            # Its next message is a new stream, which may still refer to
+            # what this one ended with.
+            import zlib  # deferred: import time
+            bits = max(self.client_bits, 9)
+            self._decompressor = zlib.decompressobj(-bits, zdict=message[-(1 << bits):])
 
 
 class WebSocketParser:
@@ -1086,7 +1108,7 @@ class WebSocketParser:
     """
 
     __slots__ = ("max_message", "deflate", "_buffer", "_remaining", "_mask", "_fin",
-                 "_opcode", "_compressed", "_parts", "_size", "_decoder")
+                 "_opcode", "_compressed", "_data", "_decoder")
 
     def __init__(self, max_message, deflate=None):
         self.max_message = max_message
@@ -1097,9 +1119,8 @@ class WebSocketParser:
         self._fin = False
         self._opcode = 0             # of the message being assembled, 0 between messages
         self._compressed = False
-        self._parts = []
-        self._size = 0
-        self._decoder = None
+        self._data = None            # the message so far (inflated): one buffer, however
+        self._decoder = None         # many fragments; text is checked as it grows
 
     def feed(self, data):
         self._buffer += data
@@ -1146,7 +1167,8 @@ class WebSocketParser:
                 payload = _unmask(buffer[start:start + length], buffer[start - 4:start])
                 del buffer[:start + length]
                 return self._control(opcode, payload)
-            if not self._compressed and self._size + length > self.max_message:
+            if not self._compressed and (len(self._data) if self._opcode else 0) + length \
+                    > self.max_message:
                 raise WebSocketError(1009, "message over %d bytes" % self.max_message)
             fin = first & 0x80
             if (fin and opcode and not first & 0x40 and available >= start + length):
@@ -1162,6 +1184,7 @@ class WebSocketParser:
             if opcode:
                 self._opcode = opcode
                 self._compressed = bool(first & 0x40)
+                self._data = bytearray()
             self._mask = bytes(buffer[start - 4:start])
             self._fin = fin
             self._remaining = length
@@ -1205,39 +1228,37 @@ class WebSocketParser:
         return True
 
     def _add(self, chunk):
-        left = self.max_message - self._size
+        left = self.max_message - len(self._data)
         if self._compressed:
             chunk = self.deflate.decompress(chunk, left + 1)
-        self._size += len(chunk)
         if len(chunk) > left:
             raise WebSocketError(1009, "message over %d bytes" % self.max_message)
+        self._data += chunk
         if self._opcode == _WS_TEXT:
-            if self._decoder is None:
-                self._decoder = _utf8_decoder()
-            try:
-                chunk = self._decoder.decode(chunk)
-            except UnicodeDecodeError:
-                raise WebSocketError(1007, "text message is not UTF-8") from None
-        self._parts.append(chunk)
+            self._check_text(chunk)
+
+    def _check_text(self, chunk, final=False):
+        if self._decoder is None:
+            self._decoder = _utf8_decoder()
+        try:
+            self._decoder.decode(chunk, final)
+        except UnicodeDecodeError:
+            raise WebSocketError(1007, "text message is not UTF-8") from None
 
     def _end_message(self):
+        data = self._data
         if self._compressed:
             self._add(_DEFLATE_TAIL)
-            self.deflate.end_message()
-        opcode, parts = self._opcode, self._parts
+            self.deflate.end_message(data)
+        opcode = self._opcode
         if opcode == _WS_TEXT:
-            if self._decoder is not None:
-                try:
-                    parts.append(self._decoder.decode(b"", True))
-                except UnicodeDecodeError:
-                    raise WebSocketError(1007, "text message is not UTF-8") from None
-            message = "".join(parts)
+            self._check_text(b"", True)
+            message = data.decode("utf-8")
         else:
-            message = b"".join(parts)
-        self._opcode = self._size = 0
+            message = bytes(data)
+        self._opcode = 0
         self._compressed = False
-        self._parts = []
-        self._decoder = None
+        self._data = self._decoder = None
         return opcode, message
 
     def _control(self, opcode, payload):
@@ -2231,6 +2252,7 @@ class _HeadWriter:
         out = [status_line(code, message), ""]
         overridden = ()
         length = None
+        options = []  # of the Connection field
         for name, value in fields:
             # Checked here too: ``headers`` may have been replaced by a dict.
             name, value = _check_field(name, value)
@@ -2243,11 +2265,10 @@ class _HeadWriter:
                 if lower == "connection":
                     if "close" in value.lower():
                         close = True
-                    # RFC 9110 §7.8: an Upgrade field goes with this option.
-                    if not (switching or "upgrade" in value.lower() and not close):
-                        continue
-                else:
-                    continue
+                    if switching or "upgrade" in value.lower():
+                        # RFC 9110 §7.8: the option goes with an Upgrade field.
+                        options.append("Upgrade")
+                continue
             if lower in self._default_names:
                 overridden += (lower,)
             out.append(name + ": " + value + "\r\n")
@@ -2277,9 +2298,11 @@ class _HeadWriter:
         elif writer is _ChunkedWriter:
             out.append("Transfer-Encoding: chunked\r\n")
         if close and not switching:
-            out.append("Connection: close\r\n")
+            options.append("close")
         elif not http11 and not switching:
-            out.append("Connection: keep-alive\r\n")
+            options.append("keep-alive")
+        if options:
+            out.append("Connection: %s\r\n" % ", ".join(dict.fromkeys(options)))
         out.append("\r\n")
         return "".join(out).encode("latin-1"), writer, length, close
 
@@ -2691,6 +2714,8 @@ class _HTTPConnection(_Transport):
         self._protocol_call(protocol.connection_made, self)
         if pending and not self.closed:
             self._protocol_call(protocol.data_received, pending)
+        if self.server.shutting_down and not self.closed:
+            self.server_shutting_down()  # it began while this request was answered
 
     def _protocol_call(self, method, *args):
         """Call the switched protocol: its answer, or None if it raised and lost its connection."""
@@ -3639,6 +3664,8 @@ def _handshake_refusal(request, response):
         return 426, "This resource speaks WebSocket, version 13.\n"
     if "upgrade" not in _field_tokens(request, "Connection"):
         return 400, "A WebSocket handshake needs Connection: Upgrade.\n"
+    if request.head.has_body:
+        return 400, "A WebSocket handshake has no body.\n"
     keys = request.headers.get_all("Sec-WebSocket-Key")
     if len(keys) != 1 or not _WEBSOCKET_KEY_RE.fullmatch(keys[0]):
         return 400, "Sec-WebSocket-Key must be 16 bytes in base64.\n"
@@ -3654,6 +3681,10 @@ class WebSocket:
 
     subprotocols = ()    # this route's; the first one the client offers is chosen
     compression = True   # permessage-deflate, when the client offers it
+    # The pages whose scripts may connect ("https://example.com"), against
+    # cross-site use of the visitor's cookies (RFC 6455 §10.2); None: any.
+    # A client that sends no Origin is not a browser and is let through.
+    origins = None
 
     request = None       # the upgrade Request
     connection = None    # its Connection info
@@ -3701,10 +3732,14 @@ class WebSocket:
 
     @classmethod
     def broadcast(cls, message, exclude=None):
-        """``send(message)`` to every open socket of this class but ``exclude``; how many."""
+        """``send(message)`` to every open socket of this class but ``exclude``; to how many."""
+        text = None
+        if isinstance(message, str):
+            message, text = message.encode("utf-8"), True  # once for all
         sent = 0
         for member in cls.sockets():
-            if member is not exclude and member.send(message):
+            if member is not exclude and not member.closed:
+                member.send(message, text)
                 sent += 1
         return sent
 
@@ -3718,13 +3753,14 @@ class WebSocket:
         conn = self._ws_conn
         return conn.output_pending if conn is not None else 0
 
-    def send(self, message):
-        """Send a text (str) or binary (bytes) message.  False when it cannot go (closed)
-        or the queue is past ``output_high_water``: wait for ``on_drain``."""
-        if message.__class__ is str:
+    def send(self, message, text=None):
+        """Send a message: str as text, bytes as binary (as text with ``text=True``: it
+        must be UTF-8).  False when the socket is not open, or when the queue is past
+        ``output_high_water``: wait for ``on_drain`` (``wait_drain()`` in a thread)."""
+        if isinstance(message, str):
             first, payload = 0x81, message.encode("utf-8")
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            first, payload = 0x82, bytes(message)
+            first, payload = 0x81 if text else 0x82, bytes(message)
         else:
             raise TypeError("send() takes str or bytes, not %s" % type(message).__name__)
         conn = self._ws_conn
@@ -3732,9 +3768,27 @@ class WebSocket:
             return False
         ident = conn.reactor.thread_ident
         if ident is not None and ident != _get_ident():
-            conn.reactor.call_soon_threadsafe(self._ws_send_now, first, payload)
-            return conn.output_pending <= conn.limits.output_high_water
+            # Bytes handed to the reactor and not yet queued count too, or
+            # a thread could pile up messages while send() said True.
+            with self._ws_lock:
+                self._ws_handed += len(payload)
+                handed = self._ws_handed
+            conn.reactor.call_soon_threadsafe(self._ws_send_handed, first, payload)
+            return conn.output_pending + handed <= conn.limits.output_high_water
         return self._ws_send_now(first, payload)
+
+    def wait_drain(self, timeout=None):
+        """In a thread other than the reactor's: wait until the queue is down to
+        ``output_low_water``.  False on timeout, or when the socket is closed."""
+        conn = self._ws_conn
+        if conn is None or self._ws_state == _WS_CLOSED:
+            return False
+        if conn.reactor.in_reactor_thread():
+            raise RuntimeError("wait_drain() would block the reactor: use on_drain")
+        drained = threading.Event()
+        # After the sends this thread handed over: they are queued first.
+        conn.reactor.call_soon_threadsafe(conn.wait_drain, drained.set)
+        return drained.wait(timeout) and self._ws_state != _WS_CLOSED
 
     def ping(self, data=b""):
         """Send a ping (``data``: 125 bytes at most); ``on_pong`` hears the answer."""
@@ -3759,6 +3813,10 @@ class WebSocket:
         refusal = _handshake_refusal(request, response)
         if refusal is not None:
             return response.error(*refusal)
+        origin = request.header("Origin")
+        if self.origins is not None and origin is not None and origin.lower() not in [
+                allowed.lower() for allowed in self.origins]:
+            return response.error(403, "This origin may not connect.\n")
         offered = _field_tokens(request, "Sec-WebSocket-Protocol", lower=False)
         self.subprotocol = next((name for name in offered if name in self.subprotocols), None)
         self.request = request
@@ -3794,6 +3852,8 @@ class WebSocket:
         self._ws_timer = None
         self._ws_draining = self._ws_paused = False
         self._ws_pong_due = self._ws_close_due = None
+        self._ws_lock = threading.Lock()   # for _ws_handed: bytes threads handed over
+        self._ws_handed = 0
         now = time.monotonic()
         self._ws_active = now
         self._ws_ping_at = now + limits.ws_ping_interval
@@ -3878,7 +3938,7 @@ class WebSocket:
         if self._ws_state != _WS_OPEN:
             return False
         deflate = self._ws_deflate
-        if deflate is not None and len(payload) >= deflate.MIN_SIZE:
+        if deflate is not None and deflate.MIN_SIZE <= len(payload) <= deflate.MAX_SIZE:
             payload = deflate.compress(payload)
             first |= 0x40
         conn = self._ws_conn
@@ -3892,6 +3952,12 @@ class WebSocket:
             return True
         self._ws_backlogged(len(payload))
         return False
+
+    def _ws_send_handed(self, first, payload):
+        """A thread's send(), on the reactor."""
+        with self._ws_lock:
+            self._ws_handed -= len(payload)
+        self._ws_send_now(first, payload)
 
     def _ws_backlogged(self, just_queued=0):
         """Output is past the high-water mark: on_drain when it drains; too much drops.
@@ -3928,6 +3994,7 @@ class WebSocket:
             return
         self._ws_write(0x88, code.to_bytes(2, "big") + data)
         self._ws_state = _WS_CLOSING
+        self._ws_pong_due = None  # the close timeout rules now
         self._ws_close_due = time.monotonic() + self._ws_conn.limits.ws_close_timeout
         self._ws_wake_at(self._ws_close_due)
         if self._ws_paused:  # the client's Close must be read
@@ -3948,6 +4015,7 @@ class WebSocket:
             return
         self._ws_state = _WS_CLOSED
         self.close_code, self.close_reason = code, reason
+        self._ws_parser = self._ws_deflate = None  # what a kept instance need not hold
         if self._ws_timer is not None:
             self._ws_timer.cancel()
             self._ws_timer = None
@@ -4010,19 +4078,39 @@ class WebSocket:
         return "<%s %s>" % (type(self).__name__, ("OPEN", "CLOSING", "CLOSED")[self._ws_state])
 
 
+def _is_websocket_class(spec):
+    """A WebSocket subclass, or a functools.partial of one?"""
+    spec = getattr(spec, "func", spec) if isinstance(spec, functools.partial) else spec
+    return isinstance(spec, type) and issubclass(spec, WebSocket)
+
+
 class _WebSocketRoute:
-    """A WebSocket class in the handler table: each request gets a new instance."""
+    """A WebSocket class in the handler table: each request gets a new instance,
+    made with ``args`` (a "module:Class?a=b" spec's query)."""
 
-    __slots__ = ("socket_class",)
+    __slots__ = ("factory", "args")
 
-    def __init__(self, socket_class):
-        self.socket_class = socket_class
+    def __init__(self, factory, args=()):
+        import inspect  # deferred: import time
+        self.factory = factory
+        self.args = args
+        try:  # fail now, not at the first request
+            if isinstance(args, dict):
+                inspect.signature(factory).bind(**args)
+            else:
+                inspect.signature(factory).bind(*args)
+        except TypeError as exc:
+            raise TypeError("cannot make %r sockets with %r: %s" % (factory, args, exc)) from None
+        except ValueError:
+            pass  # no signature to check
 
     def __call__(self, request, response):
-        self.socket_class().upgrade(request, response)
+        args = self.args
+        endpoint = self.factory(**args) if isinstance(args, dict) else self.factory(*args)
+        endpoint.upgrade(request, response)
 
     def __repr__(self):
-        return "<WebSocket route %s>" % self.socket_class.__name__
+        return "<WebSocket route %r>" % (self.factory,)
 
 
 # === 11. Routing ===
@@ -4063,7 +4151,7 @@ def _import_object(spec):
 def resolve_handler(spec):
     """A callable for a handler: itself, a WebSocket class's route, or a
     ``"pkg.mod:func?a=b"`` string."""
-    if isinstance(spec, type) and issubclass(spec, WebSocket):
+    if _is_websocket_class(spec):
         return _WebSocketRoute(spec)
     if callable(spec):
         return spec
@@ -4075,16 +4163,16 @@ def resolve_handler(spec):
     if not colon or not module_name or not attribute:
         raise ValueError("handler spec %r is not 'module:function'" % spec)
     func = _import_object(target)
-    if isinstance(func, type) and issubclass(func, WebSocket) and not query:
-        return _WebSocketRoute(func)
     if not callable(func):
         raise TypeError("handler spec %r does not name a callable" % spec)
     if not query:
-        return func
+        return _WebSocketRoute(func) if _is_websocket_class(func) else func
     if "=" in query:
         args = dict(parse_qsl(query, keep_blank_values=True))
     else:
         args = [unquote_plus(part) for part in query.split("+")]
+    if _is_websocket_class(func):
+        return _WebSocketRoute(func, args)
     return _BoundSpec(spec, func, args)
 
 
