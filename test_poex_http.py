@@ -8933,30 +8933,67 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+{map}
     upstream poex {{
         server 127.0.0.1:{tcp_port};
         server unix:{sock};
         keepalive 8;
+    }}
+    upstream poexws {{
+        server 127.0.0.1:{ws_port};
     }}
     server {{
         listen 127.0.0.1:{port};
         client_max_body_size 20m;
         location / {{
             proxy_pass http://poex;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
+{proxy}
+        }}
+        location /ws/ {{
+            proxy_pass http://poexws;
+{proxy}
         }}
     }}
 }}
 """
+# What examples/nginx.conf says, as the test checks: the Upgrade goes on to
+# the backend, and plain requests keep the upstream connection alive.
+NGINX_MAP = """\
+    map $http_upgrade $connection_upgrade {
+        default upgrade;
+        ''      '';
+    }"""
+NGINX_PROXY = """\
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;"""
+
+
+class NginxEcho(poex_http.WebSocket):
+    """Says who it thinks the client is, then echoes."""
+
+    subprotocols = ["echo"]
+
+    def on_open(self):
+        self.send(json.dumps([self.request.remote_ip, self.request.scheme, self.subprotocol]))
+
+    def on_message(self, message):
+        self.send(message)
+
+
+def _directives(text):
+    """The directives of nginx configuration text, comments dropped and spaces collapsed."""
+    text = " ".join(re.sub(r"#[^\n]*", "", text).split())
+    return {part.strip() for part in re.split(r"(?<=[;{}])", text) if part.strip()}
 
 
 @pytest.mark.skipif(not shutil.which("nginx"), reason="nginx not installed")
-def test_behind_nginx(tmp_path, short_dir):
-    """Two poex_http backends (TCP and Unix socket) behind a real nginx.
+def test_behind_nginx(tmp_path, short_dir, serve):
+    """Two poex_http backends (TCP and Unix socket) behind a real nginx,
+    and a third with a WebSocket route.
 
     The client connects from 127.0.0.2 with a forged X-Forwarded-For: nginx
     appends the address it saw, and the backends, trusting nginx only,
@@ -8964,6 +9001,10 @@ def test_behind_nginx(tmp_path, short_dir):
     127.0.0.1, itself a trusted proxy address, the forged one would
     rightly be believed.)
     """
+    with open(os.path.join(HERE, "examples", "nginx.conf")) as f:
+        example = _directives(f.read())
+    assert _directives(NGINX_MAP + NGINX_PROXY) <= example  # what is tested is what is shown
+    ws = serve(handlers=[("^/ws/echo$", NginxEcho)], trusted_proxies=["127.0.0.1"])
     spec = write_app_module(tmp_path)
     sock_path = os.path.join(short_dir, "b.sock")
     # nginx cannot take port 0: it inherits a socket bound to port 0 here,
@@ -8986,7 +9027,8 @@ def test_behind_nginx(tmp_path, short_dir):
         with open(conf, "w") as f:
             f.write(NGINX_CONF.format(
                 user="user root;\n" if os.geteuid() == 0 else "", dir=short_dir,
-                tcp_port=tcp_port, sock=sock_path, port=nginx_port))
+                tcp_port=tcp_port, sock=sock_path, port=nginx_port, ws_port=ws.port,
+                map=NGINX_MAP, proxy=NGINX_PROXY))
         nginx = stack.enter_context(Program(
             "nginx", "-p", short_dir + "/", "-e", short_dir + "/error.log", "-c", conf,
             "-g", "daemon off; pid %s/nginx.pid;" % short_dir,
@@ -9044,6 +9086,26 @@ def test_behind_nginx(tmp_path, short_dir):
             assert body.startswith(b"<html><head><title>Error 413: Content Too Large</title>")
         status, _, data = fetch(nginx_port, "/after")
         assert (status, json.loads(data)["path"]) == (200, "/after")
+
+        # WebSocket through nginx: the handshake, a text and a binary echo (the
+        # binary one compressed: permessage-deflate is negotiated end to end),
+        # and the close handshake.
+        with TinyWebSocketClient(nginx_port, "/ws/echo", source="127.0.0.2", deflate=True,
+                                 headers=[("Sec-WebSocket-Protocol", "chat, echo")]) as client:
+            assert client.status == "HTTP/1.1 101 Switching Protocols", \
+                open(os.path.join(short_dir, "error.log")).read()
+            assert client.headers["sec-websocket-protocol"] == "echo"
+            assert client.headers["sec-websocket-extensions"] == "permessage-deflate"
+            assert json.loads(client.message()) == ["127.0.0.2", "http", "echo"]
+            client.send("h\u00e9llo through nginx")
+            assert client.message() == "h\u00e9llo through nginx"
+            data = bytes(range(256)) * 64
+            client.send(data)
+            assert client.message() == data and client.compressed == 1
+            assert client.close() == (1000, "")
+        wait_until(lambda: not ws.connections())
+        status, _, data = fetch(nginx_port, "/after-websocket")
+        assert (status, json.loads(data)["path"]) == (200, "/after-websocket")
 
 
 # === 15. Command line ===
