@@ -5907,6 +5907,1628 @@ def test_live_curl(serve):
 
 # === 10. WebSocket ===
 
+# --- a WebSocket client
+#
+# Frames are built and read here byte for byte (RFC 6455 §5.2), masked and
+# compressed with this file's own code, so that the server is checked
+# against the RFCs rather than against its own helpers.
+
+# Imported here, as only this section needs them.
+import base64  # noqa: E402
+import zlib  # noqa: E402
+
+SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
+SAMPLE_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+RSV1, RSV2, RSV3 = 0x40, 0x20, 0x10
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1: removed by the sender
+
+Frame = collections.namedtuple("Frame", "fin rsv opcode payload")
+
+
+def mask_bytes(payload, mask):
+    """``payload`` XOR the 4-byte ``mask`` repeated (RFC 6455 §5.3)."""
+    size = len(payload)
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+
+
+def frame(opcode, payload=b"", fin=True, rsv=0, mask=True, length=None):
+    """The exact bytes of a client frame, masked with a fresh random key unless
+    ``mask`` is False; ``length`` announces another length than the payload's."""
+    size = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | rsv | opcode
+    mask_bit = 0x80 if mask else 0
+    if size < 126:
+        head = bytes((first, mask_bit | size))
+    elif size < 65536:
+        head = bytes((first, mask_bit | 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((first, mask_bit | 127)) + size.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + mask_bytes(payload, key)
+
+
+def close_payload(code, reason=b""):
+    return code.to_bytes(2, "big") + reason
+
+
+def accept_of(key):
+    """Sec-WebSocket-Accept for ``key``, computed as RFC 6455 §4.2.2 says."""
+    digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def new_key():
+    return base64.b64encode(os.urandom(16)).decode()
+
+
+def upgrade_fields(key=SAMPLE_KEY):
+    return [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Version", "13")]
+
+
+def deflate_message(data, compressor=None):
+    """A message's payload compressed as RFC 7692 §7.2.1 says: by a fresh
+    compressor unless one (with the context of earlier messages) is given."""
+    if compressor is None:
+        compressor = zlib.compressobj(wbits=-15)
+    data = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(DEFLATE_TAIL)
+    return data[:-4]
+
+
+def inflate_message(payload, decompressor=None, bits=15):
+    """A compressed message's payload inflated, by a fresh decompressor unless one is given."""
+    if decompressor is None:
+        decompressor = zlib.decompressobj(-bits)
+    return decompressor.decompress(payload + DEFLATE_TAIL)
+
+
+def inflate_within_window(payload, bits):
+    """Inflate 64 bytes at a time, so that zlib must look back through its
+    window of 2**bits bytes alone: a reference farther back is an error
+    (in one call it would be found in the output and let through)."""
+    decompressor = zlib.decompressobj(-bits)
+    out = []
+    rest = payload + DEFLATE_TAIL
+    while rest:
+        out.append(decompressor.decompress(rest, 64))
+        rest = decompressor.unconsumed_tail
+    return b"".join(out)
+
+
+class WSClient(RawClient):
+    """A RawClient that speaks WebSocket after ``open()``.
+
+    ``tls`` is a client SSLContext for wss://.  ``read_frame()`` checks what
+    every server frame must be (unmasked, its length in the shortest form);
+    ``message()`` reads one whole message and inflates it when
+    permessage-deflate was agreed.
+    """
+
+    def __init__(self, address, tls=None, **options):
+        super().__init__(address, **options)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
+        self.extension = None   # the agreed permessage-deflate parameters, a dict
+        self._inflater = None
+
+    def open(self, path="/ws", fields=(), early=b""):
+        """The opening handshake (``fields`` added to the request; ``early``
+        sent right behind it); the 101's headers."""
+        key = new_key()
+        self.send(get(path, headers=upgrade_fields(key) + list(fields)) + early)
+        status_line, headers = self.head()
+        assert status_line == "HTTP/1.1 101 Switching Protocols", (status_line, self.buffer)
+        assert headers["upgrade"].lower() == "websocket"
+        assert headers["connection"].lower() == "upgrade"
+        assert headers["sec-websocket-accept"] == accept_of(key)
+        assert "content-length" not in headers and "transfer-encoding" not in headers
+        if "sec-websocket-extensions" in headers:
+            agreed = headers["sec-websocket-extensions"]
+            name, *params = [part.strip() for part in agreed.split(";")]
+            assert name == "permessage-deflate"
+            self.extension = dict(param.partition("=")[::2] for param in params)
+        return headers
+
+    def send_frame(self, opcode, payload=b"", **options):
+        self.send(frame(opcode, payload, **options))
+
+    def read_frame(self):
+        first, second = self.take(2)
+        assert not second & 0x80, "a server frame is never masked"
+        size = second & 0x7F
+        if size == 126:
+            size = int.from_bytes(self.take(2), "big")
+            assert size >= 126, "length %d not in its shortest form" % size
+        elif size == 127:
+            size = int.from_bytes(self.take(8), "big")
+            assert 65536 <= size < 2**63, "length %d not in its shortest form" % size
+        return Frame(bool(first & 0x80), first & 0x70, first & 0x0F, self.take(size))
+
+    def message(self):
+        """The next message, (opcode, str or bytes), whole; no control frame may come first."""
+        start = self.read_frame()
+        assert start.opcode in (OP_TEXT, OP_BINARY), start[:3]
+        parts = [start.payload]
+        last = start
+        while not last.fin:
+            last = self.read_frame()
+            assert (last.opcode, last.rsv) == (OP_CONTINUATION, 0), last[:3]
+            parts.append(last.payload)
+        payload = b"".join(parts)
+        if start.rsv == RSV1 and self.extension is not None:
+            payload = self.inflate(payload)
+        else:
+            assert start.rsv == 0, "reserved bits %#x" % start.rsv
+        return start.opcode, payload.decode("utf-8") if start.opcode == OP_TEXT else payload
+
+    def inflate(self, payload):
+        extension = self.extension
+        bits = int(extension.get("server_max_window_bits") or 15)
+        if self._inflater is None or "server_no_context_takeover" in extension:
+            self._inflater = zlib.decompressobj(-bits)
+        return inflate_message(payload, self._inflater)
+
+    def echo(self, message):
+        """Send ``message`` in one frame; the server's echo must equal it."""
+        if isinstance(message, str):
+            self.send_frame(OP_TEXT, message.encode("utf-8"))
+        else:
+            self.send_frame(OP_BINARY, message)
+        assert self.message() == (OP_TEXT if isinstance(message, str) else OP_BINARY, message)
+
+    def close_frame(self):
+        """The next frame, which must be a Close: its payload."""
+        closing = self.read_frame()
+        assert (closing.fin, closing.rsv, closing.opcode) == (True, 0, OP_CLOSE), closing
+        return closing.payload
+
+    def expect_close(self, code):
+        """A Close with ``code`` (None: empty) comes next, then the server closes TCP."""
+        assert self.close_frame() == (b"" if code is None else close_payload(code))
+        assert self.closed_by_server(), "the server did not close TCP after its Close"
+
+
+def echo_socket(**attributes):
+    """A new WebSocket class (with sockets() of its own) that echoes every
+    message and logs its hooks in ``log``; ``attributes`` override."""
+    class Echo(poex_http.WebSocket):
+        log = []
+
+        def on_open(self):
+            self.log.append(("open",))
+
+        def on_message(self, message):
+            self.log.append(("message", message))
+            self.send(message)
+
+        def on_pong(self, data):
+            self.log.append(("pong", data))
+
+        def on_close(self, code, reason):
+            self.log.append(("close", code, reason))
+    for name, value in attributes.items():
+        setattr(Echo, name, value)
+    return Echo
+
+
+def ws_server(serve, socket_class=None, limits=None, **config):
+    """A live server with ``socket_class`` (an echo_socket() by default) on
+    /ws and hello elsewhere; ``limits``: Limits overrides."""
+    config.setdefault("keepalive", 10)
+    return serve(handlers=[("^/ws$", socket_class or echo_socket()), ("", hello)],
+                 limits=poex_http.Limits(**(limits or {})), **config)
+
+
+def ws_connect(live, **open_options):
+    client = WSClient(live.port)
+    try:
+        client.open(**open_options)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def all_closed(live):
+    """Every connection of ``live`` is gone (polled): nothing leaks."""
+    wait_until(lambda: not live.connections())
+
+
+# --- the frame parser, without sockets: whole, byte by byte and in random splits
+
+def _ws_collect(pieces, max_message, deflate):
+    """Feed ``pieces``, pulling every event after each: (events, failure code or
+    None, bytes fed when it failed)."""
+    parser = poex_http.WebSocketParser(max_message, deflate)
+    events = []
+    fed = 0
+    try:
+        for piece in pieces:
+            parser.feed(piece)
+            fed += len(piece)
+            while True:
+                event = parser.next_event()
+                if event is None:
+                    break
+                events.append(event)
+    except poex_http.WebSocketError as exc:
+        return events, exc.code, fed
+    return events, None, fed
+
+
+def ws_parse(data, max_message=2**20, deflate=None, seeds=(1, 2, 3, 4), one_at_a_time=None):
+    """Parse client frames whole, byte by byte and in random splits; all must agree.
+
+    ``deflate`` makes the PerMessageDeflate of each run; ``one_at_a_time`` limits
+    the bytes fed one at a time (the rest goes in one piece), for long
+    payloads.  Returns (events, failure code or None, how many bytes fed
+    one at a time made it fail).
+    """
+    make = deflate or (lambda: None)
+    whole = _ws_collect([data], max_message, make())
+    single = len(data) if one_at_a_time is None else min(len(data), one_at_a_time)
+    pieces = [data[i:i + 1] for i in range(single)] + [data[single:]]
+    bytewise = _ws_collect(pieces, max_message, make())
+    assert bytewise[:2] == whole[:2], "byte-by-byte feeding differs from whole"
+    for seed in seeds:
+        pieces = _random_pieces(data, random.Random(seed))
+        split = _ws_collect(pieces, max_message, make())
+        assert split[:2] == whole[:2], "split %r differs from whole" % ([len(p) for p in pieces],)
+    return whole[0], whole[1], bytewise[2]
+
+
+GOOD = frame(OP_TEXT, b"ok")  # a message around the one under test: it must come out intact
+
+
+# The length forms of RFC 6455 §5.2 at their edges: (payload length, the
+# second byte of a server frame and the extended length that follow it).
+LENGTH_FORMS = [
+    (0, b"\x00"), (125, b"\x7d"), (126, b"\x7e\x00\x7e"), (65535, b"\x7e\xff\xff"),
+    (65536, b"\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),  # the 16-/64-bit boundary
+]
+
+
+def sized(size):
+    return (b"abcdefghijklmnopqrstuvwxyz" * (size // 26 + 1))[:size]
+
+
+@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+@pytest.mark.parametrize("size, length", LENGTH_FORMS)
+def test_ws_parser_message_lengths_and_their_length_forms(opcode, size, length):
+    payload = sized(size)
+    data = frame(opcode, payload)
+    # The form under test: the client's has the mask bit set.
+    assert data[:1 + len(length)] == bytes((0x80 | opcode, 0x80 | length[0])) + length[1:]
+    message = payload.decode() if opcode == OP_TEXT else payload
+    events, code, _ = ws_parse(data + GOOD, one_at_a_time=100)
+    assert (events, code) == ([(opcode, message), (OP_TEXT, "ok")], None)
+
+
+def test_ws_parser_fragments_with_control_frames_between():
+    data = (frame(OP_TEXT, b"fra", fin=False) + frame(OP_PING, b"p1")
+            + frame(OP_CONTINUATION, b"gm", fin=False) + frame(OP_PONG, b"")
+            + frame(OP_CONTINUATION, b"", fin=False)
+            + frame(OP_CONTINUATION, b"ent") + frame(OP_BINARY, b"\x00\xff", fin=False)
+            + frame(OP_CONTINUATION, b"\x01") + frame(OP_CLOSE, close_payload(1000, b"bye")))
+    assert ws_parse(data) == ([(OP_PING, b"p1"), (OP_PONG, b""), (OP_TEXT, "fragment"),
+                               (OP_BINARY, b"\x00\xff\x01"), (OP_CLOSE, (1000, "bye"))],
+                              None, len(data))
+
+
+def test_ws_parser_close_payloads():
+    closes = frame(OP_CLOSE) + frame(OP_CLOSE, close_payload(4999, "é".encode()))
+    events, code, _ = ws_parse(closes)
+    assert (events, code) == ([(OP_CLOSE, (1005, "")), (OP_CLOSE, (4999, "é"))], None)
+
+
+# (name, the faulty frames, close code, bytes of them that must arrive to fail)
+PARSER_FAULTS = [
+    ("RSV1 without deflate", frame(OP_TEXT, b"x", rsv=RSV1), 1002, 2),
+    ("RSV2", frame(OP_TEXT, b"x", rsv=RSV2), 1002, 2),
+    ("RSV3", frame(OP_BINARY, b"x", rsv=RSV3), 1002, 2),
+    ("RSV2 on a ping", frame(OP_PING, b"x", rsv=RSV2), 1002, 2),
+    ("unmasked", frame(OP_TEXT, b"hello", mask=False), 1002, 2),
+] + [
+    ("reserved opcode %d" % opcode, frame(opcode, b"x"), 1002, 2)
+    for opcode in (3, 4, 5, 6, 7, 11, 12, 13, 14, 15)
+] + [
+    ("continuation without a start", frame(OP_CONTINUATION, b"x"), 1002, 2),
+    ("new message inside a fragmented one",
+     frame(OP_TEXT, b"a", fin=False) + frame(OP_TEXT, b"b"), 1002, 7 + 2),
+    ("fragmented ping", frame(OP_PING, b"a", fin=False), 1002, 2),
+    ("fragmented close", frame(OP_CLOSE, close_payload(1000), fin=False), 1002, 2),
+    ("ping over 125 bytes", frame(OP_PING, b"p" * 126), 1002, 2),
+    ("close over 125 bytes", frame(OP_CLOSE, close_payload(1000, b"r" * 124)), 1002, 2),
+    ("64-bit length over 2**63", frame(OP_BINARY, b"", length=2**63), 1002, 10),
+    ("close with a 1-byte payload", frame(OP_CLOSE, b"\x03"), 1002, 7),
+    ("close reason not UTF-8", frame(OP_CLOSE, close_payload(1000, b"\xff")), 1007, 9),
+] + [
+    ("close code %d" % code, frame(OP_CLOSE, close_payload(code)), 1002, 8)
+    for code in (0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535)
+]
+
+
+@pytest.mark.parametrize("faulty, code, needed", [case[1:] for case in PARSER_FAULTS],
+                         ids=[case[0] for case in PARSER_FAULTS])
+def test_ws_parser_faults_fail_as_soon_as_their_bytes_arrive(faulty, code, needed):
+    events, failed, fed = ws_parse(GOOD + faulty + GOOD)
+    assert (events, failed) == ([(OP_TEXT, "ok")], code)
+    assert fed == len(GOOD) + needed
+
+
+def test_ws_parser_rsv1_with_deflate_only_on_a_message_start():
+    def deflate():
+        return poex_http.PerMessageDeflate()
+    compressed = deflate_message(b"hello hello hello")
+    start = frame(OP_TEXT, compressed[:3], fin=False, rsv=RSV1)
+    events, code, fed = ws_parse(start + frame(OP_CONTINUATION, compressed[3:], rsv=RSV1),
+                                 deflate=deflate)
+    assert (events, code, fed) == ([], 1002, len(start) + 2)
+    for opcode in (OP_PING, OP_PONG, OP_CLOSE):
+        events, code, fed = ws_parse(frame(opcode, rsv=RSV1), deflate=deflate)
+        assert (events, code, fed) == ([], 1002, 2), opcode
+
+
+VALID_UTF8 = "κόσμε 𝄞 €\u07ff\uffff\U0010ffff".encode("utf-8")
+
+
+def test_ws_parser_utf8_split_at_every_byte_across_fragments():
+    for cut in range(len(VALID_UTF8) + 1):
+        data = (frame(OP_TEXT, VALID_UTF8[:cut], fin=False)
+                + frame(OP_CONTINUATION, VALID_UTF8[cut:]))
+        assert ws_parse(data, seeds=(cut,))[:2] == ([(OP_TEXT, VALID_UTF8.decode())], None), cut
+
+
+# (bytes, index of the byte at which they cannot be UTF-8 any more)
+INVALID_UTF8 = [
+    (b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited", 12),  # > U+10FFFF
+    (b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited", 13),  # a surrogate
+    (b"\xc0\xaf", 0),        # overlong
+    (b"a\xe0\x80\xaf", 2),   # overlong
+    (b"\x80abc", 0),         # a lone continuation byte
+    (b"ab\xfe", 2),
+    (b"abc\xce", 3),         # cut short: known at the end of the message
+]
+
+
+@pytest.mark.parametrize("data, bad_at", INVALID_UTF8)
+def test_ws_parser_invalid_utf8_fails_1007_as_soon_as_known(data, bad_at):
+    events, code, fed = ws_parse(frame(OP_TEXT, data))
+    assert (events, code, fed) == ([], 1007, 6 + bad_at + 1)  # after 2 header bytes and the mask
+    # Split across fragments at every byte: the same verdict.
+    for cut in range(len(data) + 1):
+        fragments = frame(OP_TEXT, data[:cut], fin=False) + frame(OP_CONTINUATION, data[cut:])
+        assert ws_parse(fragments, seeds=(cut,))[:2] == ([], 1007), cut
+
+
+def test_ws_parser_max_message_fails_at_the_header_that_announces_too_much():
+    limit = 1000
+    assert ws_parse(frame(OP_BINARY, b"x" * limit), max_message=limit)[:2] == (
+        [(OP_BINARY, b"x" * limit)], None)
+    # 1009 once the header (with its mask) is in: the payload is never awaited.
+    head = frame(OP_BINARY, b"", length=limit + 1)
+    assert len(head) == 8 and ws_parse(head, max_message=limit) == ([], 1009, 8)
+    head = frame(OP_BINARY, b"", length=2**62)
+    assert len(head) == 14 and ws_parse(head, max_message=limit) == ([], 1009, 14)
+    # Fragments that add up to too much fail at the header of the one past it.
+    first = frame(OP_TEXT, b"a" * 600, fin=False)
+    assert ws_parse(first + frame(OP_CONTINUATION, b"b" * 401), max_message=limit) == (
+        [], 1009, len(first) + 8)
+
+
+def test_ws_parser_compressed_messages_with_and_without_context_takeover():
+    texts = ["x" * 300, "x" * 300 + "y", "zzz"]
+    compressor = zlib.compressobj(wbits=-15)
+    with_context = b"".join(frame(OP_TEXT, deflate_message(text.encode(), compressor), rsv=RSV1)
+                            for text in texts)
+    fresh = b"".join(frame(OP_TEXT, deflate_message(text.encode()), rsv=RSV1) for text in texts)
+    expected = [(OP_TEXT, text) for text in texts]
+    for client_no_takeover in (False, True):
+        def deflate():
+            return poex_http.PerMessageDeflate(client_no_takeover=client_no_takeover)
+        assert ws_parse(fresh, deflate=deflate)[:2] == (expected, None)
+    takeover = ws_parse(with_context, deflate=poex_http.PerMessageDeflate)
+    assert takeover[:2] == (expected, None)
+    # Compressed against the first message, the second cannot be read alone:
+    # a server that dropped its context could not have read it.
+    assert ws_parse(with_context, deflate=lambda: poex_http.PerMessageDeflate(
+        client_no_takeover=True))[:2] == ([expected[0]], 1007)
+
+
+def test_ws_parser_compressed_message_inflating_past_the_limit_fails_early():
+    compressed = deflate_message(b"\x00" * 2**20)
+    data = frame(OP_BINARY, compressed, rsv=RSV1)
+    events, code, fed = ws_parse(data, max_message=10000, deflate=poex_http.PerMessageDeflate)
+    assert (events, code) == ([], 1009)
+    assert fed < len(data) // 2, "1009 only after %d of %d bytes" % (fed, len(data))
+    fragmented = (frame(OP_BINARY, compressed[:500], fin=False, rsv=RSV1)
+                  + frame(OP_CONTINUATION, compressed[500:]))
+    assert ws_parse(fragmented, max_message=10000,
+                    deflate=poex_http.PerMessageDeflate)[:2] == ([], 1009)
+
+
+@pytest.mark.xfail(strict=True, reason="ws_max_message is checked against the compressed "
+                   "length announced by a compressed message's first frame, which may exceed "
+                   "the inflated length")
+def test_ws_parser_compressed_message_within_the_limit_whose_deflate_is_longer():
+    data = seeded_bytes(7, 1000)  # random: deflate makes it a few bytes longer
+    compressed = deflate_message(data)
+    assert len(compressed) > len(data)
+    # In two frames it passes: only the inflated size is held against the limit.
+    fragmented = (frame(OP_BINARY, compressed[:500], fin=False, rsv=RSV1)
+                  + frame(OP_CONTINUATION, compressed[500:]))
+    assert ws_parse(fragmented, max_message=len(data),
+                    deflate=poex_http.PerMessageDeflate)[:2] == ([(OP_BINARY, data)], None)
+    # In one frame it must pass as well.
+    assert ws_parse(frame(OP_BINARY, compressed, rsv=RSV1), max_message=len(data),
+                    deflate=poex_http.PerMessageDeflate)[:2] == ([(OP_BINARY, data)], None)
+
+
+def test_ws_accept_of_the_rfc_sample_key():
+    assert poex_http.websocket_accept(SAMPLE_KEY) == SAMPLE_ACCEPT == accept_of(SAMPLE_KEY)
+
+
+def test_ws_close_codes_a_close_frame_may_carry():
+    allowed = [code for code in range(0, 6000) if poex_http.close_code_allowed(code)]
+    assert allowed == [1000, 1001, 1002, 1003] + list(range(1007, 1015)) + list(range(3000, 5000))
+
+
+@pytest.mark.parametrize("size, length", LENGTH_FORMS)
+def test_ws_frame_header_of_server_frames(size, length):
+    assert poex_http.frame_header(0x82, size) == b"\x82" + length
+
+
+# --- the opening handshake (RFC 6455 §4.2)
+
+def test_ws_handshake_answers_the_rfc_sample_key_with_exactly_this_101(serve):
+    live = ws_server(serve)
+    with WSClient(live.port) as client:
+        client.send(get("/ws", headers=upgrade_fields(SAMPLE_KEY)))
+        _, headers = client.head()
+        assert client.raw_head + b"\r\n\r\n" == (
+            b"HTTP/1.1 101 Switching Protocols\r\nDate: " + headers["date"].encode()
+            + b"\r\nServer: " + DEFAULT_SERVER.encode() + b"\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + SAMPLE_ACCEPT.encode()
+            + b"\r\n\r\n")
+        check_common(headers)
+        client.echo("now a WebSocket")
+
+
+@pytest.mark.parametrize("upgrade, connection", [
+    ("WebSocket", "upgrade"),
+    ("websocket", "keep-alive, Upgrade"),
+    ("h2c, WEBSOCKET", "Upgrade,keep-alive"),
+    ("websocket", ["keep-alive", "UPGRADE"]),  # two Connection fields
+])
+def test_ws_handshake_tokens_are_case_insensitive_and_may_be_lists(serve, upgrade, connection):
+    live = ws_server(serve)
+    connections = connection if isinstance(connection, list) else [connection]
+    key = new_key()
+    fields = [("Upgrade", upgrade)] + [("Connection", value) for value in connections] + [
+        ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")]
+    with WSClient(live.port) as client:
+        client.send(get("/ws", headers=fields))
+        status_line, headers = client.head()
+        assert status_line == "HTTP/1.1 101 Switching Protocols"
+        assert headers["sec-websocket-accept"] == accept_of(key)
+        client.echo(b"\x00binary")
+
+
+def _without(name, fields):
+    return [(field, value) for field, value in fields if field != name]
+
+
+def _with(name, value, fields):
+    return _without(name, fields) + [(name, value)]
+
+
+_KEY_15 = base64.b64encode(b"k" * 15).decode()
+_KEY_17 = base64.b64encode(b"k" * 17).decode()
+_UPGRADE_FIELDS = upgrade_fields(SAMPLE_KEY)
+_MUST_UPGRADE = {"upgrade": "websocket", "sec-websocket-version": "13"}
+
+# (the request, status, headers the answer must have)
+HANDSHAKE_REFUSALS = {
+    "key of 15 bytes": (get("/ws", headers=_with("Sec-WebSocket-Key", _KEY_15, _UPGRADE_FIELDS)),
+                        400, {}),
+    "key of 17 bytes": (get("/ws", headers=_with("Sec-WebSocket-Key", _KEY_17, _UPGRADE_FIELDS)),
+                        400, {}),
+    "key not base64": (get("/ws", headers=_with("Sec-WebSocket-Key", "!" * 22 + "==",
+                                                 _UPGRADE_FIELDS)), 400, {}),
+    "no key": (get("/ws", headers=_without("Sec-WebSocket-Key", _UPGRADE_FIELDS)), 400, {}),
+    "two keys": (get("/ws", headers=_UPGRADE_FIELDS + [("Sec-WebSocket-Key", new_key())]),
+                 400, {}),
+    "version 12": (get("/ws", headers=_with("Sec-WebSocket-Version", "12", _UPGRADE_FIELDS)),
+                   426, _MUST_UPGRADE),
+    "no version": (get("/ws", headers=_without("Sec-WebSocket-Version", _UPGRADE_FIELDS)),
+                   426, _MUST_UPGRADE),
+    "plain GET": (get("/ws"), 426, _MUST_UPGRADE),
+    "upgrade to h2c": (get("/ws", headers=_with("Upgrade", "h2c", _UPGRADE_FIELDS)),
+                       426, _MUST_UPGRADE),
+    "no Connection: Upgrade": (get("/ws", headers=_with("Connection", "keep-alive",
+                                                        _UPGRADE_FIELDS)), 400, {}),
+    "POST": (get("/ws", method="POST", headers=_UPGRADE_FIELDS + [("Content-Length", "0")]),
+             405, {"allow": "GET"}),
+    "HEAD": (get("/ws", method="HEAD", headers=_UPGRADE_FIELDS), 405, {"allow": "GET"}),
+    "HTTP/1.0": (get("/ws", version="HTTP/1.0", headers=[("Host", "x")] + _UPGRADE_FIELDS),
+                 400, {}),
+}
+
+
+@pytest.mark.parametrize("request_bytes, status, musts", HANDSHAKE_REFUSALS.values(),
+                         ids=list(HANDSHAKE_REFUSALS))
+def test_ws_handshake_refusals(serve, request_bytes, status, musts):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    with WSClient(live.port) as client:
+        client.send(request_bytes)
+        method = request_bytes.split(b" ")[0].decode()
+        answer, headers, body = client.response(method=method)
+        assert answer == status, body
+        for name, value in musts.items():
+            assert headers[name] == value, name
+        assert "sec-websocket-accept" not in headers
+    assert socket_class.log == []
+
+
+def test_ws_handshake_426_leaves_the_connection_usable(serve):
+    live = ws_server(serve)
+    with WSClient(live.port) as client:
+        client.send(get("/ws") + get("/"))
+        status, headers, body = client.response()
+        # Connection: Upgrade goes with Upgrade (RFC 9110 §7.8); not close.
+        assert (status, headers["connection"]) == (426, "Upgrade")
+        assert client.response()[::2] == (200, b"Hello world\n")
+        # And the same connection may still become a WebSocket.
+        client.open()
+        client.echo("upgraded at last")
+
+
+def _handshake_hook(name):
+    def on_handshake(self, response):
+        if name == "refuse":
+            return False
+        if name == "raise 401":
+            raise poex_http.HTTPError(401, "Who are you?\n")
+        if name == "fail":
+            raise RuntimeError("on_handshake bug")
+        response.headers["X-Token"] = "t-1"
+        response.headers["Set-Cookie"] = "session=1"
+        return None  # anything but False accepts
+    return on_handshake
+
+
+@pytest.mark.parametrize("hook, status, body", [
+    ("refuse", 403, b"Forbidden.\n"), ("raise 401", 401, b"Who are you?\n"),
+    ("fail", 500, b"Internal Server Error\n"),  # as any handler that raises
+])
+def test_ws_on_handshake_refuses(serve, caplog, hook, status, body):
+    socket_class = echo_socket(on_handshake=_handshake_hook(hook))
+    live = ws_server(serve, socket_class)
+    with WSClient(live.port) as client:
+        client.send(get("/ws", headers=upgrade_fields()))
+        assert client.response()[::2] == (status, body)
+        client.send(get("/"))
+        assert client.response()[::2] == (200, b"Hello world\n")
+    assert socket_class.log == []
+    assert ("on_handshake bug" in caplog.text) == (hook == "fail")
+
+
+def test_ws_on_handshake_sets_headers_of_the_101(serve):
+    live = ws_server(serve, echo_socket(on_handshake=_handshake_hook("headers")))
+    with WSClient(live.port) as client:
+        headers = client.open()
+        assert (headers["x-token"], headers["set-cookie"]) == ("t-1", "session=1")
+        client.echo("open")
+
+
+@pytest.mark.parametrize("offered, chosen", [
+    ([], None),
+    (["superchat, chat"], "superchat"),
+    (["foo, chat, superchat"], "chat"),
+    (["foo", "superchat"], "superchat"),  # two fields
+    (["foo, bar"], None),
+])
+def test_ws_subprotocol_is_the_first_offered_that_the_class_lists(serve, offered, chosen):
+    def on_open(self):
+        self.send(repr(self.subprotocol))
+    live = ws_server(serve, echo_socket(subprotocols=["chat", "superchat"], on_open=on_open))
+    with WSClient(live.port) as client:
+        headers = client.open(fields=[("Sec-WebSocket-Protocol", value) for value in offered])
+        assert headers.get("sec-websocket-protocol") == chosen
+        assert client.message() == (OP_TEXT, repr(chosen))
+
+
+def test_ws_frames_sent_right_behind_the_handshake_are_processed(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    with WSClient(live.port) as client:
+        client.open(early=frame(OP_TEXT, b"early") + frame(OP_PING, b"p")
+                    + frame(OP_BINARY, b"\x01"))
+        assert client.message() == (OP_TEXT, "early")
+        assert client.read_frame() == Frame(True, 0, OP_PONG, b"p")
+        assert client.message() == (OP_BINARY, b"\x01")
+    assert socket_class.log[:3] == [("open",), ("message", "early"), ("message", b"\x01")]
+
+
+# --- framing, ping and pong (Autobahn 1, 2, 10)
+
+@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+@pytest.mark.parametrize("size, length", LENGTH_FORMS)
+def test_ws_echo_of_each_length_form_byte_exact(serve, opcode, size, length):
+    live = ws_server(serve)
+    payload = sized(size)
+    with ws_connect(live) as client:
+        client.send_frame(opcode, payload)
+        assert client.take(1 + len(length) + size) == bytes((0x80 | opcode,)) + length + payload
+
+
+def test_ws_a_message_in_many_fragments_is_echoed_whole(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    message = sized(65536)
+    pieces = [message[start:start + 1300] for start in range(0, len(message), 1300)]
+    with ws_connect(live) as client:
+        client.send(b"".join(frame(OP_TEXT if index == 0 else OP_CONTINUATION, piece,
+                                   fin=index == len(pieces) - 1)
+                             for index, piece in enumerate(pieces)))
+        assert client.message() == (OP_TEXT, message.decode())
+    assert socket_class.log[1] == ("message", message.decode())
+
+
+def test_ws_fragments_with_pings_between_get_their_pongs_first(serve):
+    live = ws_server(serve)
+    with ws_connect(live) as client:
+        client.send(frame(OP_BINARY, b"one", fin=False) + frame(OP_PING, b"a")
+                    + frame(OP_CONTINUATION, b"two", fin=False) + frame(OP_PING, b"b")
+                    + frame(OP_PONG, b"unasked") + frame(OP_CONTINUATION, b"three"))
+        assert client.read_frame() == Frame(True, 0, OP_PONG, b"a")
+        assert client.read_frame() == Frame(True, 0, OP_PONG, b"b")
+        assert client.message() == (OP_BINARY, b"onetwothree")
+
+
+@pytest.mark.parametrize("payload", [b"", b"hello", bytes(range(125))])
+def test_ws_ping_is_answered_by_a_pong_with_its_payload(serve, payload):
+    live = ws_server(serve)
+    with ws_connect(live) as client:
+        client.send_frame(OP_PING, payload)
+        assert client.take(2 + len(payload)) == bytes((0x8A, len(payload))) + payload
+        client.echo("still open")
+
+
+def _fails_with(live, socket_class, data, code, client=None):
+    """``data`` sent behind a good message fails the connection with ``code``:
+    the good message is echoed, then a Close, nothing after it, and TCP closes."""
+    with client or ws_connect(live) as client:
+        before = len(socket_class.log)
+        client.send(GOOD + data + GOOD)
+        assert client.message() == (OP_TEXT, "ok")
+        client.expect_close(code)
+    # (on_open may be logged after the client has its 101: it is not counted.)
+    heard = [entry[:2] for entry in socket_class.log[before:] if entry != ("open",)]
+    assert heard == [("message", "ok"), ("close", code)]
+    all_closed(live)
+
+
+@pytest.mark.parametrize("faulty, code", [case[1:3] for case in PARSER_FAULTS],
+                         ids=[case[0] for case in PARSER_FAULTS])
+def test_ws_protocol_violations_fail_the_connection(serve, faulty, code):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    _fails_with(live, socket_class, faulty, code)
+
+
+def test_ws_failure_while_the_client_still_sends_delivers_the_close(serve):
+    # The server half-closes and reads on after failing the connection:
+    # bytes the client sent behind its fault must not reset the connection
+    # before the Close is read.
+    live = ws_server(serve)
+    errors = []
+
+    def send(data):
+        try:
+            client.send(data)
+        except OSError as exc:
+            errors.append(exc)
+    with ws_connect(live) as client:
+        behind = frame(OP_BINARY, bytes(65536)) * 16  # 1 MiB, never read as frames
+        sender = threading.Thread(target=send, args=(frame(OP_TEXT, b"x", rsv=RSV2) + behind,))
+        sender.start()
+        try:
+            client.expect_close(1002)
+        finally:
+            sender.join(DEADLINE)
+        assert errors == []
+        assert live.connections(), "closed at once: unread input would reset it"
+    all_closed(live)
+
+
+# --- UTF-8 (Autobahn 6)
+
+def test_ws_valid_utf8_split_at_every_byte_across_fragments(serve):
+    live = ws_server(serve)
+    with ws_connect(live) as client:
+        for cut in range(len(VALID_UTF8) + 1):
+            client.send(frame(OP_TEXT, VALID_UTF8[:cut], fin=False)
+                        + frame(OP_CONTINUATION, VALID_UTF8[cut:]))
+            assert client.message() == (OP_TEXT, VALID_UTF8.decode()), cut
+
+
+@pytest.mark.parametrize("data, bad_at", INVALID_UTF8)
+@pytest.mark.parametrize("fragmented", [False, True])
+def test_ws_invalid_utf8_fails_with_1007(serve, data, bad_at, fragmented):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    if fragmented:  # cut inside the bad sequence when it can be
+        cut = max(bad_at, 1)
+        faulty = frame(OP_TEXT, data[:cut], fin=False) + frame(OP_CONTINUATION, data[cut:])
+    else:
+        faulty = frame(OP_TEXT, data)
+    _fails_with(live, socket_class, faulty, 1007)
+
+
+@pytest.mark.parametrize("data, bad_at", INVALID_UTF8[:-1])  # the last is known only at its end
+def test_ws_invalid_utf8_fails_fast_before_the_rest_of_the_frame(serve, data, bad_at):
+    live = ws_server(serve)
+    whole = frame(OP_TEXT, data + b"x" * 1000)
+    with ws_connect(live) as client:
+        client.send(whole[:8 + bad_at + 1])  # 126-form header and mask: 8 bytes
+        client.expect_close(1007)
+    all_closed(live)
+
+
+# --- the close handshake (Autobahn 7)
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003] + list(range(1007, 1015)) + [3000, 4999])
+def test_ws_client_close_is_echoed_with_its_code(serve, code):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    with ws_connect(live) as client:
+        client.send_frame(OP_CLOSE, close_payload(code, "done ✓".encode()))
+        client.expect_close(code)
+    assert socket_class.log == [("open",), ("close", code, "done ✓")]
+    all_closed(live)
+
+
+def test_ws_empty_close_is_answered_by_an_empty_close(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    with ws_connect(live) as client:
+        client.send_frame(OP_CLOSE)
+        client.expect_close(None)
+    assert socket_class.log == [("open",), ("close", 1005, "")]
+    all_closed(live)
+
+
+def test_ws_what_follows_the_clients_close_is_ignored(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    with ws_connect(live) as client:
+        client.send(frame(OP_CLOSE, close_payload(1000)) + frame(OP_TEXT, b"after")
+                    + frame(OP_PING, b"after"))
+        client.expect_close(1000)
+    assert socket_class.log == [("open",), ("close", 1000, "")]
+    all_closed(live)
+
+
+# --- limits (Autobahn 9)
+
+def test_ws_frame_announcing_more_than_ws_max_message_fails_before_its_payload(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, limits=dict(ws_max_message=1000))
+    with ws_connect(live) as client:
+        client.echo(sized(1000))  # the limit itself passes
+        client.send(frame(OP_BINARY, b"", length=2**40))  # only the header is ever sent
+        client.expect_close(1009)
+    assert socket_class.log[-1][:2] == ("close", 1009)
+    all_closed(live)
+
+
+def test_ws_fragments_adding_up_past_ws_max_message_fail_with_1009(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, limits=dict(ws_max_message=1000))
+    too_much = (frame(OP_TEXT, sized(600), fin=False)
+                + frame(OP_CONTINUATION, sized(300), fin=False)
+                + frame(OP_CONTINUATION, sized(101)))
+    _fails_with(live, socket_class, too_much, 1009)
+
+
+def test_ws_compressed_message_inflating_past_ws_max_message_fails_with_1009(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, limits=dict(ws_max_message=10000))
+    client = WSClient(live.port)
+    client.open(fields=[("Sec-WebSocket-Extensions", "permessage-deflate")])
+    bomb = deflate_message(b"\x00" * 2**20)  # about 1 KiB
+    _fails_with(live, socket_class, frame(OP_BINARY, bomb, rsv=RSV1), 1009, client=client)
+
+
+# --- permessage-deflate (RFC 7692; Autobahn 12, 13)
+
+PMD = "permessage-deflate"
+
+# (the Sec-WebSocket-Extensions fields offered, the answer or None: declined)
+DEFLATE_OFFERS = [
+    ([PMD], PMD),
+    ([PMD + "; server_no_context_takeover"], PMD + "; server_no_context_takeover"),
+    ([PMD + "; client_no_context_takeover"], PMD + "; client_no_context_takeover"),
+    ([PMD + "; client_no_context_takeover; server_no_context_takeover"],
+     PMD + "; client_no_context_takeover; server_no_context_takeover"),
+] + [
+    ([PMD + "; server_max_window_bits=%d" % bits], PMD + "; server_max_window_bits=%d" % bits)
+    for bits in range(9, 16)
+] + [
+    ([PMD + '; server_max_window_bits="10"'], PMD + "; server_max_window_bits=10"),
+    ([PMD + "; client_max_window_bits"], PMD),
+    ([PMD + "; client_max_window_bits=10"], PMD),
+    ([PMD + "; unknown"], None),
+    ([PMD + "; server_no_context_takeover; server_no_context_takeover"], None),
+    ([PMD + "; client_max_window_bits; client_max_window_bits=9"], None),
+    ([PMD + "; server_max_window_bits=8"], None),
+    ([PMD + "; server_max_window_bits=16"], None),
+    ([PMD + "; server_max_window_bits=010"], None),
+    ([PMD + "; server_max_window_bits"], None),
+    ([PMD + "; client_max_window_bits=16"], None),
+    ([PMD + "; server_no_context_takeover=1"], None),
+    ([PMD + "; client_no_context_takeover=true"], None),
+    (["x-webkit-deflate-frame"], None),
+    # The first acceptable offer wins, in one field or in several.
+    ([PMD + "; unknown, " + PMD + "; server_max_window_bits=11, " + PMD],
+     PMD + "; server_max_window_bits=11"),
+    (["x-webkit-deflate-frame", PMD + "; server_max_window_bits=8",
+      PMD + "; client_no_context_takeover"], PMD + "; client_no_context_takeover"),
+]
+
+
+@pytest.mark.parametrize("offered, answer", DEFLATE_OFFERS,
+                         ids=[" / ".join(offer) for offer, _ in DEFLATE_OFFERS])
+def test_ws_deflate_negotiation(serve, offered, answer):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    text = "a compressible message, " * 20
+    with WSClient(live.port) as client:
+        headers = client.open(fields=[("Sec-WebSocket-Extensions", value) for value in offered])
+        assert headers.get("sec-websocket-extensions") == answer
+        if answer is None:
+            # Nothing agreed: a compressed frame is a protocol error.
+            _fails_with(live, socket_class, frame(OP_TEXT, deflate_message(text.encode()),
+                                                  rsv=RSV1), 1002, client=client)
+            return
+        client.send_frame(OP_TEXT, deflate_message(text.encode()), rsv=RSV1)
+        echoed = client.read_frame()
+        assert (echoed.fin, echoed.rsv, echoed.opcode) == (True, RSV1, OP_TEXT)
+        assert len(echoed.payload) < len(text)
+        bits = int(client.extension.get("server_max_window_bits", 15))
+        assert inflate_message(echoed.payload, bits=bits) == text.encode()
+
+
+def test_ws_deflate_off_with_compression_false(serve):
+    socket_class = echo_socket(compression=False)
+    live = ws_server(serve, socket_class)
+    with WSClient(live.port) as client:
+        headers = client.open(fields=[("Sec-WebSocket-Extensions", PMD)])
+        assert "sec-websocket-extensions" not in headers
+        client.echo("x" * 1000)  # not compressed: message() would refuse RSV1
+        _fails_with(live, socket_class, frame(OP_TEXT, deflate_message(b"x" * 100), rsv=RSV1),
+                    1002, client=client)
+
+
+@pytest.mark.parametrize("params", [
+    "", "; server_no_context_takeover", "; client_no_context_takeover",
+    "; server_no_context_takeover; client_no_context_takeover",
+])
+def test_ws_deflate_echo_with_and_without_context_takeover(serve, params):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    server_takeover = "server_no_context_takeover" not in params
+    client_takeover = "client_no_context_takeover" not in params
+    messages = ["the same words again and again; " * 8, "the same words again and again; " * 8,
+                "short", "another message, " + "the same words again and again; " * 4]
+    compressor = zlib.compressobj(wbits=-15) if client_takeover else None
+    with WSClient(live.port) as client:
+        client.open(fields=[("Sec-WebSocket-Extensions", PMD + params)])
+        # With client context takeover, later messages refer back to earlier
+        # ones: the server must keep its decompressor to read them.
+        client.send(b"".join(frame(OP_TEXT, deflate_message(text.encode(), compressor), rsv=RSV1)
+                             for text in messages))
+        frames = [client.read_frame() for _ in messages]
+    assert [entry[1] for entry in socket_class.log if entry[0] == "message"] == messages
+    assert [(item.fin, item.opcode) for item in frames] == [(True, OP_TEXT)] * len(messages)
+    # Messages under 64 bytes go uncompressed; the others have RSV1.
+    assert [item.rsv for item in frames] == [RSV1, RSV1, 0, RSV1]
+    assert frames[2].payload == b"short"
+    compressed = [item.payload for item in frames if item.rsv]
+    if server_takeover:
+        decompressor = zlib.decompressobj(-15)
+        assert [inflate_message(payload, decompressor) for payload in compressed] == [
+            messages[0].encode(), messages[1].encode(), messages[3].encode()]
+        # The repeat refers back to the first: shorter, and unreadable alone.
+        assert len(compressed[1]) < len(compressed[0])
+        with pytest.raises(zlib.error):
+            inflate_message(compressed[1])
+    else:
+        # Each message decodes with a fresh decompressor, and the repeat is
+        # compressed exactly as the first was.
+        assert [inflate_message(payload) for payload in compressed] == [
+            messages[0].encode(), messages[1].encode(), messages[3].encode()]
+        assert compressed[0] == compressed[1]
+
+
+@pytest.mark.parametrize("bits", [9, 12, 15])
+def test_ws_deflate_server_window_is_no_larger_than_agreed(serve, bits):
+    live = ws_server(serve)
+    # A repeat 600 bytes back: a window of 512 bytes must not refer to it.
+    data = seeded_bytes(bits, 600) * 3
+    with WSClient(live.port) as client:
+        client.open(fields=[("Sec-WebSocket-Extensions",
+                             PMD + "; server_max_window_bits=%d" % bits)])
+        client.send_frame(OP_BINARY, deflate_message(data), rsv=RSV1)
+        echoed = client.read_frame()
+    assert echoed.rsv == RSV1
+    assert inflate_within_window(echoed.payload, bits) == data
+
+
+def test_ws_deflate_fragmented_compressed_message_and_rsv1_on_a_continuation(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    text = "fragmented and compressed " * 10
+    compressed = deflate_message(text.encode())
+    with WSClient(live.port) as client:
+        client.open(fields=[("Sec-WebSocket-Extensions", PMD)])
+        client.send(frame(OP_TEXT, compressed[:10], fin=False, rsv=RSV1) + frame(OP_PING, b"p")
+                    + frame(OP_CONTINUATION, compressed[10:20], fin=False)
+                    + frame(OP_CONTINUATION, compressed[20:]))
+        assert client.read_frame() == Frame(True, 0, OP_PONG, b"p")
+        assert client.message() == (OP_TEXT, text)
+        _fails_with(live, socket_class, frame(OP_TEXT, compressed[:10], fin=False, rsv=RSV1)
+                    + frame(OP_CONTINUATION, compressed[10:], rsv=RSV1), 1002, client=client)
+
+
+# --- the application's side: hooks, send, close, ping, threads, broadcast
+
+def test_ws_hooks_in_order_with_their_arguments(serve):
+    seen = []
+
+    def on_open(self):
+        seen.append((self.request.path, self.request.header("Origin"), self.connection.ID,
+                     self.connection.remote_ip, self.subprotocol, self.closed))
+        self.log.append(("open",))
+    socket_class = echo_socket(on_open=on_open, subprotocols=["chat"])
+    live = ws_server(serve, socket_class)
+    with WSClient(live.port) as client:
+        client.open(fields=[("Origin", "http://example.com"), ("Sec-WebSocket-Protocol", "chat")])
+        client.echo("text ✓")
+        client.echo(b"\x00\xffbinary")
+        client.echo("")
+        client.echo(b"")
+        client.send_frame(OP_CLOSE, close_payload(1000, b"done"))
+        client.expect_close(1000)
+    assert seen == [("/ws", "http://example.com", "HTTPd-1", "127.0.0.1", "chat", False)]
+    assert socket_class.log == [("open",), ("message", "text ✓"), ("message", b"\x00\xffbinary"),
+                                ("message", ""), ("message", b""), ("close", 1000, "done")]
+    all_closed(live)
+
+
+@pytest.mark.parametrize("how", ["FIN", "RST", "half-close"])
+def test_ws_client_that_leaves_without_a_close_gives_1006(serve, how):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class)
+    client = ws_connect(live)
+    client.echo("hi")
+    if how == "RST":
+        client.reset()
+    elif how == "FIN":
+        client.close()
+    else:
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.closed_by_server()
+        client.close()
+    wait_until(lambda: socket_class.log[-1][0] == "close")
+    assert socket_class.log == [("open",), ("message", "hi"), ("close", 1006, "")]
+    all_closed(live)
+
+
+def _on_command(commands):
+    """on_message that runs ``commands[message](self)`` and logs the message."""
+    def on_message(self, message):
+        self.log.append(("message", message))
+        commands[message](self)
+    return on_message
+
+
+def test_ws_server_close_waits_for_the_clients_close(serve):
+    socket_class = echo_socket(on_message=_on_command({
+        "close": lambda self: self.close(4000, "as asked ✓")}))
+    live = ws_server(serve, socket_class)
+    with ws_connect(live) as client:
+        client.send_frame(OP_TEXT, b"close")
+        assert client.close_frame() == close_payload(4000, "as asked ✓".encode())
+        # on_close waits for the client's answer; what it sends till then is dropped.
+        client.send_frame(OP_TEXT, b"ignored")
+        client.assert_silent(0.1)
+        assert socket_class.log == [("open",), ("message", "close")]
+        client.send_frame(OP_CLOSE, close_payload(4000))
+        assert client.closed_by_server()
+    wait_until(lambda: len(socket_class.log) == 3)
+    assert socket_class.log[2] == ("close", 4000, "")
+    all_closed(live)
+
+
+def test_ws_server_close_unanswered_is_dropped_after_ws_close_timeout(serve):
+    socket_class = echo_socket(on_message=_on_command({"close": lambda self: self.close()}))
+    live = ws_server(serve, socket_class, limits=dict(ws_close_timeout=0.3))
+    with ws_connect(live) as client:
+        client.send_frame(OP_TEXT, b"close")
+        assert client.close_frame() == close_payload(1000)
+        start = time.monotonic()
+        assert client.closed_by_server()
+        assert time.monotonic() - start >= 0.25
+    wait_until(lambda: socket_class.log[-1] == ("close", 1006, ""))
+    all_closed(live)
+
+
+@pytest.mark.parametrize("code, reason", [
+    (999, ""), (1004, ""), (1005, ""), (1006, ""), (1015, ""), (2999, ""), (5000, ""),
+    (1000, "r" * 124), (1000, "é" * 62),  # 124 bytes in UTF-8
+])
+def test_ws_close_with_a_code_or_reason_that_may_not_be_sent_raises(code, reason):
+    with pytest.raises(ValueError):
+        poex_http.WebSocket().close(code, reason)
+
+
+def test_ws_close_with_the_longest_reason(serve):
+    reason = "é" * 61 + "x"  # 123 bytes
+    socket_class = echo_socket(on_open=lambda self: self.close(3000, reason))
+    live = ws_server(serve, socket_class)
+    with ws_connect(live) as client:
+        assert client.close_frame() == close_payload(3000, reason.encode())
+        client.send_frame(OP_CLOSE)
+        assert client.closed_by_server()
+    all_closed(live)
+
+
+def test_ws_ping_from_the_application_and_on_pong(serve):
+    commands = {"ping": lambda self: self.ping(b"\x00app"), "ping empty": lambda self: self.ping()}
+    socket_class = echo_socket(on_message=_on_command(commands))
+    live = ws_server(serve, socket_class)
+    with ws_connect(live) as client:
+        for command, data in (("ping", b"\x00app"), ("ping empty", b"")):
+            client.send_frame(OP_TEXT, command.encode())
+            assert client.read_frame() == Frame(True, 0, OP_PING, data)
+            client.send_frame(OP_PONG, data)
+            wait_until(lambda: socket_class.log[-1] == ("pong", data))
+    with pytest.raises(ValueError):
+        poex_http.WebSocket().ping(b"p" * 126)
+
+
+class _Text(str):
+    pass
+
+
+def test_ws_send_chooses_text_or_binary_by_type(serve):
+    raised = []
+
+    def send_all(self):
+        for message in ("text", b"bytes", bytearray(b"bytearray"), memoryview(b"view")):
+            assert self.send(message) is True
+        for wrong in (5, None, ["list"]):
+            try:
+                self.send(wrong)
+            except TypeError:
+                raised.append(type(wrong))
+    live = ws_server(serve, echo_socket(on_open=send_all))
+    with ws_connect(live) as client:
+        assert [client.message() for _ in range(4)] == [
+            (OP_TEXT, "text"), (OP_BINARY, b"bytes"), (OP_BINARY, b"bytearray"),
+            (OP_BINARY, b"view")]
+        client.echo("still open")
+    assert raised == [int, type(None), list]
+
+
+@pytest.mark.xfail(strict=True, reason="send() tells text by type(message) is str: a str "
+                   "subclass raises TypeError")
+def test_ws_send_of_a_str_subclass_is_text(serve):
+    live = ws_server(serve, echo_socket(on_open=lambda self: self.send(_Text("subclass"))))
+    with ws_connect(live) as client:
+        assert client.message() == (OP_TEXT, "subclass")
+
+
+def test_ws_send_after_close_returns_false(serve):
+    sent = []
+    opened = []
+
+    def on_open(self):
+        opened.append(self)
+
+    def on_close(self, code, reason):
+        sent.append(self.send("from on_close"))
+    socket_class = echo_socket(on_open=on_open, on_close=on_close)
+    live = ws_server(serve, socket_class)
+    with ws_connect(live) as client:
+        client.send_frame(OP_CLOSE, close_payload(1000))
+        client.expect_close(1000)
+    all_closed(live)
+    [closed] = opened
+    assert closed.closed and closed.close_code == 1000
+    assert sent == [False]
+    assert closed.send("later") is False
+    closed.close()  # nothing to do, no error
+    closed.ping()
+
+
+def test_ws_send_ping_and_close_from_another_thread(serve):
+    opened = []
+    socket_class = echo_socket(on_open=lambda self: opened.append(self))
+    live = ws_server(serve, socket_class)
+
+    def in_thread(func, *args):
+        results = []
+        worker = threading.Thread(target=lambda: results.append(func(*args)))
+        worker.start()
+        worker.join(DEADLINE)
+        return results[0]
+    with ws_connect(live) as client:
+        wait_until(lambda: opened)
+        [ws] = opened
+        assert in_thread(ws.send, "from a thread") is True
+        assert in_thread(ws.send, b"\x01\x02") is True
+        assert client.message() == (OP_TEXT, "from a thread")
+        assert client.message() == (OP_BINARY, b"\x01\x02")
+        in_thread(ws.ping, b"t")
+        assert client.read_frame() == Frame(True, 0, OP_PING, b"t")
+        in_thread(ws.close, 1001, "going")
+        assert client.close_frame() == close_payload(1001, b"going")
+        client.send_frame(OP_CLOSE, close_payload(1001))
+        assert client.closed_by_server()
+    wait_until(lambda: ws.closed)
+    assert in_thread(ws.send, "too late") is False
+    assert socket_class.log[-1] == ("close", 1001, "")
+    all_closed(live)
+
+
+def _chat_classes():
+    """A chat room: "all:..." goes to everyone, anything else to the others."""
+    sent = []
+
+    class Chat(poex_http.WebSocket):
+        def on_message(self, message):
+            if message.startswith("all:"):
+                sent.append(type(self).broadcast(message))
+            else:
+                sent.append(type(self).broadcast(message, exclude=self))
+
+    class Lobby(Chat):
+        pass
+    return Chat, Lobby, sent
+
+
+def test_ws_broadcast_to_a_chat_of_three(serve):
+    Chat, _, sent = _chat_classes()
+    live = serve(handlers=[("^/chat$", Chat)], keepalive=10)
+    clients = [WSClient(live.port) for _ in range(3)]
+    try:
+        for client in clients:
+            client.open(path="/chat")
+        wait_until(lambda: len(Chat.sockets()) == 3)
+        first, second, third = clients
+        first.send_frame(OP_TEXT, b"all:hello")
+        for client in clients:
+            assert client.message() == (OP_TEXT, "all:hello")
+        second.send_frame(OP_TEXT, b"to the others")
+        for client in (first, third):
+            assert client.message() == (OP_TEXT, "to the others")
+        second.send_frame(OP_TEXT, b"all:second")
+        # The sender's next message is this one: it was left out before.
+        for client in clients:
+            assert client.message() == (OP_TEXT, "all:second")
+        wait_until(lambda: len(sent) == 3)
+        assert sent == [3, 2, 3]
+        third.send_frame(OP_CLOSE, close_payload(1000))
+        third.expect_close(1000)
+        wait_until(lambda: len(Chat.sockets()) == 2)
+        first.send_frame(OP_TEXT, b"all:two left")
+        for client in (first, second):
+            assert client.message() == (OP_TEXT, "all:two left")
+        wait_until(lambda: len(sent) == 4)
+        assert sent[3] == 2
+    finally:
+        for client in clients:
+            client.close()
+    wait_until(lambda: not Chat.sockets())
+    all_closed(live)
+
+
+def test_ws_sockets_of_a_subclass_are_its_own(serve):
+    Chat, Lobby, sent = _chat_classes()
+    live = serve(handlers=[("^/chat$", Chat), ("^/lobby$", Lobby)], keepalive=10)
+    with WSClient(live.port) as in_chat, WSClient(live.port) as in_lobby:
+        in_chat.open(path="/chat")
+        in_lobby.open(path="/lobby")
+        wait_until(lambda: len(Chat.sockets()) == 1 and len(Lobby.sockets()) == 1)
+        assert set(Chat.sockets()).isdisjoint(Lobby.sockets())
+        assert type(Lobby.sockets()[0]) is Lobby and poex_http.WebSocket.sockets() == ()
+        in_lobby.send_frame(OP_TEXT, b"all:lobby only")
+        assert in_lobby.message() == (OP_TEXT, "all:lobby only")
+        in_chat.send_frame(OP_TEXT, b"all:chat only")
+        assert in_chat.message() == (OP_TEXT, "all:chat only")
+        wait_until(lambda: len(sent) == 2)
+        assert sent == [1, 1]
+
+
+@pytest.mark.parametrize("hook", ["on_open", "on_message", "on_pong"])
+def test_ws_hook_that_raises_closes_with_1011_and_on_close_still_runs(serve, caplog, hook):
+    def fails(self, *args):
+        raise RuntimeError("application bug")
+    socket_class = echo_socket(**{hook: fails})
+    live = ws_server(serve, socket_class)
+    with ws_connect(live) as client:
+        client.send(frame(OP_TEXT, b"x") + frame(OP_PONG, b"x"))
+        if hook == "on_pong":
+            assert client.message() == (OP_TEXT, "x")
+        client.expect_close(1011)
+    assert socket_class.log[-1][:2] == ("close", 1011)
+    assert "application bug" in caplog.text
+    all_closed(live)
+
+
+def test_ws_on_close_that_raises_is_logged_and_the_connection_still_goes(serve, caplog):
+    def on_close(self, code, reason):
+        raise RuntimeError("on_close bug")
+    live = ws_server(serve, echo_socket(on_close=on_close))
+    with ws_connect(live) as client:
+        client.send_frame(OP_CLOSE, close_payload(1000))
+        client.expect_close(1000)
+    all_closed(live)
+    assert "on_close bug" in caplog.text
+
+
+def test_ws_every_kind_of_close_leaves_no_connection_or_descriptor(serve):
+    commands = {"close": lambda self: self.close(), "fail": lambda self: 1 / 0}
+    live = ws_server(serve, echo_socket(on_message=_on_command(commands)),
+                     limits=dict(ws_close_timeout=0.2))
+    live.call(lambda: None)
+    baseline = fd_count()
+
+    def client_closes(client):
+        client.send_frame(OP_CLOSE, close_payload(1000))
+        client.expect_close(1000)
+
+    def server_closes(client):
+        client.send_frame(OP_TEXT, b"close")
+        assert client.close_frame() == close_payload(1000)
+        client.send_frame(OP_CLOSE, close_payload(1000))
+        assert client.closed_by_server()
+
+    def server_closes_unanswered(client):
+        client.send_frame(OP_TEXT, b"close")
+        assert client.close_frame() == close_payload(1000)
+        assert client.closed_by_server()
+
+    def protocol_error(client):
+        client.send_frame(OP_TEXT, b"x", mask=False)
+        client.expect_close(1002)
+
+    def application_error(client):
+        client.send_frame(OP_TEXT, b"fail")
+        client.expect_close(1011)
+    for ending in (client_closes, server_closes, server_closes_unanswered, protocol_error,
+                   application_error, WSClient.close, WSClient.reset):
+        client = ws_connect(live)
+        try:
+            ending(client)
+        finally:
+            client.close()
+        all_closed(live)
+        assert fd_count() == baseline, ending.__name__
+
+
+WS_SPEC_MODULE = "poex_draft_ws_spec_module"
+
+
+def test_ws_class_given_as_a_module_spec_string(serve, tmp_path, monkeypatch):
+    (tmp_path / (WS_SPEC_MODULE + ".py")).write_text(textwrap.dedent("""
+        import poex_http
+
+        class Shout(poex_http.WebSocket):
+            def on_message(self, message):
+                self.send(message.upper())
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, WS_SPEC_MODULE, raising=False)
+    try:
+        live = serve(handlers=[("^/ws$", WS_SPEC_MODULE + ":Shout"), ("", hello)])
+        with ws_connect(live) as client:
+            client.send_frame(OP_TEXT, b"quiet")
+            assert client.message() == (OP_TEXT, "QUIET")
+    finally:
+        sys.modules.pop(WS_SPEC_MODULE, None)
+
+
+# --- liveness: the server's pings, idle timeout
+
+def test_ws_server_pings_and_a_client_that_answers_stays(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, limits=dict(ws_ping_interval=0.1, ws_ping_timeout=0.3))
+    ping = Frame(True, 0, OP_PING, b"")
+    with ws_connect(live) as client:
+        start = time.monotonic()
+        pongs = 0
+        while time.monotonic() - start < 0.5:  # well past the first pong deadline
+            assert client.read_frame() == ping
+            client.send_frame(OP_PONG, b"")
+            pongs += 1
+        client.send_frame(OP_CLOSE, close_payload(1000))
+        while True:  # pings may still come before the answer
+            answer = client.read_frame()
+            if answer != ping:
+                break
+        assert answer == Frame(True, 0, OP_CLOSE, close_payload(1000))
+    # on_pong hears the answers to the server's own pings too.
+    assert socket_class.log == [("open",)] + [("pong", b"")] * pongs + [("close", 1000, "")]
+    all_closed(live)
+
+
+def test_ws_client_that_never_answers_a_ping_is_dropped_after_ws_ping_timeout(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, limits=dict(ws_ping_interval=0.1, ws_ping_timeout=0.3))
+    with ws_connect(live) as client:
+        assert client.read_frame() == Frame(True, 0, OP_PING, b"")
+        pinged = time.monotonic()
+        # Messages do not stand in for the pong.
+        client.send_frame(OP_TEXT, b"busy, but deaf to pings")
+        frames = []
+        deadline = pinged + DEADLINE  # pings keep coming until it is dropped
+        with pytest.raises(EOFError):  # no Close: the peer is taken for dead
+            while time.monotonic() < deadline:
+                frames.append(client.read_frame())
+        assert time.monotonic() - pinged >= 0.25
+        echo = Frame(True, 0, OP_TEXT, b"busy, but deaf to pings")
+        assert frames.count(echo) == 1
+        assert set(frames) == {echo, Frame(True, 0, OP_PING, b"")}
+    wait_until(lambda: socket_class.log[-1][0] == "close")
+    assert socket_class.log[-1] == ("close", 1006, "")
+    all_closed(live)
+
+
+def test_ws_idle_timeout_closes_with_1001(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, limits=dict(ws_idle_timeout=0.3))
+    with ws_connect(live) as client:
+        client.echo("one")
+        echoed = time.monotonic()
+        assert client.close_frame() == close_payload(1001, b"idle")
+        assert time.monotonic() - echoed >= 0.25, "closed before the connection was idle"
+        client.send_frame(OP_CLOSE, close_payload(1001))
+        assert client.closed_by_server()
+    wait_until(lambda: socket_class.log[-1][0] == "close")
+    assert socket_class.log == [("open",), ("message", "one"), ("close", 1001, "")]
+    all_closed(live)
+
+
+# --- back-pressure: send() past output_high_water, on_drain, a reader that does not read
+
+WS_BP_LIMITS = dict(output_high_water=65536, output_low_water=16384)
+WS_CHUNK = 65536
+
+
+def test_ws_send_says_false_past_high_water_and_on_drain_follows(serve):
+    returned = []
+    pending_at_drain = []
+    drained = threading.Event()
+
+    def on_open(self):
+        for index in range(256):
+            returned.append(self.send(block(index, WS_CHUNK)))
+            if not returned[-1]:
+                break
+
+    def on_drain(self):
+        pending_at_drain.append(self.output_pending)
+        self.send("drained")
+        drained.set()
+    live = ws_server(serve, echo_socket(on_open=on_open, on_drain=on_drain),
+                     limits=WS_BP_LIMITS)
+    with WSClient(live.port, rcvbuf=4096) as client:
+        client.open()
+        wait_until(lambda: returned and not returned[-1] or len(returned) == 256)
+        assert returned == [True] * (len(returned) - 1) + [False]
+        assert not drained.wait(0.2), "on_drain fired while the client reads nothing"
+        for index in range(len(returned)):
+            assert client.message() == (OP_BINARY, block(index, WS_CHUNK)), index
+        assert client.message() == (OP_TEXT, "drained")
+        assert pending_at_drain == [pending_at_drain[0]]
+        assert pending_at_drain[0] <= WS_BP_LIMITS["output_low_water"]
+
+
+def test_ws_client_that_never_reads_is_dropped_past_ws_max_queue(serve):
+    max_queue = 262144
+    pending_before = []
+    outcome = []
+
+    def on_open(self):
+        # An application that ignores send()'s False.
+        for index in range(1024):
+            pending_before.append(self.output_pending)
+            self.send(block(index, WS_CHUNK))
+            if self.closed:
+                break
+        outcome.append(self.closed)
+    socket_class = echo_socket(on_open=on_open)
+    live = ws_server(serve, socket_class, limits=dict(WS_BP_LIMITS, ws_max_queue=max_queue))
+    with WSClient(live.port, rcvbuf=4096) as client:
+        client.open()
+        wait_until(lambda: outcome)
+        assert outcome == [True], "never dropped"
+        assert len(pending_before) < 1024
+        # Queued before each send: never past ws_max_queue, so at most one
+        # message more was ever held.
+        assert max_queue - WS_CHUNK - 14 < max(pending_before) <= max_queue
+        assert socket_class.log[-1] == ("close", 1006, "")
+        all_closed(live)  # while the client is still connected
+        received = client.read_all()
+        assert len(received) < len(pending_before) * (WS_CHUNK + 10)
+
+
+def test_ws_client_that_floods_without_reading_is_paused_not_buffered(serve):
+    size = 16384
+    count = 1024  # 16 MiB: several times what the sockets' buffers take in
+    high, recv_size = WS_BP_LIMITS["output_high_water"], poex_http.Limits().recv_size
+    pending = []
+
+    def on_message(self, message):
+        self.send(message)
+        pending.append(self.output_pending)
+    live = ws_server(serve, echo_socket(on_message=on_message),
+                     limits=dict(WS_BP_LIMITS, ws_max_queue=2**30))
+    data = b"".join(frame(OP_BINARY, block(index, size)) for index in range(count))
+    with WSClient(live.port, rcvbuf=4096) as client:
+        client.open()
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        client.sock.setblocking(False)
+        sent = 0
+        while sent < len(data):
+            if not select.select([], [client.sock], [], 0.3)[1]:
+                break  # nothing taken for 0.3 s: the server has stopped reading
+            sent += client.sock.send(data[sent:sent + 262144])
+        assert sent < len(data), "the server never stopped reading"
+        assert len(pending) < count
+        # Reading paused within one read of the high-water mark.
+        assert max(pending) <= high + recv_size + size + 14, max(pending)
+        client.sock.settimeout(DEADLINE)  # blocking again, with the usual deadline
+        rest = threading.Thread(target=client.sock.sendall, args=(data[sent:],), daemon=True)
+        rest.start()  # the server reads again as the client reads the echoes
+        for index in range(count):
+            assert client.message() == (OP_BINARY, block(index, size)), index
+        rest.join(DEADLINE)
+        assert not rest.is_alive()
+    assert max(pending) <= high + recv_size + size + 14
+
+
+# --- everywhere HTTP works: TLS, a Unix socket, prefork, graceful shutdown
+
+def test_ws_over_tls(serve, pem):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, ssl_context=server_context(pem))
+    big = seeded_bytes(9, 300000)
+    with WSClient(live.port, tls=client_context(pem)) as client:
+        client.open(fields=[("Sec-WebSocket-Extensions", PMD)])
+        client.echo("secure ✓")
+        client.send_frame(OP_BINARY, big[:100000], fin=False)
+        client.send_frame(OP_PING, b"tls")
+        client.send_frame(OP_CONTINUATION, big[100000:])
+        assert client.read_frame() == Frame(True, 0, OP_PONG, b"tls")
+        assert client.message() == (OP_BINARY, big)
+        client.send_frame(OP_TEXT, deflate_message(b"z" * 5000), rsv=RSV1)
+        assert client.message() == (OP_TEXT, "z" * 5000)
+        client.send_frame(OP_CLOSE, close_payload(1000))
+        client.expect_close(1000)
+    assert socket_class.log[-1] == ("close", 1000, "")
+    all_closed(live)
+
+
+@pytest.mark.skipif(not poex_http.HAS_AF_UNIX, reason="no AF_UNIX")
+def test_ws_over_a_unix_socket(serve, short_dir):
+    path = os.path.join(short_dir, "ws.sock")
+    peers = []
+    socket_class = echo_socket(on_open=lambda self: peers.append(self.connection.remote_ip))
+    live = ws_server(serve, socket_class, unix=path)
+    with WSClient(path) as client:
+        client.open()
+        client.echo("over a Unix socket")
+        client.send_frame(OP_CLOSE, close_payload(1000))
+        client.expect_close(1000)
+    assert peers == [None]
+    all_closed(live)
+
+
+def test_ws_graceful_shutdown_closes_with_1001_and_waits_for_the_answers(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, limits=dict(ws_close_timeout=DEADLINE))
+    with ws_connect(live) as first, ws_connect(live) as second:
+        first.echo("before")
+        live.call(live.server.shutdown)
+        for client in (first, second):
+            assert client.close_frame() == close_payload(1001, b"server shutting down")
+        assert refused(live.port)
+        first.send_frame(OP_CLOSE, close_payload(1001))
+        assert first.closed_by_server()
+        # One socket still owes its Close: the server has not finished.
+        second.assert_silent(0.1)
+        assert live.thread.is_alive()
+        second.send_frame(OP_CLOSE)
+        assert second.closed_by_server()
+        live.thread.join(DEADLINE)
+        assert not live.thread.is_alive(), "the server did not finish once every socket closed"
+    assert sorted(entry for entry in socket_class.log if entry[0] == "close") == [
+        ("close", 1001, ""), ("close", 1005, "")]
+
+
+def test_ws_graceful_shutdown_drops_a_socket_that_does_not_answer(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, limits=dict(ws_close_timeout=0.3))
+    with ws_connect(live) as client:
+        client.echo("hi")
+        live.call(live.server.shutdown)
+        start = time.monotonic()
+        assert client.close_frame() == close_payload(1001, b"server shutting down")
+        assert client.closed_by_server()
+        assert time.monotonic() - start >= 0.25
+        live.thread.join(DEADLINE)
+        assert not live.thread.is_alive()
+    assert socket_class.log[-1] == ("close", 1006, "")
+
+
+PREFORK_WEBSOCKET = """
+import os
+import poex_http
+
+class Pid(poex_http.WebSocket):
+    def on_open(self):
+        self.send(str(os.getpid()))
+
+    def on_message(self, message):
+        self.send(message)
+
+server = poex_http.spawn(host="127.0.0.1", port=0, handlers=[("^/ws$", Pid)], prefork=2,
+                         concurrency=1)
+print("listening on port %d" % server.port, flush=True)
+poex_http.run()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/task"),
+                    reason="prefork needs fork() and /proc")
+def test_ws_in_prefork_workers_and_their_graceful_stop(tmp_path):
+    script = tmp_path / "ws_prefork.py"
+    script.write_text(PREFORK_WEBSOCKET)
+    with Program(script) as program:
+        port = int(program.read_line(r"^listening on port (\d+)$").group(1))
+        wait_until(lambda: len(program.children()) == 2)
+        clients = []
+        try:
+            for _ in range(2):
+                clients.append(WSClient(port))
+                clients[-1].open()
+            # One connection per worker: the two sockets are in different workers.
+            pids = sorted(int(client.message()[1]) for client in clients)
+            assert pids == program.children()
+            for client in clients:
+                client.echo(b"worker echo")
+            program.proc.send_signal(signal.SIGTERM)
+            for client in clients:
+                assert client.close_frame() == close_payload(1001, b"server shutting down")
+                client.send_frame(OP_CLOSE, close_payload(1001))
+                assert client.closed_by_server()
+            assert program.proc.wait(DEADLINE) == 0
+        finally:
+            for client in clients:
+                client.close()
+
+
 # === 11. Routing ===
 
 # --- the handler table (Perl t/10_init.t)
