@@ -1082,8 +1082,8 @@ class PerMessageDeflate:
         self._compressor = None if self.server_no_takeover else compressor
         return data[:-4] if data.endswith(_DEFLATE_TAIL) else data
 
-    def decompress(self, data, limit):
-        """Inflate part of a message; no more than ``limit`` bytes come out (then 1009)."""
+    def decompress(self, data, limit, final=False):
+        """Inflate part of a message (``final``: its end); at most ``limit`` bytes come out."""
         import zlib  # deferred: import time
         decompressor = self._decompressor
         if decompressor is None:
@@ -1093,7 +1093,10 @@ class PerMessageDeflate:
             data = decompressor.decompress(data, limit)
         except zlib.error as exc:
             raise WebSocketError(1007, "bad compressed data: %s" % exc) from None
-        if decompressor.eof and decompressor.unused_data:
+        # After a final block only the empty block the receiver adds at the
+        # message's end may follow (RFC 7692 §7.2.2).
+        if decompressor.eof and decompressor.unused_data and not (
+                final and decompressor.unused_data == _DEFLATE_TAIL):
             raise WebSocketError(1007, "data after the final compressed block")
         return data
 
@@ -1242,10 +1245,10 @@ class WebSocketParser:
         self._remaining = None
         return True
 
-    def _add(self, chunk):
+    def _add(self, chunk, final=False):
         left = self.max_message - len(self._data)
         if self._compressed:
-            chunk = self.deflate.decompress(chunk, left + 1)
+            chunk = self.deflate.decompress(chunk, left + 1, final)
         if len(chunk) > left:
             raise WebSocketError(1009, "message over %d bytes" % self.max_message)
         self._data += chunk
@@ -1263,7 +1266,7 @@ class WebSocketParser:
     def _end_message(self):
         data = self._data
         if self._compressed:
-            self._add(_DEFLATE_TAIL)
+            self._add(_DEFLATE_TAIL, True)
             self.deflate.end_message(data)
         opcode = self._opcode
         if opcode == _WS_TEXT:

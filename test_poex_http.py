@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import datetime
 import errno
+import functools
 import gc
 import hashlib
 import http.client
@@ -5913,10 +5914,6 @@ def test_live_curl(serve):
 # compressed with this file's own code, so that the server is checked
 # against the RFCs rather than against its own helpers.
 
-# Imported here, as only this section needs them.
-import base64  # noqa: E402
-import zlib  # noqa: E402
-
 SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
 SAMPLE_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
@@ -7222,7 +7219,7 @@ def test_ws_every_kind_of_close_leaves_no_connection_or_descriptor(serve):
         assert fd_count() == baseline, ending.__name__
 
 
-WS_SPEC_MODULE = "poex_draft_ws_spec_module"
+WS_SPEC_MODULE = "poex_ws_spec_module"
 
 
 def test_ws_class_given_as_a_module_spec_string(serve, tmp_path, monkeypatch):
@@ -7232,16 +7229,45 @@ def test_ws_class_given_as_a_module_spec_string(serve, tmp_path, monkeypatch):
         class Shout(poex_http.WebSocket):
             def on_message(self, message):
                 self.send(message.upper())
+
+        class Room(poex_http.WebSocket):
+            def __init__(self, room):
+                self.room = room
+
+            def on_open(self):
+                self.send(self.room)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, WS_SPEC_MODULE, raising=False)
     try:
-        live = serve(handlers=[("^/ws$", WS_SPEC_MODULE + ":Shout"), ("", hello)])
+        live = serve(handlers=[("^/ws$", WS_SPEC_MODULE + ":Shout"),
+                               ("^/blue$", WS_SPEC_MODULE + ":Room?room=blue"), ("", hello)])
         with ws_connect(live) as client:
             client.send_frame(OP_TEXT, b"quiet")
             assert client.message() == (OP_TEXT, "QUIET")
+        # The query gives each new instance its arguments.
+        with ws_connect(live, path="/blue") as client:
+            assert client.message() == (OP_TEXT, "blue")
+        # A class that cannot be made with them fails when the table is set.
+        with pytest.raises(TypeError, match="cannot make"):
+            poex_http.Router([("^/x$", WS_SPEC_MODULE + ":Room?colour=red")])
+        with pytest.raises(TypeError, match="cannot make"):
+            poex_http.Router([("^/x$", WS_SPEC_MODULE + ":Room")])
     finally:
         sys.modules.pop(WS_SPEC_MODULE, None)
+
+
+def test_ws_class_given_as_a_partial(serve):
+    class Room(poex_http.WebSocket):
+        def __init__(self, room):
+            self.room = room
+
+        def on_open(self):
+            self.send(self.room)
+    live = ws_server(serve, functools.partial(Room, room="red"))
+    with ws_connect(live) as client:
+        assert client.message() == (OP_TEXT, "red")
+    assert "Room" in repr(poex_http.resolve_handler(functools.partial(Room, "x")))
 
 
 # --- liveness: the server's pings, idle timeout
@@ -7524,6 +7550,121 @@ def test_ws_in_prefork_workers_and_their_graceful_stop(tmp_path):
         finally:
             for client in clients:
                 client.close()
+
+
+# --- origins, bodies, shutdown, threads that send a lot
+
+@pytest.mark.parametrize("origin, status", [
+    ("https://good.example", "101"), ("HTTPS://GOOD.EXAMPLE", "101"),
+    ("https://evil.example", "403"), ("null", "403"), (None, "101")])
+def test_ws_origins_admit_only_the_listed_pages(serve, origin, status):
+    live = ws_server(serve, echo_socket(origins=["https://good.example"]))
+    fields = upgrade_fields() + ([("Origin", origin)] if origin is not None else [])
+    with RawClient(live.port) as client:
+        client.send(get("/ws", headers=fields))
+        status_line, _ = client.head()
+        assert status_line.split()[1] == status
+
+
+def test_ws_handshake_with_a_body_is_refused(serve):
+    live = ws_server(serve)
+    with RawClient(live.port) as client:
+        client.send(get("/ws", headers=upgrade_fields() + [("Content-Length", "5")]) + b"hello")
+        status, _, body = client.response()
+        assert (status, body) == (400, b"A WebSocket handshake has no body.\n")
+
+
+def test_ws_426_on_a_closing_connection_keeps_the_upgrade_option(serve):
+    # RFC 9110 §7.8: a sender of Upgrade lists "upgrade" in Connection.
+    live = ws_server(serve)
+    with RawClient(live.port) as client:
+        client.send(get("/ws", headers=[("Connection", "close")]))
+        status, headers, _ = client.response()
+        assert (status, headers["upgrade"], headers["connection"]) == (
+            426, "websocket", "Upgrade, close")
+
+
+def test_ws_socket_opened_while_the_server_stops_gets_1001(serve):
+    socket_class = echo_socket()
+    live = ws_server(serve, socket_class, limits=dict(ws_close_timeout=DEADLINE))
+    with RawClient(live.port) as idle, WSClient(live.port) as late:
+        idle.send(b"")  # connected before the stop
+        wait_until(lambda: len(live.connections()) == 2)
+        live.call(live.server.shutdown)
+        late.open()  # its request was on its way
+        assert late.close_frame() == close_payload(1001, b"server shutting down")
+        late.send_frame(OP_CLOSE, close_payload(1001))
+        assert late.closed_by_server()
+    assert socket_class.log[-1] == ("close", 1001, "")
+
+
+def test_ws_send_of_utf8_bytes_as_text(serve):
+    live = ws_server(serve, echo_socket(on_open=lambda self: self.send(b'{"a": 1}', text=True)))
+    with ws_connect(live) as client:
+        assert client.message() == (OP_TEXT, '{"a": 1}')
+
+
+def test_ws_a_thread_that_minds_send_and_wait_drain_is_never_dropped(serve):
+    # send() from a thread counts what it handed over and the reactor has
+    # not queued yet; a producer that stops at False and waits is paced.
+    count = 64
+    results = []
+
+    def produce(self):
+        returned = []
+        for index in range(count):
+            if not self.send(block(index, WS_CHUNK)):
+                returned.append(False)
+                assert self.wait_drain(DEADLINE)
+        results.append(returned)
+
+    def on_open(self):
+        threading.Thread(target=produce, args=(self,)).start()
+    socket_class = echo_socket(on_open=on_open)
+    live = ws_server(serve, socket_class, limits=dict(WS_BP_LIMITS, ws_max_queue=4 * WS_CHUNK))
+    with WSClient(live.port, rcvbuf=4096) as client:
+        client.open()
+        for index in range(count):
+            assert client.message() == (OP_BINARY, block(index, WS_CHUNK)), index
+        wait_until(lambda: results)
+        assert results[0], "send() never said the queue was full"
+        assert not any(entry[0] == "close" for entry in socket_class.log)
+
+
+def test_ws_wait_drain_on_the_reactor_thread_raises(serve):
+    raised = []
+
+    def on_open(self):
+        try:
+            self.wait_drain()
+        except RuntimeError as exc:
+            raised.append(exc)
+    live = ws_server(serve, echo_socket(on_open=on_open))
+    with ws_connect(live):
+        wait_until(lambda: raised)
+
+
+def test_ws_parser_reads_a_client_stream_ended_with_bfinal():
+    # RFC 7692 §7.2.3.4: a client may end each message's stream with a
+    # final block; the next message is a new stream that may still refer
+    # to the last one's bytes.
+    first = b"the first message, whose words come back " * 4
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    ended = compressor.compress(first) + compressor.flush(zlib.Z_FINISH)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=first)
+    second = compressor.compress(first[:60]) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert second.endswith(DEFLATE_TAIL)
+    data = frame(OP_TEXT, ended, rsv=RSV1) + frame(OP_TEXT, second[:-4], rsv=RSV1)
+    parser = poex_http.WebSocketParser(2**20, poex_http.PerMessageDeflate())
+    parser.feed(data)
+    assert parser.next_event() == (OP_TEXT, first.decode())
+    assert parser.next_event() == (OP_TEXT, first[:60].decode())
+    # Bytes after the final block are no deflate stream: 1007.
+    parser = poex_http.WebSocketParser(2**20, poex_http.PerMessageDeflate())
+    parser.feed(frame(OP_TEXT, ended + b"\x00junk", rsv=RSV1))
+    with pytest.raises(poex_http.WebSocketError) as failure:
+        parser.next_event()
+    assert failure.value.code == 1007
 
 
 # === 11. Routing ===
