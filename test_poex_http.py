@@ -4143,193 +4143,6 @@ def test_upgrade_a_half_close_still_gets_the_protocols_answer(serve):
         assert len(client.read_all()) == size
 
 
-# --- the chat example: WebSocket through the protocol switch
-#
-# A WebSocket client of a few lines, for the examples and for nginx (section
-# 10 tests the protocol itself): the opening handshake, masked frames out,
-# whole frames in, pings answered, and permessage-deflate when asked for.
-
-class TinyWebSocketClient:
-    """A WebSocket client on a RawClient; ``status`` is the handshake's status line."""
-
-    def __init__(self, address, path, headers=(), source=None, context=None, deflate=False):
-        self.raw = RawClient(address, source=source)
-        if context is not None:
-            self.raw.sock = context.wrap_socket(self.raw.sock, server_hostname="localhost")
-        key = base64.b64encode(os.urandom(16)).decode("ascii")
-        fields = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                  ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")]
-        if deflate:
-            fields.append(("Sec-WebSocket-Extensions", "permessage-deflate"))
-        self.raw.send(get(path, headers=fields + list(headers)))
-        self.status, self.headers = self.raw.head()
-        self._inflate = None
-        self.compressed = 0  # frames that came compressed
-        if self.status == "HTTP/1.1 101 Switching Protocols":
-            accept = base64.b64encode(hashlib.sha1(
-                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
-            assert self.headers["sec-websocket-accept"] == accept
-            assert self.headers["upgrade"].lower() == "websocket"
-            if self.headers.get("sec-websocket-extensions", "").startswith("permessage-deflate"):
-                self._inflate = zlib.decompressobj(-15)
-
-    def send_frame(self, opcode, payload, fin=True):
-        mask = os.urandom(4)
-        size = len(payload)
-        if size < 126:
-            head = struct.pack("!BB", fin << 7 | opcode, 0x80 | size)
-        elif size < 65536:
-            head = struct.pack("!BBH", fin << 7 | opcode, 0x80 | 126, size)
-        else:
-            head = struct.pack("!BBQ", fin << 7 | opcode, 0x80 | 127, size)
-        masked = bytes(byte ^ mask[index & 3] for index, byte in enumerate(payload))
-        self.raw.send(head + mask + masked)
-
-    def send(self, message):
-        if isinstance(message, str):
-            self.send_frame(1, message.encode("utf-8"))
-        else:
-            self.send_frame(2, bytes(message))
-
-    def frame(self):
-        """(opcode, payload) of the next frame, which must be whole and unmasked."""
-        first, second = self.raw.take(2)
-        assert first & 0x80 and not first & 0x30, "unexpected frame bits %#x" % first
-        assert not second & 0x80, "a server frame is masked"
-        size = second & 0x7F
-        if size == 126:
-            size = struct.unpack("!H", self.raw.take(2))[0]
-        elif size == 127:
-            size = struct.unpack("!Q", self.raw.take(8))[0]
-        payload = self.raw.take(size)
-        if first & 0x40:
-            assert self._inflate is not None, "a compressed frame without permessage-deflate"
-            payload = self._inflate.decompress(payload + b"\x00\x00\xff\xff")
-            self.compressed += 1
-        return first & 0x0F, payload
-
-    def message(self):
-        """The next message, str or bytes, or (code, reason) for a Close; pings answered."""
-        while True:
-            opcode, payload = self.frame()
-            if opcode == 1:
-                return payload.decode("utf-8")
-            if opcode == 2:
-                return payload
-            if opcode == 8:
-                code = struct.unpack("!H", payload[:2])[0] if payload else 1005
-                return code, payload[2:].decode("utf-8")
-            if opcode == 9:
-                self.send_frame(10, payload)
-
-    def close(self, code=1000, reason=""):
-        """The close handshake from this side: the server's answer, then its TCP close."""
-        self.send_frame(8, struct.pack("!H", code) + reason.encode("utf-8"))
-        answer = self.message()
-        while not isinstance(answer, tuple):
-            answer = self.message()  # what was on its way before our Close
-        assert self.raw.closed_by_server()
-        return answer
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.raw.close()
-
-
-def test_example_chat_two_clients_talk():
-    with Program.example("chat.py") as program:
-        port = program.port
-        status, headers, body = fetch(port, "/")
-        assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
-        assert b"new WebSocket(" in body and b'"/chat?name="' in body
-        assert b"textContent" in body and b"innerHTML" not in body
-        with TinyWebSocketClient(port, "/chat?name=alice") as alice, \
-                TinyWebSocketClient(port, "/chat?name=bob") as bob:
-            assert alice.status == bob.status == "HTTP/1.1 101 Switching Protocols"
-            assert json.loads(alice.message()) == {"text": "alice joined (1 here)"}
-            for client in (alice, bob):
-                assert json.loads(client.message()) == {"text": "bob joined (2 here)"}
-            # What one says, both see, as it was said: nothing is escaped.
-            said = "<b>bonjour</b> & \u00e9t\u00e9 \U0001f600"
-            alice.send(json.dumps({"name": "alice", "text": said}))
-            for client in (alice, bob):
-                assert json.loads(client.message()) == {"name": "alice", "text": said}
-            bob.send("plain text, not JSON")
-            for client in (alice, bob):
-                assert json.loads(client.message()) == {"name": "bob",
-                                                        "text": "plain text, not JSON"}
-            bob.send(json.dumps({"name": " Robert\n ", "text": "call me Robert"}))
-            for client in (alice, bob):
-                assert json.loads(client.message()) == {"text": "bob is now Robert"}
-                assert json.loads(client.message()) == {"name": "Robert",
-                                                        "text": "call me Robert"}
-            # Too long: the sender is told; the room hears nothing.
-            alice.send(json.dumps({"name": "alice", "text": "x" * 1001}))
-            assert json.loads(alice.message()) == {
-                "text": "Not sent: a message is at most 1000 characters."}
-            alice.send(json.dumps({"name": "alice", "text": "y" * 1000}))
-            for client in (alice, bob):
-                assert json.loads(client.message())["text"] == "y" * 1000
-            # A leave is announced.
-            assert bob.close() == (1000, "")
-            assert json.loads(alice.message()) == {"text": "Robert left"}
-
-            # A frame over the example's 16 KiB limit closes with 1009; binary, with 1003.
-            with TinyWebSocketClient(port, "/chat?name=big") as big:
-                assert json.loads(big.message()) == {"text": "big joined (2 here)"}
-                big.send("z" * 16385)
-                assert big.message() == (1009, "")
-                assert big.raw.closed_by_server()
-            with TinyWebSocketClient(port, "/chat?name=bin") as binary:
-                binary.send(b"\x00\x01")
-                assert json.loads(binary.message()) == {"text": "bin joined (2 here)"}
-                assert binary.message() == (1003, "text messages only")
-                binary.send_frame(8, struct.pack("!H", 1003))
-                assert binary.raw.closed_by_server()
-            for name in ("big", "bin"):
-                assert json.loads(alice.message()) == {"text": name + " joined (2 here)"}
-                assert json.loads(alice.message()) == {"text": name + " left"}
-
-            # A page of another site may not open a socket; one of this host may.
-            with TinyWebSocketClient(port, "/chat", headers=[
-                    ("Origin", "http://elsewhere.example")]) as stranger:
-                assert stranger.status == "HTTP/1.1 403 Forbidden"
-            with TinyWebSocketClient(port, "/chat?name=local", headers=[
-                    ("Origin", "http://x:8080")]) as local:  # get() sends Host: x
-                assert local.status == "HTTP/1.1 101 Switching Protocols"
-                assert local.close() == (1000, "")
-            assert json.loads(alice.message()) == {"text": "local joined (2 here)"}
-            assert json.loads(alice.message()) == {"text": "local left"}
-
-            # Stopping the server closes the socket still open with 1001.
-            program.proc.send_signal(signal.SIGTERM)
-            assert alice.message() == (1001, "server shutting down")
-            alice.send_frame(8, struct.pack("!H", 1001))
-            assert alice.raw.closed_by_server()
-        assert program.proc.wait(DEADLINE) == 0  # a second signal would exit at once
-
-
-def test_example_chat_over_tls(pem):
-    with Program.example("chat.py", "--certfile", pem) as program:
-        conn = https(program.port, pem)
-        try:
-            conn.request("GET", "/")
-            response = conn.getresponse()
-            assert response.status == 200 and b"wss://" in response.read()
-        finally:
-            conn.close()
-        with TinyWebSocketClient(program.port, "/chat?name=carol",
-                                 context=client_context(pem)) as carol:
-            assert carol.status == "HTTP/1.1 101 Switching Protocols"
-            assert json.loads(carol.message()) == {"text": "carol joined (1 here)"}
-            carol.send("over TLS")
-            assert json.loads(carol.message()) == {"name": "carol", "text": "over TLS"}
-            assert carol.close() == (1000, "")
-        assert program.stop() == 0
-
-
 # --- faults in every state
 #
 # A client misbehaves in each state of the connection table (section 8 of
@@ -7550,6 +7363,125 @@ def test_ws_in_prefork_workers_and_their_graceful_stop(tmp_path):
         finally:
             for client in clients:
                 client.close()
+
+
+# --- the chat example
+
+class ChatClient(WSClient):
+    """A WSClient that says str as text and bytes as binary; ``message()``
+    gives the payload alone."""
+
+    def say(self, message):
+        if isinstance(message, str):
+            self.send_frame(OP_TEXT, message.encode("utf-8"))
+        else:
+            self.send_frame(OP_BINARY, message)
+
+    def message(self):
+        return super().message()[1]
+
+
+def chat_client(port, name, fields=(), tls=None):
+    client = ChatClient(port, tls=tls)
+    client.open("/chat?name=" + name, fields)
+    return client
+
+
+def chat_close(client):
+    """The close handshake from the client's side, past what was on its way."""
+    client.send_frame(OP_CLOSE, close_payload(1000))
+    while True:
+        closing = client.read_frame()
+        if closing.opcode == OP_CLOSE:
+            break
+    assert closing.payload == close_payload(1000)
+    assert client.closed_by_server()
+
+
+def test_example_chat_two_clients_talk():
+    with Program.example("chat.py") as program:
+        port = program.port
+        status, headers, body = fetch(port, "/")
+        assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
+        assert b"new WebSocket(" in body and b'"/chat?name="' in body
+        assert b"textContent" in body and b"innerHTML" not in body
+        with chat_client(port, "alice") as alice, chat_client(port, "bob") as bob:
+            assert json.loads(alice.message()) == {"text": "alice joined (1 here)"}
+            for client in (alice, bob):
+                assert json.loads(client.message()) == {"text": "bob joined (2 here)"}
+            # What one says, both see, as it was said: nothing is escaped.
+            said = "<b>bonjour</b> & \u00e9t\u00e9 \U0001f600"
+            alice.say(json.dumps({"name": "alice", "text": said}))
+            for client in (alice, bob):
+                assert json.loads(client.message()) == {"name": "alice", "text": said}
+            bob.say("plain text, not JSON")
+            for client in (alice, bob):
+                assert json.loads(client.message()) == {"name": "bob",
+                                                        "text": "plain text, not JSON"}
+            bob.say(json.dumps({"name": " Robert\n ", "text": "call me Robert"}))
+            for client in (alice, bob):
+                assert json.loads(client.message()) == {"text": "bob is now Robert"}
+                assert json.loads(client.message()) == {"name": "Robert",
+                                                        "text": "call me Robert"}
+            # Too long: the sender is told; the room hears nothing.
+            alice.say(json.dumps({"name": "alice", "text": "x" * 1001}))
+            assert json.loads(alice.message()) == {
+                "text": "Not sent: a message is at most 1000 characters."}
+            alice.say(json.dumps({"name": "alice", "text": "y" * 1000}))
+            for client in (alice, bob):
+                assert json.loads(client.message())["text"] == "y" * 1000
+            # A leave is announced.
+            chat_close(bob)
+            assert json.loads(alice.message()) == {"text": "Robert left"}
+
+            # A frame over the example's 16 KiB limit closes with 1009; binary, with 1003.
+            with chat_client(port, "big") as big:
+                assert json.loads(big.message()) == {"text": "big joined (2 here)"}
+                big.say("z" * 16385)
+                big.expect_close(1009)
+            with chat_client(port, "bin") as binary:
+                binary.say(b"\x00\x01")
+                assert json.loads(binary.message()) == {"text": "bin joined (2 here)"}
+                assert binary.close_frame() == close_payload(1003, b"text messages only")
+                binary.send_frame(OP_CLOSE, close_payload(1003))
+                assert binary.closed_by_server()
+            for name in ("big", "bin"):
+                assert json.loads(alice.message()) == {"text": name + " joined (2 here)"}
+                assert json.loads(alice.message()) == {"text": name + " left"}
+
+            # A page of another site may not open a socket; one of this host may.
+            with RawClient(port) as stranger:
+                stranger.send(get("/chat", headers=upgrade_fields() + [
+                    ("Origin", "http://elsewhere.example")]))
+                assert stranger.head()[0] == "HTTP/1.1 403 Forbidden"
+            with chat_client(port, "local", [("Origin", "http://x:8080")]) as local:
+                chat_close(local)  # get() sends Host: x
+            assert json.loads(alice.message()) == {"text": "local joined (2 here)"}
+            assert json.loads(alice.message()) == {"text": "local left"}
+
+            # Stopping the server closes the socket still open with 1001.
+            program.proc.send_signal(signal.SIGTERM)
+            assert alice.close_frame() == close_payload(1001, b"server shutting down")
+            alice.send_frame(OP_CLOSE, close_payload(1001))
+            assert alice.closed_by_server()
+        assert program.proc.wait(DEADLINE) == 0  # a second signal would exit at once
+
+
+def test_example_chat_over_tls(pem):
+    with Program.example("chat.py", "--certfile", pem) as program:
+        conn = https(program.port, pem)
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            assert response.status == 200 and b"wss://" in response.read()
+        finally:
+            conn.close()
+        with chat_client(program.port, "carol", tls=client_context(pem)) as carol:
+            assert json.loads(carol.message()) == {"text": "carol joined (1 here)"}
+            carol.say("over TLS")
+            assert json.loads(carol.message()) == {"name": "carol", "text": "over TLS"}
+            chat_close(carol)
+        assert program.stop() == 0
 
 
 # --- origins, bodies, shutdown, threads that send a lot
@@ -10850,19 +10782,20 @@ def test_behind_nginx(tmp_path, short_dir, serve):
         # WebSocket through nginx: the handshake, a text and a binary echo (the
         # binary one compressed: permessage-deflate is negotiated end to end),
         # and the close handshake.
-        with TinyWebSocketClient(nginx_port, "/ws/echo", source="127.0.0.2", deflate=True,
-                                 headers=[("Sec-WebSocket-Protocol", "chat, echo")]) as client:
-            assert client.status == "HTTP/1.1 101 Switching Protocols", \
-                open(os.path.join(short_dir, "error.log")).read()
-            assert client.headers["sec-websocket-protocol"] == "echo"
-            assert client.headers["sec-websocket-extensions"] == "permessage-deflate"
+        with ChatClient(nginx_port, source="127.0.0.2") as client:
+            headers = client.open("/ws/echo", [
+                ("Sec-WebSocket-Protocol", "chat, echo"),
+                ("Sec-WebSocket-Extensions", "permessage-deflate")])
+            assert headers["sec-websocket-protocol"] == "echo"
+            assert headers["sec-websocket-extensions"] == "permessage-deflate"
             assert json.loads(client.message()) == ["127.0.0.2", "http", "echo"]
-            client.send("h\u00e9llo through nginx")
+            client.say("h\u00e9llo through nginx")
             assert client.message() == "h\u00e9llo through nginx"
             data = bytes(range(256)) * 64
-            client.send(data)
-            assert client.message() == data and client.compressed == 1
-            assert client.close() == (1000, "")
+            client.say(data)
+            echoed = client.read_frame()
+            assert echoed.rsv == RSV1 and client.inflate(echoed.payload) == data
+            chat_close(client)
         wait_until(lambda: not ws.connections())
         status, _, data = fetch(nginx_port, "/after-websocket")
         assert (status, json.loads(data)["path"]) == (200, "/after-websocket")
