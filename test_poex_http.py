@@ -7102,6 +7102,9 @@ def test_ws_server_pings_and_a_client_that_answers_stays(serve):
             if answer != ping:
                 break
         assert answer == Frame(True, 0, OP_CLOSE, close_payload(1000))
+    # on_close runs just after the server's Close is written: the client may
+    # read that Close first.
+    wait_until(lambda: socket_class.log[-1:] == [("close", 1000, "")])
     # on_pong hears the answers to the server's own pings too.
     assert socket_class.log == [("open",)] + [("pong", b"")] * pongs + [("close", 1000, "")]
     all_closed(live)
