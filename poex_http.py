@@ -3047,10 +3047,11 @@ class Request:
     """An HTTP request, complete with its body."""
 
     __slots__ = ("method", "path", "protocol", "_content", "body_file", "connection",
-                 "trailers", "head", "_headers", "_uri", "_client")
+                 "trailers", "head", "_headers", "_uri", "_client", "user")
 
     def __init__(self, head, content, connection, trailers=None):
         self._client = None
+        self.user = None  # the user name that authenticated (the ``auth`` option)
         self.head = head  # the RequestHead as parsed
         self.method = head.method
         self.path = head.path
@@ -4873,6 +4874,11 @@ SERVER_OPTIONS = (
     _Option("fd", None, "file descriptor of an already bound, listening socket "
             "(systemd's LISTEN_FDS is used when present)", "--fd", type=int, metavar="FD"),
     _Option("ssl_context", None, "an ssl.SSLContext for HTTPS"),
+    _Option("auth", None, "HTTP Basic authentication (RFC 7617) for every route: "
+            "{user: password}, a list of 'user:password', or a callable "
+            "check(user, password) -> bool (None: off)"),
+    _Option("auth_realm", "poex_http", "the realm a 401 names (browsers show it)",
+            "--auth-realm", metavar="TEXT"),
 )
 _OPTION_DEFAULTS = {option.name: option.default for option in SERVER_OPTIONS}
 # Known methods (RFC 9110 §9.3, PATCH: RFC 5789, WebDAV: RFC 4918); others get 501 (§9.1).
@@ -4923,6 +4929,68 @@ def _open_access_log(setting):
     return logger
 
 
+# RFC 7617 §2: a user-id and a password hold no control characters.
+_CONTROL_CHARACTER_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _basic_credentials(authorization):
+    """(user, password) from an ``Authorization`` value of the Basic scheme
+    (RFC 7617), decoded as UTF-8; None when absent, of another scheme or malformed."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":  # RFC 9110 §11.1: schemes are case-insensitive
+        return None
+    import base64  # deferred: import time
+    try:
+        text = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except ValueError:  # bad base64 (binascii.Error), non-ASCII, or not UTF-8
+        return None
+    user, colon, password = text.partition(":")  # a user-id holds no colon, a password may
+    if not colon or _CONTROL_CHARACTER_RE.search(text):
+        return None
+    return user, password
+
+
+def _password_check(setting):
+    """The ``auth`` option as check(user, password) -> bool, or None when off."""
+    if setting is None:
+        return None
+    if callable(setting):
+        return setting
+    import hashlib  # deferred: import time
+    import hmac
+    pairs = setting.items() if isinstance(setting, dict) else [
+        entry.split(":", 1) if isinstance(entry, str) else entry for entry in setting]
+    # SHA-256 digests are compared, not the passwords: compare_digest takes
+    # the same time for any two strings of one length, and digests have one.
+    digests = {}
+    for pair in pairs:
+        if len(pair) != 2 or ":" in pair[0]:
+            raise ValueError("auth: each entry must be user:password (the user without "
+                             "a colon), not %r" % (pair[0] if pair else pair,))
+        user, password = pair
+        if isinstance(password, str):
+            password = password.encode("utf-8")
+        digests[user] = hashlib.sha256(password).digest()
+    if not digests:
+        raise ValueError("auth: no user given")
+    unmatchable = os.urandom(32)  # an unknown user costs the same comparison
+
+    def check(user, password):
+        given = hashlib.sha256(password.encode("utf-8")).digest()
+        return hmac.compare_digest(given, digests.get(user, unmatchable))
+    return check
+
+
+def _basic_challenge(realm):
+    """RFC 7617 §2: the ``WWW-Authenticate`` value; the realm is a quoted-string."""
+    if _CONTROL_CHARACTER_RE.search(realm):
+        raise ValueError("auth_realm holds a control character")
+    quoted = realm.replace("\\", "\\\\").replace('"', '\\"')
+    return 'Basic realm="%s", charset="UTF-8"' % quoted
+
+
 class Server:
     """An HTTP server: listening socket, connections, handlers (``SERVER_OPTIONS``)."""
 
@@ -4966,6 +5034,8 @@ class Server:
         self.access_log = _open_access_log(options["access_log"])
         self._access_lines = []
         self.methods = _KNOWN_METHODS.union(options["methods"] or ())
+        self.password_check = _password_check(options["auth"])
+        self.auth_challenge = _basic_challenge(options["auth_realm"])
         trusted = options["trusted_proxies"]
         self.trusted_proxies = TrustedProxies(trusted) if trusted else None
         self.shutting_down = False
@@ -5287,10 +5357,15 @@ class Server:
         self._maybe_finished()
 
     def handle_request(self, conn, response):
-        """501 for an unknown method, else pre_request, then the handler (failed if it raises)."""
+        """501 for an unknown method, 401 without credentials (``auth``), else
+        pre_request, then the handler (failed if it raises)."""
         request = response.request
         if request.method not in self.methods:
             return response.error(501, "Method %s not implemented.\n" % request.method)
+        # Before pre_request and routing: no application code, and no 404
+        # that tells which paths exist, for a client without credentials.
+        if self.password_check is not None and not self._authenticate(request, response):
+            return
         if self.router.specials:
             self.call_special("pre_request", request)
             if conn.closed:
@@ -5303,6 +5378,26 @@ class Server:
         except Exception:
             _log.exception("handler for %s %s raised", request.method, request.head.target)
             response.fail()
+
+    def _authenticate(self, request, response):
+        """Set ``request.user`` from valid credentials, or answer 401 (500 if the check raised)."""
+        credentials = _basic_credentials(request.header("Authorization"))
+        if credentials is not None:
+            try:
+                accepted = self.password_check(*credentials)
+            except Exception:
+                _log.exception("auth check raised for %s %s", request.method, request.head.target)
+                response.fail()
+                return False
+            if accepted:
+                request.user = credentials[0]
+                return True
+        # Debug, not warning: a scanner's every guess would be a log line.
+        _log.debug("%s: %s %s: no valid credentials", request.connection.ID, request.method,
+                   _log_escape(request.head.target))
+        response.headers.set("WWW-Authenticate", self.auth_challenge)
+        response.error(401, "This needs a user name and password.\n")
+        return False
 
     def request_done(self, conn, response):
         """A response is on the wire: the access log and post_request."""
@@ -5592,6 +5687,9 @@ def _argument_parser():
                              "hidden (404) by default, /.well-known/ aside")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="add a header to every response (repeatable)")
+    parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
+                        help="ask every client for this user name and password (HTTP Basic; "
+                             "repeatable, one per user); sent in clear without --certfile")
     parser.add_argument("--quiet", action="store_true",
                         help="no access log, and no word of stopping (warnings still)")
     parser.add_argument("--wsgi", metavar="MODULE:APP",
@@ -5625,6 +5723,17 @@ def _listen_url(server):
     if ":" in host:
         host = "[%s]" % host
     return "%s://%s:%d/" % ("https" if server.ssl_context else "http", host, port)
+
+
+def _reachable_in_clear(server):
+    """Does ``server`` listen without TLS on an address other hosts may reach?"""
+    address = server.address
+    if server.ssl_context is not None or not isinstance(address, tuple):
+        return False  # TLS, or a Unix socket
+    import ipaddress  # deferred: import time
+    ip = ipaddress.ip_address(address[0].partition("%")[0])
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return not ip.is_loopback
 
 
 def _fail(message):
@@ -5681,6 +5790,10 @@ def main(argv=None):
             if not colon:
                 raise ValueError("--header needs 'Name: value', not %r" % line)
             headers.set(name.strip(), value.strip())
+        if args.auth:
+            if not all(":" in entry for entry in args.auth):
+                raise ValueError("--auth needs USER:PASSWORD (a value has no colon)")
+            config["auth"] = args.auth
         config["ssl_context"] = _cli_ssl_context(args)
         handler, what = _cli_handler(args)
         if config["access_log"] not in (None, "-"):
@@ -5699,6 +5812,10 @@ def main(argv=None):
             reason = exc.strerror
         return _fail("cannot listen on %s: %s" % (config["unix"] or "%s:%s" % (
             config["host"] or "*", config["port"]), reason))
+    if args.auth and _reachable_in_clear(server):
+        _log.warning(
+            "--auth without --certfile on %s: passwords cross the network in clear",
+            _listen_url(server))
     print("Serving %s on %s" % (what, _listen_url(server)), flush=True)
     _serve(server.reactor)
     return 0

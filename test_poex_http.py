@@ -10510,6 +10510,240 @@ def test_unix_socket_peer_has_no_address_whatever_name_it_binds(
         ("-", "GET / HTTP/1.1", 200), ("-", "GET /wsgi HTTP/1.1", 200)]
 
 
+# --- HTTP Basic authentication (RFC 7617)
+
+CHALLENGE = 'Basic realm="poex_http", charset="UTF-8"'
+
+
+def basic(user, password):
+    """An Authorization field of the Basic scheme, the credentials in UTF-8."""
+    token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
+    return ("Authorization", "Basic " + token)
+
+
+def user_echo(req, resp):
+    """Answers the authenticated user name as JSON (null when none)."""
+    resp.content_type = "application/json"
+    resp.content = json.dumps(req.user)
+    resp.done()
+
+
+def auth_server(serve, auth=("admin:s3cret",), **config):
+    return serve(handlers=[("^/ws$", echo_socket()), ("^/user$", user_echo), ("^/hello$", hello)],
+                 auth=auth, keepalive=10, **config)
+
+
+def test_auth_right_password_reaches_the_handler_with_request_user(serve):
+    live = auth_server(serve)
+    status, headers, body = fetch(live.port, "/user", headers=[basic("admin", "s3cret")])
+    assert (status, json.loads(body)) == (200, "admin")
+    assert "www-authenticate" not in headers
+    check_common(headers)
+
+
+def test_auth_request_user_is_none_without_the_option(serve):
+    live = serve(handlers=[("", user_echo)])
+    assert json.loads(fetch(live.port, "/", headers=[basic("admin", "s3cret")])[2]) is None
+
+
+def test_auth_401_without_credentials_with_its_exact_challenge(serve):
+    reached = []
+    live = serve(handlers=[("", lambda req, resp: (reached.append(req), hello(req, resp)))],
+                 auth={"admin": "s3cret"})
+    data = exchange(live.port, get("/", headers=[("Connection", "close")]))
+    status_line, fields, body = split_response(data)
+    assert status_line == "HTTP/1.1 401 Unauthorized"
+    headers = field_dict(fields)
+    assert headers["www-authenticate"] == CHALLENGE
+    assert headers["content-length"] == str(len(body))
+    assert b"user name and password" in body
+    check_common(headers)
+    assert not reached
+
+
+def test_auth_401_page_has_the_servers_error_format(serve):
+    live = auth_server(serve)
+    _, missing, _ = fetch(live.port, "/nowhere", headers=[basic("admin", "s3cret")])
+    status, refused_headers, _ = fetch(live.port, "/nowhere")
+    assert status == 401  # before routing: a path's existence is not told either
+    for name in ("content-type", "x-content-type-options"):
+        assert refused_headers.get(name) == missing.get(name), name
+
+
+NOT_UTF8 = "Basic " + base64.b64encode(b"admin:s3cr\xe9t").decode()  # Latin-1, not UTF-8
+
+
+@pytest.mark.parametrize("authorization", [
+    basic("admin", "wrong")[1],
+    basic("admin", "s3cre")[1],                   # a prefix of the password
+    basic("admin", "s3crett")[1],                 # longer
+    basic("nobody", "s3cret")[1],                 # unknown user, a known password
+    basic("Admin", "s3cret")[1],                  # user names are case-sensitive
+    basic("admin", "")[1],
+    "Bearer " + base64.b64encode(b"admin:s3cret").decode(),
+    "Digest username=\"admin\"",
+    "Basic",
+    "Basic ",
+    "Basic !!!not-base64!!!",
+    "Basic YWRtaW4=6czNjcmV0",                     # admin:s3cret, "=" in its middle
+    "Basic " + base64.b64encode(b"admin s3cret").decode(),  # no colon
+    NOT_UTF8,
+    "Basic " + base64.b64encode(b"admin:s3cret\x00").decode(),  # a control character
+    "Basic " + base64.b64encode(b"admin:s3cret").decode() + " extra",
+    "Basic\u00e9 " + base64.b64encode(b"admin:s3cret").decode(),
+], ids=["wrong", "prefix", "longer", "unknown-user", "user-case", "empty-password",
+        "bearer", "digest", "scheme-only", "scheme-space", "bad-base64", "inner-padding",
+        "no-colon", "not-utf8", "control", "trailing-junk", "non-ascii-scheme"])
+def test_auth_refused_credentials_get_401_not_400_nor_a_crash(serve, authorization):
+    live = auth_server(serve)
+    with RawClient(live.port) as client:
+        client.send(get("/user", headers=[("Authorization", authorization)]))
+        status, headers, body = client.response()
+        assert status == 401
+        assert headers["www-authenticate"] == CHALLENGE
+        # The connection is kept: a browser asks the user and retries on it.
+        client.send(get("/user", headers=[basic("admin", "s3cret")]))
+        status, _, body = client.response()
+        assert (status, json.loads(body)) == (200, "admin")
+
+
+def test_auth_two_authorization_fields_are_refused(serve):
+    live = auth_server(serve)
+    status, _, _ = fetch(live.port, "/user", headers=[basic("admin", "s3cret"),
+                                                       basic("admin", "s3cret")])
+    assert status == 401
+
+
+def test_auth_scheme_name_is_case_insensitive_and_spaces_are_tolerated(serve):
+    live = auth_server(serve)
+    token = base64.b64encode(b"admin:s3cret").decode()
+    for value in ("basic " + token, "BASIC " + token, "Basic   " + token):
+        assert fetch(live.port, "/user", headers=[("Authorization", value)])[0] == 200, value
+
+
+@pytest.mark.parametrize("auth", [
+    ["admin:pa:ss:word"], {"admin": "pa:ss:word"}, [("admin", "pa:ss:word")],
+], ids=["list", "dict", "pairs"])
+def test_auth_a_colon_inside_the_password(serve, auth):
+    live = auth_server(serve, auth=auth)
+    assert fetch(live.port, "/user", headers=[basic("admin", "pa:ss:word")])[0] == 200
+    assert fetch(live.port, "/user", headers=[basic("admin", "pa")])[0] == 401
+    assert fetch(live.port, "/user", headers=[basic("admin:pa", "ss")])[0] == 401
+
+
+def test_auth_several_users_and_utf8_credentials(serve):
+    live = auth_server(serve, auth=["admin:s3cret", "j\u00fcrgen:gr\u00fc\u00dfe \u2603"])
+    status, _, body = fetch(live.port, "/user", headers=[basic("j\u00fcrgen", "gr\u00fc\u00dfe \u2603")])
+    assert (status, json.loads(body)) == (200, "j\u00fcrgen")
+    assert fetch(live.port, "/user", headers=[basic("admin", "gr\u00fc\u00dfe \u2603")])[0] == 401
+    assert json.loads(fetch(live.port, "/user", headers=[basic("admin", "s3cret")])[2]) == "admin"
+
+
+def test_auth_callable_gets_the_decoded_user_and_password(serve):
+    calls = []
+
+    def check(user, password):
+        calls.append((user, password))
+        return password == "p\u00e4ss:" + user
+    live = auth_server(serve, auth=check)
+    status, _, body = fetch(live.port, "/user", headers=[basic("\u00e9ve", "p\u00e4ss:\u00e9ve")])
+    assert (status, json.loads(body)) == (200, "\u00e9ve")
+    assert fetch(live.port, "/user", headers=[basic("\u00e9ve", "nope")])[0] == 401
+    assert fetch(live.port, "/user")[0] == 401  # no credentials: not called
+    assert fetch(live.port, "/user", headers=[("Authorization", NOT_UTF8)])[0] == 401
+    assert calls == [("\u00e9ve", "p\u00e4ss:\u00e9ve"), ("\u00e9ve", "nope")]
+
+
+def test_auth_callable_that_raises_gives_500_and_the_server_goes_on(serve, caplog):
+    caplog.set_level(logging.ERROR, logger="poex_http")
+
+    def check(user, password):
+        if user == "boom":
+            raise RuntimeError("user database down")
+        return True
+    live = auth_server(serve, auth=check)
+    with RawClient(live.port) as client:
+        client.send(get("/user", headers=[basic("boom", "x")]))
+        status, headers, _ = client.response()
+        assert status == 500 and "www-authenticate" not in headers
+        client.send(get("/user", headers=[basic("fine", "x")]))
+        status, _, body = client.response()
+        assert (status, json.loads(body)) == (200, "fine")
+    records = [record for record in caplog.records if record.exc_info]
+    assert len(records) == 1 and "user database down" in caplog.text
+
+
+def test_auth_failures_are_not_logged_at_warning_level(serve, caplog):
+    caplog.set_level(logging.DEBUG, logger="poex_http")
+    live = auth_server(serve)
+    for value in (basic("admin", "wrong")[1], "Basic !!!", NOT_UTF8):
+        assert fetch(live.port, "/user", headers=[("Authorization", value)])[0] == 401
+    assert fetch(live.port, "/user")[0] == 401
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert "wrong" not in caplog.text and "s3cret" not in caplog.text  # no password logged
+
+
+def test_auth_head_request_gets_401_without_a_body(serve):
+    live = auth_server(serve)
+    status, headers, body = fetch(live.port, "/hello", method="HEAD")
+    assert (status, body) == (401, b"")
+    assert headers["www-authenticate"] == CHALLENGE
+
+
+def test_auth_realm_option_is_quoted(serve):
+    live = auth_server(serve, auth_realm='files "of" a\\b')
+    assert fetch(live.port, "/user")[1]["www-authenticate"] == \
+        'Basic realm="files \\"of\\" a\\\\b", charset="UTF-8"'
+
+
+def test_auth_applies_to_websocket_upgrades(serve):
+    live = auth_server(serve)
+    with RawClient(live.port) as client:
+        client.send(get("/ws", headers=upgrade_fields()))
+        status, headers, _ = client.response()
+        assert status == 401 and headers["www-authenticate"] == CHALLENGE
+        assert "sec-websocket-accept" not in headers and "upgrade" not in headers
+    with RawClient(live.port) as client:
+        client.send(get("/ws", headers=upgrade_fields() + [basic("admin", "wrong")]))
+        assert client.response()[0] == 401
+    client = WSClient(live.port)
+    try:
+        client.open(fields=[basic("admin", "s3cret")])
+        client.echo("behind a password")
+    finally:
+        client.close()
+
+
+def test_auth_leaves_protocol_errors_and_unknown_methods_alone(serve):
+    live = auth_server(serve)
+    status_line, fields, _ = split_response(exchange(live.port, b"GET / HTTP/1.1\r\n\r\n"))
+    assert status_line.startswith("HTTP/1.1 400 ")  # no Host
+    assert "www-authenticate" not in field_dict(fields)
+    status, headers, _ = fetch(live.port, "/user", method="BREW")
+    assert status == 501 and "www-authenticate" not in headers
+
+
+def test_auth_comes_before_pre_request_which_sees_the_user(serve):
+    seen = []
+    live = serve(handlers=[("pre_request", lambda req: seen.append(req.user)),
+                           ("", user_echo)], auth=["admin:s3cret"])
+    assert fetch(live.port, "/")[0] == 401
+    assert fetch(live.port, "/", headers=[basic("admin", "s3cret")])[0] == 200
+    assert seen == ["admin"]
+
+
+@pytest.mark.parametrize("auth", [["admin"], {"ad:min": "x"}, [], {}, [("admin",)]],
+                         ids=["no-colon", "colon-in-user", "empty-list", "empty-dict", "short-pair"])
+def test_auth_option_refuses_entries_that_could_never_match(auth):
+    with pytest.raises(ValueError):
+        poex_http.Server(handler=hello, auth=auth, port=0)
+
+
+def test_auth_option_refuses_a_realm_with_a_control_character():
+    with pytest.raises(ValueError):
+        poex_http.Server(handler=hello, auth=["a:b"], auth_realm="two\r\nlines", port=0)
+
+
 # --- prefork
 
 def _pid_on_held_connection(port, kept_alive=True):
@@ -11282,3 +11516,68 @@ def test_cli_unix_socket(tmp_path, short_dir):
         assert (status_line, body) == ("HTTP/1.1 200 OK", b"over a unix socket\n")
         assert cli.stop() == 0
     assert not os.path.exists(path)
+
+
+# --- --auth
+
+def _auth_warnings(cli):
+    return [line for line in cli.stderr_text().splitlines() if "--auth" in line]
+
+
+def test_cli_auth_asks_for_the_password(files):
+    with Program.cli("--bind", "127.0.0.1", "--port", "0", "--root", files, "--quiet",
+                     "--auth", "admin:s3:cret", "--auth", "guest:guest") as cli:
+        port = cli.serving(files)
+        status, headers, _ = fetch(port, "/p.txt")
+        assert (status, headers["www-authenticate"]) == (401, CHALLENGE)
+        assert fetch(port, "/p.txt", headers=[basic("admin", "s3:cret")])[2] == TEXT
+        assert fetch(port, "/p.txt", headers=[basic("guest", "guest")])[2] == TEXT
+        assert fetch(port, "/p.txt", headers=[basic("guest", "s3:cret")])[0] == 401
+        if shutil.which("curl"):
+            url = "http://127.0.0.1:%d/p.txt" % port
+            out = subprocess.run(["curl", "-sS", "-u", "admin:s3:cret", url],
+                                 capture_output=True, timeout=DEADLINE)
+            assert out.stdout == TEXT, out.stderr
+            out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url],
+                                 capture_output=True, timeout=DEADLINE)
+            assert out.stdout == b"401"
+        assert cli.stop() == 0
+        assert _auth_warnings(cli) == []  # loopback: no warning
+
+
+def test_cli_auth_warns_once_without_tls_on_a_reachable_address(files):
+    with Program.cli("--bind", "0.0.0.0", "--port", "0", "--root", files, "--quiet",
+                     "--auth", "admin:s3cret", "--auth", "other:one") as cli:
+        port = int(re.fullmatch(r"Serving .* on http://0\.0\.0\.0:(\d+)/", cli.next_line()).group(1))
+        assert fetch(port, "/p.txt", headers=[basic("admin", "s3cret")])[0] == 200
+        assert fetch(port, "/p.txt")[0] == 401
+        assert cli.stop() == 0
+        warnings = _auth_warnings(cli)
+        assert len(warnings) == 1, cli.stderr_text()
+        assert "clear" in warnings[0] and "s3cret" not in cli.stderr_text()
+
+
+def test_cli_auth_with_tls_does_not_warn(tmp_path):
+    (tmp_path / "cert.pem").write_text(LOCALHOST_CERT)
+    (tmp_path / "key.pem").write_text(LOCALHOST_KEY)
+    (tmp_path / "hello.txt").write_bytes(b"hello over tls\n")
+    with Program.cli("--bind", "0.0.0.0", "--port", "0", "--quiet", "--auth", "admin:s3cret",
+                     "--certfile", "cert.pem", "--keyfile", "key.pem", cwd=tmp_path) as cli:
+        port = int(re.fullmatch(r"Serving .* on https://0\.0\.0\.0:(\d+)/",
+                                cli.next_line()).group(1))
+        conn = https(port, str(tmp_path / "cert.pem"))
+        try:
+            conn.request("GET", "/hello.txt", headers=dict([basic("admin", "s3cret")]))
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, b"hello over tls\n")
+        finally:
+            conn.close()
+        assert cli.stop() == 0
+        assert _auth_warnings(cli) == []
+
+
+def test_cli_auth_without_a_colon_exits_1(files):
+    with Program.cli("--port", "0", "--root", files, "--auth", "admin") as cli:
+        status, output, stderr = cli.finish()
+    assert (status, output) == (1, b"")
+    assert stderr == "poex_http: --auth needs USER:PASSWORD (a value has no colon)\n"
