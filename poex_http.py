@@ -4682,6 +4682,9 @@ class WSGIHandler:
         }
         if head.content_length is not None or head.chunked:
             environ["CONTENT_LENGTH"] = str(req.body_length())
+        if req.user is not None:  # CGI's names; PEP 3333 strings hold bytes as Latin-1
+            environ["AUTH_TYPE"] = "Basic"
+            environ["REMOTE_USER"] = req.user.encode("utf-8").decode("latin-1")
         for name, value in head.fields:
             key = name.upper()
             if "_" in key:

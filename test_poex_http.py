@@ -9182,6 +9182,7 @@ def test_wsgi_environ(serve):
         "body": "hello",
     }
     assert {key: env.get(key) for key in expected} == expected
+    assert "REMOTE_USER" not in env and "AUTH_TYPE" not in env
     assert sorted(key for key in env if key.startswith("HTTP_")) == [
         "HTTP_HOST", "HTTP_X_MULTI", "HTTP_X_UNDER"]
 
@@ -10721,6 +10722,14 @@ def test_auth_leaves_protocol_errors_and_unknown_methods_alone(serve):
     assert "www-authenticate" not in field_dict(fields)
     status, headers, _ = fetch(live.port, "/user", method="BREW")
     assert status == 501 and "www-authenticate" not in headers
+
+
+def test_auth_user_reaches_a_wsgi_app_as_remote_user(serve):
+    live = wsgi_server(serve, environ_app, auth=["j\u00fcrgen:pw"])
+    env = json.loads(fetch(live.port, "/", headers=[basic("j\u00fcrgen", "pw")])[2])
+    assert (env["AUTH_TYPE"], env["REMOTE_USER"]) == ("Basic", "j\u00c3\u00bcrgen")  # UTF-8 as Latin-1
+    status, _, body = fetch(live.port, "/")
+    assert status == 401 and b"REMOTE_USER" not in body
 
 
 def test_auth_comes_before_pre_request_which_sees_the_user(serve):
