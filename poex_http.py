@@ -4963,15 +4963,18 @@ def _password_check(setting):
         return setting
     import hashlib  # deferred: import time
     import hmac
+    if isinstance(setting, str):
+        setting = [setting]  # one "user:password"
     pairs = setting.items() if isinstance(setting, dict) else [
         entry.split(":", 1) if isinstance(entry, str) else entry for entry in setting]
     # SHA-256 digests are compared, not the passwords: compare_digest takes
     # the same time for any two strings of one length, and digests have one.
     digests = {}
-    for pair in pairs:
+    for number, pair in enumerate(pairs, 1):
         if len(pair) != 2 or ":" in pair[0]:
-            raise ValueError("auth: each entry must be user:password (the user without "
-                             "a colon), not %r" % (pair[0] if pair else pair,))
+            # Not quoted: the entry may be a password.
+            raise ValueError("auth: entry %d is not user:password (a user name holds "
+                             "no colon)" % number)
         user, password = pair
         if isinstance(password, str):
             password = password.encode("utf-8")

@@ -10744,8 +10744,15 @@ def test_auth_comes_before_pre_request_which_sees_the_user(serve):
 @pytest.mark.parametrize("auth", [["admin"], {"ad:min": "x"}, [], {}, [("admin",)]],
                          ids=["no-colon", "colon-in-user", "empty-list", "empty-dict", "short-pair"])
 def test_auth_option_refuses_entries_that_could_never_match(auth):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as caught:
         poex_http.Server(handler=hello, auth=auth, port=0)
+    assert "admin" not in str(caught.value)  # an entry may be a password: not quoted
+
+
+def test_auth_option_takes_one_user_password_string(serve):
+    live = auth_server(serve, auth="admin:s3cret")
+    assert fetch(live.port, "/user", headers=[basic("admin", "s3cret")])[0] == 200
+    assert fetch(live.port, "/user", headers=[basic("a", "s3cret")])[0] == 401
 
 
 def test_auth_option_refuses_a_realm_with_a_control_character():
