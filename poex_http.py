@@ -4991,10 +4991,10 @@ def _password_check(setting):
 
 def _basic_challenge(realm):
     """RFC 7617 §2: the ``WWW-Authenticate`` value; the realm is a quoted-string."""
-    if _CONTROL_CHARACTER_RE.search(realm):
-        raise ValueError("auth_realm holds a control character")
     quoted = realm.replace("\\", "\\\\").replace('"', '\\"')
-    return 'Basic realm="%s", charset="UTF-8"' % quoted
+    # Checked now as a response header is, so a bad realm fails at start,
+    # not in every 401.
+    return _check_field("WWW-Authenticate", 'Basic realm="%s", charset="UTF-8"' % quoted)[1]
 
 
 class Server:
@@ -5800,6 +5800,10 @@ def main(argv=None):
             if not all(":" in entry for entry in args.auth):
                 raise ValueError("--auth needs USER:PASSWORD (a value has no colon)")
             config["auth"] = args.auth
+        try:
+            _basic_challenge(args.auth_realm)  # here, not as "cannot listen"
+        except ValueError as exc:
+            raise ValueError("--auth-realm: %s" % exc) from None
         config["ssl_context"] = _cli_ssl_context(args)
         handler, what = _cli_handler(args)
         if config["access_log"] not in (None, "-"):

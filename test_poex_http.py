@@ -10755,9 +10755,10 @@ def test_auth_option_takes_one_user_password_string(serve):
     assert fetch(live.port, "/user", headers=[basic("a", "s3cret")])[0] == 401
 
 
-def test_auth_option_refuses_a_realm_with_a_control_character():
+@pytest.mark.parametrize("realm", ["two\r\nlines", "snow \u2603"], ids=["control", "not-latin1"])
+def test_auth_option_refuses_a_realm_no_header_can_hold(realm):
     with pytest.raises(ValueError):
-        poex_http.Server(handler=hello, auth=["a:b"], auth_realm="two\r\nlines", port=0)
+        poex_http.Server(handler=hello, auth=["a:b"], auth_realm=realm, port=0)
 
 
 # --- prefork
@@ -11597,3 +11598,11 @@ def test_cli_auth_without_a_colon_exits_1(files):
         status, output, stderr = cli.finish()
     assert (status, output) == (1, b"")
     assert stderr == "poex_http: --auth needs USER:PASSWORD (a value has no colon)\n"
+
+
+def test_cli_auth_realm_no_header_can_hold_exits_1(files):
+    with Program.cli("--port", "0", "--root", files, "--auth", "a:b",
+                     "--auth-realm", "snow \u2603") as cli:
+        status, output, stderr = cli.finish()
+    assert (status, output) == (1, b"")
+    assert stderr.startswith("poex_http: --auth-realm: header value for WWW-Authenticate")
