@@ -1294,6 +1294,204 @@ class WebSocketParser:
         return _WS_CLOSE, (code, reason)
 
 
+# -- multipart/form-data bodies (RFC 7578, RFC 2046 §5.1)
+#
+# The same rules again: bytes in, events out, so an upload is parsed as it
+# is read from wherever the body lies, in pieces of any size, and a part's
+# content is never held whole.  A delimiter split across two feeds is found
+# because the parser keeps back the last bytes that might begin one.
+
+# RFC 2046 §5.1.1: a boundary is 1 to 70 characters, none of them a control.
+_BOUNDARY_RE = re.compile(r'[0-9A-Za-z\'()+_,\-./:=? ]{0,69}[0-9A-Za-z\'()+_,\-./:=?]')
+# A Content-Disposition parameter: name=token or name="quoted string".
+_DISPOSITION_PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)')
+
+
+def multipart_boundary(content_type):
+    """The boundary of a ``multipart/form-data`` Content-Type; BadRequest if it has none."""
+    media_type, _, params = (content_type or "").partition(";")
+    if media_type.strip().lower() != "multipart/form-data":
+        raise BadRequest("Not multipart/form-data.")
+    for match in _DISPOSITION_PARAM_RE.finditer(";" + params):
+        name, value = match.groups()
+        if name.lower() == "boundary":
+            if value.startswith('"'):
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            if _BOUNDARY_RE.fullmatch(value) is None:
+                raise BadRequest("Bad multipart boundary.")
+            return value
+    raise BadRequest("Multipart body without a boundary.")
+
+
+class MultipartPart:
+    """The head of one part: its fields, and its form field name and file name (or None)."""
+
+    __slots__ = ("fields", "name", "filename", "content_type")
+
+    def __init__(self, fields):
+        self.fields = fields  # [(name, value)] as sent, names in lower case
+        self.name = self.filename = None
+        self.content_type = "text/plain"  # RFC 7578 §4.4
+        for name, value in fields:
+            if name == "content-type":
+                self.content_type = value
+            elif name == "content-disposition":
+                kind, _, params = value.partition(";")
+                if kind.strip().lower() != "form-data":
+                    continue
+                for match in _DISPOSITION_PARAM_RE.finditer(";" + params):
+                    key, text = match.groups()
+                    if text.startswith('"'):
+                        # Browsers escape '"' as %22 and send '\' as is
+                        # (WHATWG HTML's form encoding), so a backslash
+                        # is only an escape before a quote.
+                        text = text[1:-1].replace('\\"', '"')
+                    key = key.lower()
+                    if key == "name":
+                        self.name = text
+                    elif key == "filename":
+                        self.filename = text
+
+    def __repr__(self):
+        return "MultipartPart(name=%r, filename=%r)" % (self.name, self.filename)
+
+
+class MultipartPartEnd:
+    """The end of the current part's content."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "MultipartPartEnd()"
+
+
+class MultipartEnd:
+    """The closing delimiter: the form is complete (what follows it is ignored)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "MultipartEnd()"
+
+
+_PART_END = MultipartPartEnd()
+_MULTIPART_END = MultipartEnd()
+
+# Parser states.
+_MP_PREAMBLE, _MP_AFTER_DELIMITER, _MP_HEAD, _MP_CONTENT, _MP_PART_DONE, _MP_DONE = range(6)
+
+
+class MultipartParser:
+    """Incremental multipart/form-data parser: ``feed(bytes)``, ``next_event()`` until None.
+
+    Events: a ``MultipartPart`` (a part's head), its content as non-empty
+    ``bytes`` pieces, a ``MultipartPartEnd``; after the last part a
+    ``MultipartEnd``.  ``finish()`` says the body is over, and raises
+    BadRequest when the closing delimiter has not come.  A violation raises
+    BadRequest, and the parser is then done.
+    """
+
+    __slots__ = ("max_parts", "max_header_size", "parts", "_delimiter", "_buffer", "_state")
+
+    def __init__(self, boundary, max_parts=1000, max_header_size=16384):
+        if isinstance(boundary, str):
+            boundary = boundary.encode("latin-1")
+        self.max_parts = max_parts
+        self.max_header_size = max_header_size
+        self.parts = 0
+        # Every delimiter is CRLF "--" boundary (RFC 2046 §5.1.1), the first
+        # one too once the body is seen as following a CRLF.
+        self._delimiter = b"\r\n--" + boundary
+        self._buffer = bytearray(b"\r\n")
+        self._state = _MP_PREAMBLE
+
+    def feed(self, data):
+        """Add bytes of the body."""
+        if self._state != _MP_DONE:
+            self._buffer += data
+
+    @property
+    def done(self):
+        """True once the closing delimiter has been read."""
+        return self._state == _MP_DONE
+
+    def finish(self):
+        """The body has ended: BadRequest unless the form was complete."""
+        if self._state != _MP_DONE:
+            raise BadRequest("Multipart body without its closing delimiter.")
+
+    def next_event(self):
+        """The next event, or None when more bytes are needed."""
+        buffer = self._buffer
+        state = self._state
+        if state == _MP_CONTENT:
+            found = buffer.find(self._delimiter)
+            if found < 0:
+                # Keep what may be the start of a delimiter.
+                keep = len(self._delimiter) - 1
+                if len(buffer) <= keep:
+                    return None
+                data = bytes(buffer[:len(buffer) - keep])
+                del buffer[:len(buffer) - keep]
+                return data
+            if found:
+                data = bytes(buffer[:found])
+                del buffer[:found]
+                return data
+            del buffer[:len(self._delimiter)]
+            self._state = _MP_AFTER_DELIMITER
+            return _PART_END
+        if state == _MP_PREAMBLE:
+            found = buffer.find(self._delimiter)
+            if found < 0:
+                del buffer[:max(0, len(buffer) - len(self._delimiter) + 1)]
+                return None
+            del buffer[:found + len(self._delimiter)]
+            self._state = _MP_AFTER_DELIMITER
+            return self.next_event()
+        if state == _MP_AFTER_DELIMITER:
+            # "--" closes; else optional white space (transport padding), CRLF.
+            if buffer[:2] == b"--":
+                self._state = _MP_DONE
+                buffer.clear()
+                return _MULTIPART_END
+            line_end = buffer.find(b"\r\n", 0, 1024)
+            if line_end < 0:
+                if len(buffer) >= 1024 or buffer.strip(b" \t") not in (b"", b"\r", b"-"):
+                    raise BadRequest("Bad multipart delimiter line.")
+                return None
+            if buffer[:line_end].strip(b" \t"):
+                raise BadRequest("Bad multipart delimiter line.")
+            del buffer[:line_end + 2]
+            self._state = _MP_HEAD
+            state = _MP_HEAD
+        if state == _MP_HEAD:
+            if buffer[:2] == b"\r\n":
+                head_end = 0  # no header fields
+            else:
+                head_end = buffer.find(b"\r\n\r\n", 0, self.max_header_size + 4)
+                if head_end < 0:
+                    if len(buffer) > self.max_header_size + 3:
+                        raise BadRequest("Multipart header section too large.")
+                    return None
+                head_end += 2
+            self.parts += 1
+            if self.parts > self.max_parts:
+                raise BadRequest("Too many parts in a multipart body.")
+            fields = []
+            for line in bytes(buffer[:head_end]).split(b"\r\n")[:-1]:
+                name, colon, value = line.partition(b":")
+                if not colon or _TOKEN_RE.fullmatch(name) is None:
+                    raise BadRequest("Bad multipart header line.")
+                # Browsers send file names in UTF-8, unescaped.
+                fields.append((name.decode("ascii").lower(),
+                               value.strip(b" \t").decode("utf-8", "surrogateescape")))
+            del buffer[:head_end + 2]
+            self._state = _MP_CONTENT
+            return MultipartPart(fields)
+        return None
+
+
 # === 5. HTTP utilities ===
 
 # Response field names already checked (hot path: a handler sets the same

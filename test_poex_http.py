@@ -2252,6 +2252,159 @@ def test_framed_chunks_parse_back():
     assert one(CHUNKED_HEAD + body)["body"] == b"abc" + b"d" * 300
 
 
+# --- multipart/form-data: whole, byte by byte and in random splits
+
+def form_body(boundary, parts, preamble=b"", epilogue=b""):
+    """A multipart/form-data body for (headers, content) parts, as browsers send it."""
+    out = preamble
+    for headers, content in parts:
+        out += b"--" + boundary + b"\r\n" + b"".join(
+            line + b"\r\n" for line in headers) + b"\r\n" + content + b"\r\n"
+    return out + b"--" + boundary + b"--\r\n" + epilogue
+
+
+def _collect_form(pieces, boundary, **options):
+    """Feed ``pieces``; returns ([(name, filename, content)], status or None)."""
+    parser = poex_http.MultipartParser(boundary, **options)
+    parts = []
+    status = None
+    try:
+        for piece in pieces:
+            parser.feed(piece)
+            while True:
+                event = parser.next_event()
+                if event is None:
+                    break
+                if isinstance(event, poex_http.MultipartPart):
+                    assert not parts or parts[-1][3], "a part began inside another"
+                    parts.append([event.name, event.filename, b"", False])
+                elif isinstance(event, poex_http.MultipartPartEnd):
+                    assert parts and not parts[-1][3], "stray part end"
+                    parts[-1][3] = True
+                elif isinstance(event, poex_http.MultipartEnd):
+                    assert parser.done and all(part[3] for part in parts)
+                else:
+                    assert type(event) is bytes and event, "content events are non-empty bytes"
+                    assert parts and not parts[-1][3], "stray content"
+                    parts[-1][2] += event
+            # Never more held than a delimiter's worth past what was fed.
+            assert len(parser._buffer) <= len(piece) + 2 * len(boundary) + 8 + 4096
+        parser.finish()
+    except poex_http.HTTPError as exc:
+        status = exc.status
+    return [tuple(part[:3]) for part in parts], status
+
+
+def parse_form(body, boundary=b"XyZ", **options):
+    """Parse a form whole, byte by byte and in random splits (fixed seeds); all must agree."""
+    whole = _collect_form([body], boundary, **options)
+    assert _collect_form([body[i:i + 1] for i in range(len(body))], boundary, **options) == whole
+    for seed in (1, 2, 3, 4, 5, 6):
+        pieces = _random_pieces(body, random.Random(seed))
+        assert _collect_form(pieces, boundary, **options) == whole, [len(p) for p in pieces]
+    return whole
+
+
+def _disposition(name, filename=None):
+    line = b'Content-Disposition: form-data; name="' + name + b'"'
+    if filename is not None:
+        line += b'; filename="' + filename + b'"'
+    return line
+
+
+def test_multipart_parts_and_contents():
+    content = bytes(range(256)) * 3 + b"\r\n--XyY is not a delimiter: \r\n-XyZ \r\n--Xy"
+    body = form_body(b"XyZ", [
+        ([_disposition(b"f", b"a.bin"), b"Content-Type: application/octet-stream"], content),
+        ([_disposition(b"comment")], b"hello"),
+        ([_disposition(b"empty", b"e.txt")], b""),
+        ([], b"no headers"),
+    ], preamble=b"ignored preamble\r\n", epilogue=b"ignored epilogue")
+    parts, status = parse_form(body)
+    assert status is None
+    assert parts == [("f", "a.bin", content), ("comment", None, b"hello"),
+                     ("empty", "e.txt", b""), (None, None, b"no headers")]
+
+
+def test_multipart_part_head_fields():
+    parser = poex_http.MultipartParser("b")
+    parser.feed(b'--b\r\nContent-Disposition: form-data; name=file; '
+                b'filename="caf\xc3\xa9 \\"q\\".txt"\r\nContent-Type: image/png\r\n\r\nx')
+    part = parser.next_event()
+    assert (part.name, part.filename, part.content_type) == ("file", 'café "q".txt', "image/png")
+    assert part.fields[1] == ("content-type", "image/png")
+
+
+def test_multipart_padding_after_delimiter_and_no_parts():
+    assert parse_form(b"--XyZ  \t\r\n\r\nabc\r\n--XyZ--") == ([(None, None, b"abc")], None)
+    assert parse_form(b"--XyZ--\r\n") == ([], None)
+
+
+def test_multipart_large_content_is_handed_out_as_it_comes():
+    parser = poex_http.MultipartParser("XyZ")
+    parser.feed(b"--XyZ\r\n" + _disposition(b"f", b"big") + b"\r\n\r\n")
+    assert isinstance(parser.next_event(), poex_http.MultipartPart)
+    received = 0
+    for _ in range(64):
+        parser.feed(b"z" * 65536)
+        while True:
+            event = parser.next_event()
+            if event is None:
+                break
+            received += len(event)
+        assert len(parser._buffer) < 16  # only what may begin a delimiter is kept
+    assert received > 64 * 65536 - 16
+
+
+def test_multipart_boundary_from_content_type():
+    assert poex_http.multipart_boundary(
+        "multipart/form-data; boundary=----WebKitFormBoundaryx7") == "----WebKitFormBoundaryx7"
+    assert poex_http.multipart_boundary('Multipart/Form-Data; charset=x; boundary="a b"') == "a b"
+    for bad in ("multipart/form-data", "multipart/form-data; boundary=", "text/plain",
+                "multipart/form-data; boundary=" + "x" * 71, None,
+                'multipart/form-data; boundary="a\x01"'):
+        with pytest.raises(poex_http.BadRequest):
+            poex_http.multipart_boundary(bad)
+
+
+@pytest.mark.parametrize("body", [
+    b"",                                                   # nothing at all
+    b"--XyZ\r\n\r\nabc",                                   # no closing delimiter
+    b"--XyZ\r\n\r\nabc\r\n--XyZ",                          # a delimiter, not the closing one
+    b"preamble only",
+    b"--XyZ\r\nno colon\r\n\r\nabc\r\n--XyZ--",            # bad header line
+    b"--XyZ\r\nBad Name: x\r\n\r\nabc\r\n--XyZ--",
+    b"--XyZjunk\r\n\r\nabc\r\n--XyZ--",                    # junk after a delimiter
+    b"--XyZ\r\n\r\nabc\r\n--XyZ-x\r\n",
+])
+def test_multipart_malformed_is_400(body):
+    assert parse_form(body)[1] == 400
+
+
+def test_multipart_limits_are_400():
+    big_head = form_body(b"XyZ", [([b"X-Pad: " + b"p" * 2000], b"abc")])
+    assert parse_form(big_head, max_header_size=1000)[1] == 400
+    assert parse_form(big_head, max_header_size=4000)[1] is None
+    many = form_body(b"XyZ", [([], b"%d" % number) for number in range(11)])
+    assert parse_form(many, max_parts=10)[1] == 400
+    assert parse_form(many, max_parts=11) == ([(None, None, b"%d" % n) for n in range(11)], None)
+
+
+def test_multipart_random_forms_agree_across_splits():
+    rng = random.Random(11)
+    for _ in range(30):
+        parts = [([_disposition(b"f%d" % n, b"n%d" % n)],
+                  bytes(rng.choice(b"\r\n-XyZab") for _ in range(rng.randint(0, 40))))
+                 for n in range(rng.randint(0, 4))]
+        expected = [("f%d" % n, "n%d" % n, content) for n, (_, content) in enumerate(parts)]
+        result = parse_form(form_body(b"XyZ", parts))
+        if any((b"\r\n" + content + b"\r\n--XyZ").find(b"\r\n--XyZ") < len(content) + 2
+               for _, content in parts):
+            continue  # the content held the delimiter itself: a different form
+        assert result == (expected, None)
+
+
+
 # === 5. HTTP utilities ===
 
 # --- headers
