@@ -728,6 +728,15 @@ HEAD_ATTRS = ("method", "target", "path", "query", "version", "fields", "keep_al
 Parsed = collections.namedtuple("Parsed", "messages status")
 
 
+def _drain(parser):
+    """Every event a sans-IO parser has ready, until it says None."""
+    while True:
+        event = parser.next_event()
+        if event is None:
+            return
+        yield event
+
+
 def _collect(pieces, limits):
     """Feed ``pieces`` one after the other, pulling every event after each.
 
@@ -741,10 +750,7 @@ def _collect(pieces, limits):
     try:
         for piece in pieces:
             parser.feed(piece)
-            while True:
-                event = parser.next_event()
-                if event is None:
-                    break
+            for event in _drain(parser):
                 if isinstance(event, poex_http.RequestHead):
                     assert not messages or messages[-1]["done"], \
                         "a head arrived before the previous message ended"
@@ -2271,10 +2277,7 @@ def _collect_form(pieces, boundary, **options):
     try:
         for piece in pieces:
             parser.feed(piece)
-            while True:
-                event = parser.next_event()
-                if event is None:
-                    break
+            for event in _drain(parser):
                 if isinstance(event, poex_http.MultipartPart):
                     assert not parts or parts[-1][3], "a part began inside another"
                     parts.append([event.name, event.filename, b"", False])
@@ -2347,11 +2350,7 @@ def test_multipart_large_content_is_handed_out_as_it_comes():
     received = 0
     for _ in range(64):
         parser.feed(b"z" * 65536)
-        while True:
-            event = parser.next_event()
-            if event is None:
-                break
-            received += len(event)
+        received += sum(len(event) for event in _drain(parser))
         assert len(parser._buffer) < 16  # only what may begin a delimiter is kept
     assert received > 64 * 65536 - 16
 
