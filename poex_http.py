@@ -4750,6 +4750,9 @@ class StaticFiles:
                 self._post_form(req, resp, path)
             else:
                 self._delete(req, resp, path)
+        except PermissionError:
+            # The server's own user may not write there: the operator's choice.
+            resp.error(403, "Permission denied: %s\n" % _quote_path(path))
         except Exception:
             _handler_raised_in_thread(resp, "StaticFiles %s" % req.method)
 
@@ -4797,9 +4800,10 @@ class StaticFiles:
             resp.code = 204
             return resp.done()
         resp.code = 201
-        resp.headers.set("Location", _quote_path(req.path))
+        location = "/" + _quote_path(req.path).lstrip("/")  # never //name: another host
+        resp.headers.set("Location", location)
         resp.content_type = "text/plain; charset=utf-8"
-        resp.content = "Created %s\n" % _quote_path(req.path)
+        resp.content = "Created %s\n" % location
         resp.done()
 
     def _refuse_existing(self, resp, conditional, path):

@@ -2338,6 +2338,15 @@ def test_multipart_part_head_fields():
     assert part.fields[1] == ("content-type", "image/png")
 
 
+def test_multipart_events_repr_and_other_dispositions():
+    parser = poex_http.MultipartParser(b"b")
+    parser.feed(b'--b\r\nContent-Disposition: attachment; filename="x"\r\n\r\n\r\n--b--')
+    events = list(_drain(parser))
+    assert [repr(event) for event in events] == [
+        "MultipartPart(name=None, filename=None)", "MultipartPartEnd()", "MultipartEnd()"]
+    assert events[0].content_type == "text/plain"  # RFC 7578 §4.4
+
+
 def test_multipart_padding_after_delimiter_and_no_parts():
     assert parse_form(b"--XyZ  \t\r\n\r\nabc\r\n--XyZ--") == ([(None, None, b"abc")], None)
     assert parse_form(b"--XyZ--\r\n") == ([], None)
@@ -9150,6 +9159,7 @@ def test_upload_put_creates_201_then_replaces_204(serve, box):
     assert (status, body) == (204, b"")
     assert (box.root / "new file.bin").read_bytes() == b"second"
     assert put(live, "/empty", b"")[0] == 201 and (box.root / "empty").read_bytes() == b""
+    assert put(live, "//sub//x.txt", b"x")[1]["location"] == "/sub//x.txt"
     assert fetch(live.port, "/new%20file.bin")[2] == b"second"  # served at once, not cached
     assert no_temporary_files(box.root)
 
@@ -9193,6 +9203,21 @@ def test_upload_put_refuses_dotfiles_directories_and_files_as_parents(serve, box
     allowed = upload_server(serve, box.root, dotfiles="allow")
     assert put(allowed, "/.well/.env", b"dot")[0] == 201
     assert (box.root / ".well" / ".env").read_bytes() == b"dot"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_upload_into_a_directory_the_server_may_not_write_is_403(serve, box):
+    live = serve(handlers=[("", poex_http.StaticFiles(str(box.root), upload=True,
+                                                     delete=True))])
+    os.chmod(str(box.root / "sub"), 0o555)
+    try:
+        assert put(live, "/sub/x.txt", b"x")[0] == 403
+        assert put(live, "/sub/deeper/x.txt", b"x")[0] == 403
+        assert post_form(live, "/sub/", [([_disposition(b"f", b"x.txt")], b"x")])[0] == 403
+        assert fetch(live.port, "/sub/kept.txt", method="DELETE")[0] == 403
+    finally:
+        os.chmod(str(box.root / "sub"), 0o755)
+    assert tree(box.root / "sub") == {"kept.txt": b"kept"}
 
 
 def test_upload_put_without_replacing_409_and_if_none_match_412(serve, box):
