@@ -29,7 +29,8 @@ __all__ = [
     "Limits", "HTTPError", "ProtocolError", "BadRequest", "RequestTimeout",
     "LengthRequired", "ContentTooLarge", "URITooLong", "ExpectationFailed",
     "HeaderFieldsTooLarge", "NotImplementedByServer", "VersionNotSupported",
-    "RequestParser", "RequestHead", "EndOfMessage", "reason_phrase", "status_line",
+    "RequestParser", "RequestHead", "EndOfMessage", "MultipartParser", "MultipartPart",
+    "MultipartPartEnd", "MultipartEnd", "multipart_boundary", "reason_phrase", "status_line",
     "status_has_body", "frame_chunk", "LAST_CHUNK", "CONTINUE_RESPONSE",
     "Headers", "format_http_date", "parse_http_date", "guess_type", "make_etag",
     "etag_matches", "parse_range", "safe_join", "FileTruncated", "StaticFiles",
@@ -1292,6 +1293,204 @@ class WebSocketParser:
         except UnicodeDecodeError:
             raise WebSocketError(1007, "close reason is not UTF-8") from None
         return _WS_CLOSE, (code, reason)
+
+
+# -- multipart/form-data bodies (RFC 7578, RFC 2046 §5.1)
+#
+# The same rules again: bytes in, events out, so an upload is parsed as it
+# is read from wherever the body lies, in pieces of any size, and a part's
+# content is never held whole.  A delimiter split across two feeds is found
+# because the parser keeps back the last bytes that might begin one.
+
+# RFC 2046 §5.1.1: a boundary is 1 to 70 characters, none of them a control.
+_BOUNDARY_RE = re.compile(r'[0-9A-Za-z\'()+_,\-./:=? ]{0,69}[0-9A-Za-z\'()+_,\-./:=?]')
+# A Content-Disposition parameter: name=token or name="quoted string".
+_DISPOSITION_PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)')
+
+
+def multipart_boundary(content_type):
+    """The boundary of a ``multipart/form-data`` Content-Type; BadRequest if it has none."""
+    media_type, _, params = (content_type or "").partition(";")
+    if media_type.strip().lower() != "multipart/form-data":
+        raise BadRequest("Not multipart/form-data.")
+    for match in _DISPOSITION_PARAM_RE.finditer(";" + params):
+        name, value = match.groups()
+        if name.lower() == "boundary":
+            if value.startswith('"'):
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            if _BOUNDARY_RE.fullmatch(value) is None:
+                raise BadRequest("Bad multipart boundary.")
+            return value
+    raise BadRequest("Multipart body without a boundary.")
+
+
+class MultipartPart:
+    """The head of one part: its fields, and its form field name and file name (or None)."""
+
+    __slots__ = ("fields", "name", "filename", "content_type")
+
+    def __init__(self, fields):
+        self.fields = fields  # [(name, value)] as sent, names in lower case
+        self.name = self.filename = None
+        self.content_type = "text/plain"  # RFC 7578 §4.4
+        for name, value in fields:
+            if name == "content-type":
+                self.content_type = value
+            elif name == "content-disposition":
+                kind, _, params = value.partition(";")
+                if kind.strip().lower() != "form-data":
+                    continue
+                for match in _DISPOSITION_PARAM_RE.finditer(";" + params):
+                    key, text = match.groups()
+                    if text.startswith('"'):
+                        # Browsers escape '"' as %22 and send '\' as is
+                        # (WHATWG HTML's form encoding), so a backslash
+                        # is only an escape before a quote.
+                        text = text[1:-1].replace('\\"', '"')
+                    key = key.lower()
+                    if key == "name":
+                        self.name = text
+                    elif key == "filename":
+                        self.filename = text
+
+    def __repr__(self):
+        return "MultipartPart(name=%r, filename=%r)" % (self.name, self.filename)
+
+
+class MultipartPartEnd:
+    """The end of the current part's content."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "MultipartPartEnd()"
+
+
+class MultipartEnd:
+    """The closing delimiter: the form is complete (what follows it is ignored)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "MultipartEnd()"
+
+
+_PART_END = MultipartPartEnd()
+_MULTIPART_END = MultipartEnd()
+
+# Parser states.
+_MP_PREAMBLE, _MP_AFTER_DELIMITER, _MP_HEAD, _MP_CONTENT, _MP_PART_DONE, _MP_DONE = range(6)
+
+
+class MultipartParser:
+    """Incremental multipart/form-data parser: ``feed(bytes)``, ``next_event()`` until None.
+
+    Events: a ``MultipartPart`` (a part's head), its content as non-empty
+    ``bytes`` pieces, a ``MultipartPartEnd``; after the last part a
+    ``MultipartEnd``.  ``finish()`` says the body is over, and raises
+    BadRequest when the closing delimiter has not come.  A violation raises
+    BadRequest, and the parser is then done.
+    """
+
+    __slots__ = ("max_parts", "max_header_size", "parts", "_delimiter", "_buffer", "_state")
+
+    def __init__(self, boundary, max_parts=1000, max_header_size=16384):
+        if isinstance(boundary, str):
+            boundary = boundary.encode("latin-1")
+        self.max_parts = max_parts
+        self.max_header_size = max_header_size
+        self.parts = 0
+        # Every delimiter is CRLF "--" boundary (RFC 2046 §5.1.1), the first
+        # one too once the body is seen as following a CRLF.
+        self._delimiter = b"\r\n--" + boundary
+        self._buffer = bytearray(b"\r\n")
+        self._state = _MP_PREAMBLE
+
+    def feed(self, data):
+        """Add bytes of the body."""
+        if self._state != _MP_DONE:
+            self._buffer += data
+
+    @property
+    def done(self):
+        """True once the closing delimiter has been read."""
+        return self._state == _MP_DONE
+
+    def finish(self):
+        """The body has ended: BadRequest unless the form was complete."""
+        if self._state != _MP_DONE:
+            raise BadRequest("Multipart body without its closing delimiter.")
+
+    def next_event(self):
+        """The next event, or None when more bytes are needed."""
+        buffer = self._buffer
+        state = self._state
+        if state == _MP_CONTENT:
+            found = buffer.find(self._delimiter)
+            if found < 0:
+                # Keep what may be the start of a delimiter.
+                keep = len(self._delimiter) - 1
+                if len(buffer) <= keep:
+                    return None
+                data = bytes(buffer[:len(buffer) - keep])
+                del buffer[:len(buffer) - keep]
+                return data
+            if found:
+                data = bytes(buffer[:found])
+                del buffer[:found]
+                return data
+            del buffer[:len(self._delimiter)]
+            self._state = _MP_AFTER_DELIMITER
+            return _PART_END
+        if state == _MP_PREAMBLE:
+            found = buffer.find(self._delimiter)
+            if found < 0:
+                del buffer[:max(0, len(buffer) - len(self._delimiter) + 1)]
+                return None
+            del buffer[:found + len(self._delimiter)]
+            self._state = _MP_AFTER_DELIMITER
+            return self.next_event()
+        if state == _MP_AFTER_DELIMITER:
+            # "--" closes; else optional white space (transport padding), CRLF.
+            if buffer[:2] == b"--":
+                self._state = _MP_DONE
+                buffer.clear()
+                return _MULTIPART_END
+            line_end = buffer.find(b"\r\n", 0, 1024)
+            if line_end < 0:
+                if len(buffer) >= 1024 or buffer.strip(b" \t") not in (b"", b"\r", b"-"):
+                    raise BadRequest("Bad multipart delimiter line.")
+                return None
+            if buffer[:line_end].strip(b" \t"):
+                raise BadRequest("Bad multipart delimiter line.")
+            del buffer[:line_end + 2]
+            self._state = _MP_HEAD
+            state = _MP_HEAD
+        if state == _MP_HEAD:
+            if buffer[:2] == b"\r\n":
+                head_end = 0  # no header fields
+            else:
+                head_end = buffer.find(b"\r\n\r\n", 0, self.max_header_size + 4)
+                if head_end < 0:
+                    if len(buffer) > self.max_header_size + 3:
+                        raise BadRequest("Multipart header section too large.")
+                    return None
+                head_end += 2
+            self.parts += 1
+            if self.parts > self.max_parts:
+                raise BadRequest("Too many parts in a multipart body.")
+            fields = []
+            for line in bytes(buffer[:head_end]).split(b"\r\n")[:-1]:
+                name, colon, value = line.partition(b":")
+                if not colon or _TOKEN_RE.fullmatch(name) is None:
+                    raise BadRequest("Bad multipart header line.")
+                # Browsers send file names in UTF-8, unescaped.
+                fields.append((name.decode("ascii").lower(),
+                               value.strip(b" \t").decode("utf-8", "surrogateescape")))
+            del buffer[:head_end + 2]
+            self._state = _MP_CONTENT
+            return MultipartPart(fields)
+        return None
 
 
 # === 5. HTTP utilities ===
@@ -3910,9 +4109,10 @@ class WebSocket:
                 self._ws_call(self.on_pong, payload)
             else:
                 code, reason = payload
-                # Echo the code (RFC 6455 §5.5.1), then close TCP.
-                self._ws_write(0x88, b"" if code == 1005 else code.to_bytes(2, "big"))
+                # on_close first, so that it has run when the client reads
+                # the echo of its code (RFC 6455 §5.5.1); then close TCP.
                 self._ws_closed(code, reason)
+                self._ws_write(0x88, b"" if code == 1005 else code.to_bytes(2, "big"))
                 self._ws_conn.close()
                 return
         conn = self._ws_conn
@@ -4339,7 +4539,8 @@ class StaticFiles:
     """A handler serving the files under ``root``, and nothing outside it."""
 
     def __init__(self, root, index="index.html", listing=True, prefix="",
-                 cache_size=4 * 2**20, dotfiles="hide"):
+                 cache_size=4 * 2**20, dotfiles="hide", upload=False, replace=True,
+                 delete=False, upload_threads=4):
         if dotfiles not in ("hide", "allow"):
             raise ValueError("dotfiles must be 'hide' or 'allow', not %r" % (dotfiles,))
         self.root = os.path.realpath(root)
@@ -4355,16 +4556,34 @@ class StaticFiles:
         self.cache_size = cache_size
         self._cache = {}  # file path -> _CachedFile
         self._cached_bytes = 0
+        # Writing, off unless asked for: ``upload`` takes PUT and POST
+        # (multipart/form-data), ``replace=False`` keeps existing files
+        # (409, or 412 for If-None-Match: *), ``delete`` takes DELETE.  The
+        # size of what may be written is Limits.max_body.
+        self.upload = upload
+        self.replace = replace
+        self.delete = delete
+        self._write_methods = frozenset(("PUT", "POST") if upload else ()) | frozenset(
+            ("DELETE",) if delete else ())
+        self._allow = ", ".join(["GET", "HEAD"] + sorted(self._write_methods))
+        self.upload_threads = upload_threads
+        self._workers = None  # made on the first write
+        self._workers_lock = threading.Lock()
 
     def __call__(self, req, resp):
+        writing = False
         if req.method not in ("GET", "HEAD"):
-            resp.headers.set("Allow", "GET, HEAD")
-            return resp.error(405, "Method %s not allowed.\n" % req.method)
+            if req.method not in self._write_methods:
+                resp.headers.set("Allow", self._allow)
+                return resp.error(405, "Method %s not allowed.\n" % req.method)
+            writing = True
         path = req.path
         if self.prefix:
             if path != self.prefix and not path.startswith(self.prefix + "/"):
                 return resp.error(404, "No such file or directory %s\n" % _quote_path(path))
             path = path[len(self.prefix):] or "/"
+        if writing:
+            return self._write_request(req, resp, path)
         found = _resolve_under(self.root, path)
         if found is None:
             return resp.error(403, "Forbidden path %s\n" % _quote_path(req.path))
@@ -4504,6 +4723,271 @@ class StaticFiles:
             "<body><h1>%s</h1>\n<table>\n"
             "<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
             "%s\n</table></body></html>\n" % (title, title, "\n".join(rows)))
+        resp.done()
+
+
+    # -- uploads: PUT, POST multipart/form-data, DELETE (all off by default)
+    #
+    # The body has fully arrived (bounded by Limits.max_body, spooled to a
+    # temporary file past Limits.spool_body) before the handler runs, so a
+    # client that leaves midway never reaches this code, and 413 is answered
+    # before a byte is read.  The copying and the file system calls run on
+    # the handler's own worker threads, so a large file does not stall the
+    # reactor.  Every file is written under a hidden temporary name in its
+    # target directory and renamed into place once complete: a reader sees
+    # the old file or the new one, never a part.
+
+    def _write_request(self, req, resp, path):
+        if self._workers is None:
+            with self._workers_lock:
+                if self._workers is None:
+                    self._workers = _WorkerPool(self.upload_threads)
+        self._workers.submit(self._run_write, req, resp, path)
+
+    def _run_write(self, req, resp, path):
+        try:
+            if req.method == "PUT":
+                self._put(req, resp, path)
+            elif req.method == "POST":
+                self._post_form(req, resp, path)
+            else:
+                self._delete(req, resp, path)
+        except PermissionError:
+            # The server's own user may not write there: the operator's choice.
+            resp.error(403, "Permission denied: %s\n" % _quote_path(path))
+        except Exception:
+            _handler_raised_in_thread(resp, "StaticFiles %s" % req.method)
+
+    def _hidden(self, path):
+        return self.dotfiles == "hide" and _DOTFILE_RE.search(_display_path(path)) is not None
+
+    def _refuse(self, resp, code, text, path):
+        return resp.error(code, "%s %s\n" % (text, _quote_path(path)))
+
+    def _put(self, req, resp, path):
+        if path.endswith("/"):
+            return self._refuse(resp, 409, "Cannot PUT a directory", path)
+        if self._hidden(path):
+            return self._refuse(resp, 403, "Forbidden path", path)
+        found = _resolve_under(self.root, path)
+        if found is None:
+            return self._refuse(resp, 403, "Forbidden path", path)
+        fs_path, stat = found
+        if stat is not None and S_ISDIR(stat.st_mode):
+            return self._refuse(resp, 409, "Cannot PUT onto a directory", path)
+        try:
+            directory = self._make_parents(os.path.dirname(fs_path))
+        except NotADirectoryError:
+            return self._refuse(resp, 409, "A parent is not a directory:", path)
+        except PermissionError:
+            return self._refuse(resp, 403, "Forbidden path", path)
+        if directory is None:
+            return self._refuse(resp, 403, "Forbidden path", path)
+        target = os.path.join(directory, os.path.basename(fs_path))
+        # RFC 9110 §13.1.2: If-None-Match: * makes the PUT create, never replace.
+        create_only = (req.header("If-None-Match") or "").strip() == "*"
+        replace = self.replace and not create_only
+        if not replace and os.path.lexists(target):
+            return self._refuse_existing(resp, create_only, path)  # before a byte is written
+        temporary = self._write_temporary(directory, req.body_stream())
+        try:
+            replaced = self._place(temporary, target, replace)
+        except FileExistsError:
+            os.unlink(temporary)
+            return self._refuse_existing(resp, create_only, path)
+        except IsADirectoryError:
+            os.unlink(temporary)
+            return self._refuse(resp, 409, "Cannot PUT onto a directory", path)
+        if replaced:
+            resp.code = 204
+            return resp.done()
+        resp.code = 201
+        location = "/" + _quote_path(req.path).lstrip("/")  # never //name: another host
+        resp.headers.set("Location", location)
+        resp.content_type = "text/plain; charset=utf-8"
+        resp.content = "Created %s\n" % location
+        resp.done()
+
+    def _refuse_existing(self, resp, conditional, path):
+        # RFC 9110: 412 when a precondition the client sent fails (§13.1.2),
+        # 409 when the resource's state forbids the request (§15.5.10).
+        if conditional:
+            return self._refuse(resp, 412, "Already exists:", path)
+        return self._refuse(resp, 409, "Already exists (replacing is off):", path)
+
+    def _make_parents(self, directory):
+        """The real path of ``directory``, made below the root if missing; None if outside."""
+        relative = os.path.relpath(directory, self.root)
+        current = self.root
+        for segment in [] if relative == os.curdir else relative.split(os.sep):
+            current = os.path.join(current, segment)
+            try:
+                os.mkdir(current)
+            except FileExistsError:
+                pass  # made before, or by another upload meanwhile
+            # A symlink is followed only where it stays under the root.
+            current = os.path.realpath(current)
+            if not self._inside(current):
+                return None
+            if not os.path.isdir(current):
+                raise NotADirectoryError(current)
+        return current
+
+    def _write_temporary(self, directory, source):
+        """Copy ``source`` to a new hidden file in ``directory``; its path."""
+        path, out = self._open_temporary(directory)
+        try:
+            with out:
+                while True:
+                    block = source.read(1 << 20)
+                    if not block:
+                        break
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())  # the rename must not outlive lost data
+        except BaseException:
+            os.unlink(path)
+            raise
+        return path
+
+    @staticmethod
+    def _place(temporary, target, replace):
+        """Rename a complete file into place; True if it replaced one (FileExistsError if not allowed)."""
+        try:
+            existing = os.lstat(target)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and S_ISDIR(existing.st_mode):
+            raise IsADirectoryError(target)
+        if replace:
+            os.replace(temporary, target)  # replaces a symlink itself, never its target
+            return existing is not None
+        # A hard link never replaces: two uploads racing for one name get one winner.
+        os.link(temporary, target)
+        os.unlink(temporary)
+        return False
+
+    def _post_form(self, req, resp, path):
+        found = _resolve_under(self.root, path)
+        if found is None or self._hidden(path):
+            return self._refuse(resp, 403, "Forbidden path", path)
+        directory, stat = found
+        if stat is None:
+            return self._refuse(resp, 404, "No such directory", path)
+        if not S_ISDIR(stat.st_mode):
+            return self._refuse(resp, 409, "Not a directory:", path)
+        directory = os.path.realpath(directory)
+        content_type = req.header("Content-Type") or ""
+        if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+            resp.headers.set("Accept-Post", "multipart/form-data")
+            return resp.error(415, "Uploads are multipart/form-data.\n")
+        stored = []  # (temporary path, file name)
+        try:
+            try:
+                self._receive_form(req, directory, stored)
+            except BadRequest as exc:
+                return resp.error(400, "%s\n" % exc.message)
+            except PermissionError as exc:
+                return resp.error(403, "%s\n" % exc)
+            names = [name for _, name in stored]
+            if not names:
+                return resp.error(400, "No file in the form.\n")
+            if not self.replace and len(set(names)) < len(names):
+                return resp.error(409, "The same file name twice (replacing is off).\n")
+            placed = []
+            while stored:
+                temporary, name = stored[0]
+                try:
+                    self._place(temporary, os.path.join(directory, name), self.replace)
+                except (FileExistsError, IsADirectoryError) as exc:
+                    return resp.error(409, "%s exists%s.\n" % (
+                        name, " as a directory" if isinstance(exc, IsADirectoryError)
+                        else " (replacing is off)"))
+                stored.pop(0)
+                placed.append(name)
+        finally:
+            for temporary, _ in stored:
+                os.unlink(temporary)
+        from urllib.parse import quote  # deferred: import time
+        if "text/html" in (req.header("Accept") or ""):
+            # A browser's form: back to the listing, which now shows the
+            # files (never //name, which a browser takes for another host).
+            resp.headers.set("Location", "/" + _quote_path(req.path).lstrip("/"))
+            return resp.error(303, "Stored.\n")
+        resp.code = 201
+        resp.content_type = "text/plain; charset=utf-8"
+        resp.content = "".join("Created %s\n" % quote(
+            name, errors="surrogateescape") for name in placed)
+        resp.done()
+
+    def _receive_form(self, req, directory, stored):
+        """Write each file part of the form to a temporary file; (path, name) into ``stored``."""
+        parser = MultipartParser(multipart_boundary(req.header("Content-Type")))
+        body = req.body_stream()
+        out = None
+        try:
+            while True:
+                block = body.read(1 << 16)
+                if block:
+                    parser.feed(block)
+                while True:
+                    event = parser.next_event()
+                    if event is None:
+                        break
+                    if event.__class__ is MultipartPart:
+                        if event.filename is None:
+                            continue  # a plain field: not a file
+                        name = self._upload_name(event.filename)
+                        temporary, out = self._open_temporary(directory)
+                        stored.append((temporary, name))
+                    elif event.__class__ is bytes:
+                        if out is not None:
+                            out.write(event)
+                    elif out is not None:  # the end of a part
+                        out.flush()
+                        os.fsync(out.fileno())
+                        out.close()
+                        out = None
+                if not block:
+                    parser.finish()
+                    return
+        finally:
+            if out is not None:
+                out.close()
+
+    def _upload_name(self, filename):
+        """A file part's name reduced to its last path component; BadRequest if unusable."""
+        # Old browsers sent the whole client path, with either separator.
+        name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+        if name in ("", ".", "..") or "\0" in name:
+            raise BadRequest("Bad file name %r." % filename)
+        if self.dotfiles == "hide" and name.startswith("."):
+            raise PermissionError("Forbidden file name %s." % name)
+        return name
+
+    @staticmethod
+    def _open_temporary(directory):
+        """(path, file) of a new hidden file in ``directory``, for writing."""
+        import secrets  # deferred: import time
+        # Hidden (a dotfile) while incomplete; a name no client can guess.
+        path = os.path.join(directory, ".upload-%s.part" % secrets.token_hex(8))
+        # 0o666 as the umask allows: the mode of any file the process makes.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o666)
+        return path, open(fd, "wb")
+
+    def _delete(self, req, resp, path):
+        found = _resolve_under(self.root, path)
+        if found is None or self._hidden(path):
+            return self._refuse(resp, 403, "Forbidden path", path)
+        fs_path, stat = found
+        if path.endswith("/") or stat is not None and S_ISDIR(stat.st_mode):
+            return self._refuse(resp, 409, "Cannot DELETE a directory", path)
+        try:
+            os.unlink(fs_path)  # a symlink goes, not what it points to
+        except FileNotFoundError:
+            return self._refuse(resp, 404, "No such file", path)
+        resp.code = 204
         resp.done()
 
 
@@ -5674,6 +6158,14 @@ def post(alias, event, *args):
 _CLI_DEFAULTS = {"port": 8000, "keepalive": 100}
 
 
+def _size(text):
+    """A byte count as a person writes it: 500000, 64K, 100M, 2G (powers of 1024, as nginx)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise ValueError("not a size: %r (e.g. 500000, 64K, 100M, 2G)" % text)
+    return int(match.group(1)) << 10 * " kmgt".index(match.group(2).lower() or " ")
+
+
 def _argument_parser():
     import argparse  # deferred: import time
     parser = argparse.ArgumentParser(
@@ -5691,6 +6183,24 @@ def _argument_parser():
     parser.add_argument("--dotfiles", choices=("hide", "allow"), default="hide",
                         help="'allow' serves and lists names starting with '.' (.git, .env); "
                              "hidden (404) by default, /.well-known/ aside")
+    parser.add_argument("--upload", action="store_true",
+                        help="accept uploads into the root: PUT /path/name stores the body "
+                             "(curl -T FILE URL), POST multipart/form-data to a directory "
+                             "stores each file (curl -F file=@FILE URL/); off by default")
+    def size(text):
+        try:
+            return _size(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parser.add_argument("--max-upload", type=size, default=None, metavar="SIZE",
+                        help="with --upload, the largest request body, e.g. 500M or 2G "
+                             "(larger gets 413 before a byte is stored) [default: 100M]")
+    parser.add_argument("--no-replace", dest="replace", action="store_false",
+                        help="with --upload, never replace an existing file (409 Conflict; "
+                             "412 when the client sent If-None-Match: *)")
+    parser.add_argument("--delete", action="store_true",
+                        help="accept DELETE of a file under the root (off by default, "
+                             "even with --upload)")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="add a header to every response (repeatable)")
     parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
@@ -5760,7 +6270,26 @@ def _cli_handler(args):
     root = os.path.abspath(args.root)
     if not os.path.isdir(root):
         raise ValueError("root directory %s does not exist" % root)
-    return StaticFiles(root, listing=args.listing, dotfiles=args.dotfiles), root
+    return StaticFiles(root, listing=args.listing, dotfiles=args.dotfiles, upload=args.upload,
+                       replace=args.replace, delete=args.delete), root
+
+
+# What --upload accepts without --max-upload: a firmware image or a video, not a disk.
+_CLI_MAX_UPLOAD = 100 * 2**20
+
+
+def _cli_upload_limits(args):
+    """The Limits for --upload and --max-upload (None: the defaults)."""
+    if not args.upload:
+        for flag, given in (("--max-upload", args.max_upload is not None),
+                            ("--no-replace", not args.replace)):
+            if given:
+                raise ValueError("%s needs --upload" % flag)
+    if args.wsgi and (args.upload or args.delete):
+        raise ValueError("--upload and --delete serve a directory, not --wsgi")
+    if not args.upload:
+        return None
+    return Limits(max_body=_CLI_MAX_UPLOAD if args.max_upload is None else args.max_upload)
 
 
 def _cli_ssl_context(args):
@@ -5805,6 +6334,7 @@ def main(argv=None):
         except ValueError as exc:
             raise ValueError("--auth-realm: %s" % exc) from None
         config["ssl_context"] = _cli_ssl_context(args)
+        config["limits"] = _cli_upload_limits(args)
         handler, what = _cli_handler(args)
         if config["access_log"] not in (None, "-"):
             _open_access_log(config["access_log"])  # fails here, with its own message

@@ -728,6 +728,15 @@ HEAD_ATTRS = ("method", "target", "path", "query", "version", "fields", "keep_al
 Parsed = collections.namedtuple("Parsed", "messages status")
 
 
+def _drain(parser):
+    """Every event a sans-IO parser has ready, until it says None."""
+    while True:
+        event = parser.next_event()
+        if event is None:
+            return
+        yield event
+
+
 def _collect(pieces, limits):
     """Feed ``pieces`` one after the other, pulling every event after each.
 
@@ -741,10 +750,7 @@ def _collect(pieces, limits):
     try:
         for piece in pieces:
             parser.feed(piece)
-            while True:
-                event = parser.next_event()
-                if event is None:
-                    break
+            for event in _drain(parser):
                 if isinstance(event, poex_http.RequestHead):
                     assert not messages or messages[-1]["done"], \
                         "a head arrived before the previous message ended"
@@ -2250,6 +2256,161 @@ def test_frame_chunk_and_last_chunk():
 def test_framed_chunks_parse_back():
     body = poex_http.frame_chunk(b"abc") + poex_http.frame_chunk(b"d" * 300) + poex_http.LAST_CHUNK
     assert one(CHUNKED_HEAD + body)["body"] == b"abc" + b"d" * 300
+
+
+# --- multipart/form-data: whole, byte by byte and in random splits
+
+def form_body(boundary, parts, preamble=b"", epilogue=b""):
+    """A multipart/form-data body for (headers, content) parts, as browsers send it."""
+    out = preamble
+    for headers, content in parts:
+        out += b"--" + boundary + b"\r\n" + b"".join(
+            line + b"\r\n" for line in headers) + b"\r\n" + content + b"\r\n"
+    return out + b"--" + boundary + b"--\r\n" + epilogue
+
+
+def _collect_form(pieces, boundary, **options):
+    """Feed ``pieces``; returns ([(name, filename, content)], status or None)."""
+    parser = poex_http.MultipartParser(boundary, **options)
+    parts = []
+    status = None
+    try:
+        for piece in pieces:
+            parser.feed(piece)
+            for event in _drain(parser):
+                if isinstance(event, poex_http.MultipartPart):
+                    assert not parts or parts[-1][3], "a part began inside another"
+                    parts.append([event.name, event.filename, b"", False])
+                elif isinstance(event, poex_http.MultipartPartEnd):
+                    assert parts and not parts[-1][3], "stray part end"
+                    parts[-1][3] = True
+                elif isinstance(event, poex_http.MultipartEnd):
+                    assert parser.done and all(part[3] for part in parts)
+                else:
+                    assert type(event) is bytes and event, "content events are non-empty bytes"
+                    assert parts and not parts[-1][3], "stray content"
+                    parts[-1][2] += event
+            # Never more held than a delimiter's worth past what was fed.
+            assert len(parser._buffer) <= len(piece) + 2 * len(boundary) + 8 + 4096
+        parser.finish()
+    except poex_http.HTTPError as exc:
+        status = exc.status
+    return [tuple(part[:3]) for part in parts], status
+
+
+def parse_form(body, boundary=b"XyZ", **options):
+    """Parse a form whole, byte by byte and in random splits (fixed seeds); all must agree."""
+    whole = _collect_form([body], boundary, **options)
+    assert _collect_form([body[i:i + 1] for i in range(len(body))], boundary, **options) == whole
+    for seed in (1, 2, 3, 4, 5, 6):
+        pieces = _random_pieces(body, random.Random(seed))
+        assert _collect_form(pieces, boundary, **options) == whole, [len(p) for p in pieces]
+    return whole
+
+
+def _disposition(name, filename=None):
+    line = b'Content-Disposition: form-data; name="' + name + b'"'
+    if filename is not None:
+        line += b'; filename="' + filename + b'"'
+    return line
+
+
+def test_multipart_parts_and_contents():
+    content = bytes(range(256)) * 3 + b"\r\n--XyY is not a delimiter: \r\n-XyZ \r\n--Xy"
+    body = form_body(b"XyZ", [
+        ([_disposition(b"f", b"a.bin"), b"Content-Type: application/octet-stream"], content),
+        ([_disposition(b"comment")], b"hello"),
+        ([_disposition(b"empty", b"e.txt")], b""),
+        ([], b"no headers"),
+    ], preamble=b"ignored preamble\r\n", epilogue=b"ignored epilogue")
+    parts, status = parse_form(body)
+    assert status is None
+    assert parts == [("f", "a.bin", content), ("comment", None, b"hello"),
+                     ("empty", "e.txt", b""), (None, None, b"no headers")]
+
+
+def test_multipart_part_head_fields():
+    parser = poex_http.MultipartParser("b")
+    parser.feed(b'--b\r\nContent-Disposition: form-data; name=file; '
+                b'filename="caf\xc3\xa9 \\"q\\".txt"\r\nContent-Type: image/png\r\n\r\nx')
+    part = parser.next_event()
+    assert (part.name, part.filename, part.content_type) == ("file", 'café "q".txt', "image/png")
+    assert part.fields[1] == ("content-type", "image/png")
+
+
+def test_multipart_events_repr_and_other_dispositions():
+    parser = poex_http.MultipartParser(b"b")
+    parser.feed(b'--b\r\nContent-Disposition: attachment; filename="x"\r\n\r\n\r\n--b--')
+    events = list(_drain(parser))
+    assert [repr(event) for event in events] == [
+        "MultipartPart(name=None, filename=None)", "MultipartPartEnd()", "MultipartEnd()"]
+    assert events[0].content_type == "text/plain"  # RFC 7578 §4.4
+
+
+def test_multipart_padding_after_delimiter_and_no_parts():
+    assert parse_form(b"--XyZ  \t\r\n\r\nabc\r\n--XyZ--") == ([(None, None, b"abc")], None)
+    assert parse_form(b"--XyZ--\r\n") == ([], None)
+
+
+def test_multipart_large_content_is_handed_out_as_it_comes():
+    parser = poex_http.MultipartParser("XyZ")
+    parser.feed(b"--XyZ\r\n" + _disposition(b"f", b"big") + b"\r\n\r\n")
+    assert isinstance(parser.next_event(), poex_http.MultipartPart)
+    received = 0
+    for _ in range(64):
+        parser.feed(b"z" * 65536)
+        received += sum(len(event) for event in _drain(parser))
+        assert len(parser._buffer) < 16  # only what may begin a delimiter is kept
+    assert received > 64 * 65536 - 16
+
+
+def test_multipart_boundary_from_content_type():
+    assert poex_http.multipart_boundary(
+        "multipart/form-data; boundary=----WebKitFormBoundaryx7") == "----WebKitFormBoundaryx7"
+    assert poex_http.multipart_boundary('Multipart/Form-Data; charset=x; boundary="a b"') == "a b"
+    for bad in ("multipart/form-data", "multipart/form-data; boundary=", "text/plain",
+                "multipart/form-data; boundary=" + "x" * 71, None,
+                'multipart/form-data; boundary="a\x01"'):
+        with pytest.raises(poex_http.BadRequest):
+            poex_http.multipart_boundary(bad)
+
+
+@pytest.mark.parametrize("body", [
+    b"",                                                   # nothing at all
+    b"--XyZ\r\n\r\nabc",                                   # no closing delimiter
+    b"--XyZ\r\n\r\nabc\r\n--XyZ",                          # a delimiter, not the closing one
+    b"preamble only",
+    b"--XyZ\r\nno colon\r\n\r\nabc\r\n--XyZ--",            # bad header line
+    b"--XyZ\r\nBad Name: x\r\n\r\nabc\r\n--XyZ--",
+    b"--XyZjunk\r\n\r\nabc\r\n--XyZ--",                    # junk after a delimiter
+    b"--XyZ\r\n\r\nabc\r\n--XyZ-x\r\n",
+])
+def test_multipart_malformed_is_400(body):
+    assert parse_form(body)[1] == 400
+
+
+def test_multipart_limits_are_400():
+    big_head = form_body(b"XyZ", [([b"X-Pad: " + b"p" * 2000], b"abc")])
+    assert parse_form(big_head, max_header_size=1000)[1] == 400
+    assert parse_form(big_head, max_header_size=4000)[1] is None
+    many = form_body(b"XyZ", [([], b"%d" % number) for number in range(11)])
+    assert parse_form(many, max_parts=10)[1] == 400
+    assert parse_form(many, max_parts=11) == ([(None, None, b"%d" % n) for n in range(11)], None)
+
+
+def test_multipart_random_forms_agree_across_splits():
+    rng = random.Random(11)
+    for _ in range(30):
+        parts = [([_disposition(b"f%d" % n, b"n%d" % n)],
+                  bytes(rng.choice(b"\r\n-XyZab") for _ in range(rng.randint(0, 40))))
+                 for n in range(rng.randint(0, 4))]
+        expected = [("f%d" % n, "n%d" % n, content) for n, (_, content) in enumerate(parts)]
+        result = parse_form(form_body(b"XyZ", parts))
+        if any((b"\r\n" + content + b"\r\n--XyZ").find(b"\r\n--XyZ") < len(content) + 2
+               for _, content in parts):
+            continue  # the content held the delimiter itself: a different form
+        assert result == (expected, None)
+
 
 
 # === 5. HTTP utilities ===
@@ -8933,6 +9094,279 @@ def test_perl_post_form(perl_server):
         conn.close()
 
 
+# --- uploads: PUT, POST multipart/form-data, DELETE
+
+@pytest.fixture
+def box(tmp_path):
+    """tmp_path/outside next to tmp_path/box, the served directory, with links in and out."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "box"
+    root.mkdir()
+    (root / "old.txt").write_bytes(b"old")
+    (root / "sub").mkdir()
+    (root / "sub" / "kept.txt").write_bytes(b"kept")
+    os.symlink("sub", str(root / "link_in"))
+    os.symlink(str(outside), str(root / "link_out"))
+    os.symlink(str(outside / "target.txt"), str(root / "dangling_out.txt"))
+    return types.SimpleNamespace(root=root, outside=outside)
+
+
+def upload_server(serve, root, limits=None, **options):
+    return serve(handlers=[("", poex_http.StaticFiles(str(root), upload=True, **options))],
+                 limits=limits or poex_http.Limits(max_body=8 * 2**20))
+
+
+def tree(path):
+    """Every name under ``path`` (relative, sorted), with a file's bytes or None for others."""
+    found = {}
+    for directory, dirs, files in os.walk(str(path)):
+        for name in dirs + files:
+            full = os.path.join(directory, name)
+            relative = os.path.relpath(full, str(path))
+            found[relative] = (open(full, "rb").read() if os.path.isfile(full)
+                               and not os.path.islink(full) else None)
+    return found
+
+
+def no_temporary_files(path):
+    return not [name for name in tree(path) if ".upload-" in name]
+
+
+def put(live, path, body, headers=()):
+    return fetch(live.port, path, method="PUT", body=body,
+                 headers=[("Content-Length", str(len(body)))] + list(headers))
+
+
+def test_upload_off_by_default_and_delete_needs_its_own_switch(serve, box):
+    live = serve(handlers=[("", poex_http.StaticFiles(str(box.root)))])
+    for method in ("PUT", "POST", "DELETE"):
+        status, fields, _ = fetch(live.port, "/old.txt", method=method, body=b"x",
+                                  headers=[("Content-Length", "1")])
+        assert (status, fields["allow"]) == (405, "GET, HEAD")
+    uploads = upload_server(serve, box.root)
+    status, fields, _ = fetch(uploads.port, "/old.txt", method="DELETE")
+    assert (status, fields["allow"]) == (405, "GET, HEAD, POST, PUT")
+    assert (box.root / "old.txt").read_bytes() == b"old"
+
+
+def test_upload_put_creates_201_then_replaces_204(serve, box):
+    live = upload_server(serve, box.root)
+    status, fields, body = put(live, "/new%20file.bin", b"\0first")
+    assert (status, fields["location"], body) == (201, "/new%20file.bin",
+                                                  b"Created /new%20file.bin\n")
+    assert (box.root / "new file.bin").read_bytes() == b"\0first"
+    status, fields, body = put(live, "/new%20file.bin", b"second")
+    assert (status, body) == (204, b"")
+    assert (box.root / "new file.bin").read_bytes() == b"second"
+    assert put(live, "/empty", b"")[0] == 201 and (box.root / "empty").read_bytes() == b""
+    assert put(live, "//sub//x.txt", b"x")[1]["location"] == "/sub//x.txt"
+    assert fetch(live.port, "/new%20file.bin")[2] == b"second"  # served at once, not cached
+    assert no_temporary_files(box.root)
+
+
+def test_upload_put_large_body_spooled_and_chunked(serve, box):
+    live = upload_server(serve, box.root)
+    data = seeded_bytes(11, 3 * 2**20 + 17)  # past Limits.spool_body: from the spooled file
+    assert put(live, "/big.bin", data)[0] == 201
+    assert (box.root / "big.bin").read_bytes() == data
+    chunked = b"".join(poex_http.frame_chunk(data[i:i + 70000])
+                       for i in range(0, len(data), 70000)) + poex_http.LAST_CHUNK
+    status, _, _ = fetch(live.port, "/big.bin", method="PUT", body=chunked,
+                         headers=[("Transfer-Encoding", "chunked")])
+    assert status == 204 and (box.root / "big.bin").read_bytes() == data
+    assert no_temporary_files(box.root)
+
+
+def test_upload_put_makes_parents_under_the_root_only(serve, box):
+    live = upload_server(serve, box.root)
+    assert put(live, "/a/b/c.txt", b"deep")[0] == 201
+    assert (box.root / "a" / "b" / "c.txt").read_bytes() == b"deep"
+    assert put(live, "/link_in/via.txt", b"via")[0] == 201  # a link that stays inside
+    assert (box.root / "sub" / "via.txt").read_bytes() == b"via"
+    before = tree(box.root)
+    for path in ("/link_out/x.txt", "/link_out/new/x.txt", "/dangling_out.txt",
+                 "/../x.txt", "/%2e%2e/x.txt", "/sub/%2e%2e/%2e%2e/x.txt", "/a%5cb.txt",
+                 "/a%00b.txt"):
+        status = put(live, path, b"escape")[0]
+        assert status in (400, 403), (path, status)
+    assert tree(box.root) == before and tree(box.outside) == {}
+
+
+def test_upload_put_refuses_dotfiles_directories_and_files_as_parents(serve, box):
+    live = upload_server(serve, box.root)
+    before = tree(box.root)
+    for path, expected in (("/.env", 403), ("/.git/config", 403), ("/sub/.hidden", 403),
+                           ("/%2egit/x", 403), ("/sub", 409), ("/sub/", 409), ("/", 409),
+                           ("/link_in", 409), ("/old.txt/x", 409), ("/new/", 409)):
+        assert put(live, path, b"x")[0] == expected, path
+    assert tree(box.root) == before
+    allowed = upload_server(serve, box.root, dotfiles="allow")
+    assert put(allowed, "/.well/.env", b"dot")[0] == 201
+    assert (box.root / ".well" / ".env").read_bytes() == b"dot"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_upload_into_a_directory_the_server_may_not_write_is_403(serve, box):
+    live = serve(handlers=[("", poex_http.StaticFiles(str(box.root), upload=True,
+                                                     delete=True))])
+    os.chmod(str(box.root / "sub"), 0o555)
+    try:
+        assert put(live, "/sub/x.txt", b"x")[0] == 403
+        assert put(live, "/sub/deeper/x.txt", b"x")[0] == 403
+        assert post_form(live, "/sub/", [([_disposition(b"f", b"x.txt")], b"x")])[0] == 403
+        assert fetch(live.port, "/sub/kept.txt", method="DELETE")[0] == 403
+    finally:
+        os.chmod(str(box.root / "sub"), 0o755)
+    assert tree(box.root / "sub") == {"kept.txt": b"kept"}
+
+
+def test_upload_put_without_replacing_409_and_if_none_match_412(serve, box):
+    keep = upload_server(serve, box.root, replace=False)
+    assert put(keep, "/old.txt", b"new")[0] == 409
+    assert put(keep, "/old.txt", b"new", [("If-None-Match", "*")])[0] == 412
+    assert put(keep, "/fresh.txt", b"1", [("If-None-Match", "*")])[0] == 201
+    assert put(keep, "/fresh.txt", b"2")[0] == 409
+    assert (box.root / "old.txt").read_bytes() == b"old"
+    assert (box.root / "fresh.txt").read_bytes() == b"1"
+    replacing = upload_server(serve, box.root)
+    assert put(replacing, "/old.txt", b"new", [("If-None-Match", "*")])[0] == 412
+    assert put(replacing, "/old.txt", b"new")[0] == 204
+    assert (box.root / "old.txt").read_bytes() == b"new"
+    assert no_temporary_files(box.root)
+
+
+def test_upload_413_before_anything_is_written(serve, box):
+    live = upload_server(serve, box.root, limits=poex_http.Limits(max_body=1000))
+    before = tree(box.root)
+    assert put(live, "/big.txt", b"x" * 1001)[0] == 413
+    chunked = poex_http.frame_chunk(b"y" * 800) * 2 + poex_http.LAST_CHUNK
+    assert fetch(live.port, "/big2.txt", method="PUT", body=chunked,
+                 headers=[("Transfer-Encoding", "chunked")])[0] == 413
+    form = form_body(b"XyZ", [([_disposition(b"f", b"f.txt")], b"z" * 2000)])
+    assert fetch(live.port, "/", method="POST", body=form, headers=[
+        ("Content-Type", "multipart/form-data; boundary=XyZ"),
+        ("Content-Length", str(len(form)))])[0] == 413
+    assert tree(box.root) == before
+    assert put(live, "/small.txt", b"x" * 1000)[0] == 201
+
+
+@pytest.mark.parametrize("sent", [50000, 600000])  # in memory; spooled to a temporary file
+def test_upload_client_leaving_midway_leaves_nothing(serve, box, sent):
+    live = upload_server(serve, box.root)
+    before = tree(box.root)
+    with RawClient(live.port) as client:
+        client.send(get("/half.bin", method="PUT", headers=[("Content-Length", "1000000")]))
+        client.send(b"h" * sent)
+        wait_until(live.connections)
+        time.sleep(0.2)  # for the server to read what came
+    wait_until(lambda: not live.connections())
+    assert put(live, "/after.txt", b"ok")[0] == 201  # the server goes on
+    assert tree(box.root) == dict(before, **{"after.txt": b"ok"})
+
+
+def post_form(live, path, parts, headers=(), boundary=b"----formXyZ"):
+    body = form_body(boundary, parts)
+    return fetch(live.port, path, method="POST", body=body, headers=[
+        ("Content-Type", "multipart/form-data; boundary=" + boundary.decode()),
+        ("Content-Length", str(len(body)))] + list(headers))
+
+
+def test_upload_post_form_stores_each_file_part(serve, box):
+    live = upload_server(serve, box.root)
+    big = seeded_bytes(3, 2 * 2**20)
+    status, fields, body = post_form(live, "/sub/", [
+        ([_disposition(b"note")], b"a plain field, not stored"),
+        ([_disposition(b"file", b"one.txt"), b"Content-Type: text/plain"], b"one\r\n"),
+        ([_disposition(b"file", b"../../two.bin")], big),
+        ([_disposition(b"file", b"C:\\Users\\me\\three caf\xc3\xa9.txt")], b"3"),
+    ])
+    assert (status, body) == (201, b"Created one.txt\nCreated two.bin\n"
+                                   b"Created three%20caf%C3%A9.txt\n")
+    assert (box.root / "sub" / "one.txt").read_bytes() == b"one\r\n"
+    assert (box.root / "sub" / "two.bin").read_bytes() == big
+    assert (box.root / "sub" / "three café.txt").read_bytes() == b"3"
+    assert not (box.root / "two.bin").exists() and tree(box.outside) == {}
+    # A browser's form goes back to the listing.
+    status, fields, _ = post_form(live, "/sub", [([_disposition(b"f", b"one.txt")], b"1")],
+                                  headers=[("Accept", "text/html,*/*;q=0.8")])
+    assert (status, fields["location"]) == (303, "/sub")
+    assert (box.root / "sub" / "one.txt").read_bytes() == b"1"
+    (box.root / "my dir").mkdir()
+    status, fields, _ = post_form(live, "//my%20dir/", [([_disposition(b"f", b"x")], b"x")],
+                                  headers=[("Accept", "text/html")])
+    assert (status, fields["location"]) == (303, "/my%20dir/")
+    assert (box.root / "my dir" / "x").read_bytes() == b"x"
+    assert no_temporary_files(box.root)
+
+
+def test_upload_post_form_refusals_leave_nothing(serve, box):
+    live = upload_server(serve, box.root)
+    before = tree(box.root)
+    good = ([_disposition(b"f", b"good.txt")], b"good")
+    for path, parts, expected in (
+            ("/", [good, ([_disposition(b"f", b"")], b"x")], 400),       # no file chosen
+            ("/", [good, ([_disposition(b"f", b"..")], b"x")], 400),
+            ("/", [good, ([_disposition(b"f", b"a/.")], b"x")], 400),
+            ("/", [good, ([_disposition(b"f", b"dir/")], b"x")], 400),
+            ("/", [good, ([_disposition(b"f", b".env")], b"x")], 403),
+            ("/", [([_disposition(b"only")], b"a field")], 400),           # no file at all
+            ("/sub/", [([_disposition(b"f", b"kept.txt/")], b"x")], 400),
+            ("/nowhere/", [good], 404), ("/old.txt", [good], 409),
+            ("/link_out/", [good], 403), ("/.git/", [good], 403)):
+        assert post_form(live, path, parts)[0] == expected, (path, parts)
+    body = form_body(b"XyZ", [good])
+    for content_type, data, expected in (
+            ("multipart/form-data; boundary=XyZ", body[:-9], 400),       # no closing delimiter
+            ("multipart/form-data", body, 400),                            # no boundary
+            ("multipart/form-data; boundary=Other", body, 400),
+            ("text/plain", body, 415)):
+        status, fields, _ = fetch(live.port, "/", method="POST", body=data, headers=[
+            ("Content-Type", content_type), ("Content-Length", str(len(data)))])
+        assert status == expected, content_type
+    assert tree(box.root) == before
+
+
+def test_upload_post_form_without_replacing(serve, box):
+    live = upload_server(serve, box.root, replace=False)
+    assert post_form(live, "/", [([_disposition(b"f", b"old.txt")], b"new")])[0] == 409
+    assert post_form(live, "/", [([_disposition(b"f", b"a.txt")], b"1"),
+                                 ([_disposition(b"f", b"a.txt")], b"2")])[0] == 409
+    assert post_form(live, "/", [([_disposition(b"f", b"sub")], b"x")])[0] == 409
+    assert (box.root / "old.txt").read_bytes() == b"old" and not (box.root / "a.txt").exists()
+    assert post_form(live, "/", [([_disposition(b"f", b"a.txt")], b"1")])[0] == 201
+    assert no_temporary_files(box.root)
+
+
+def test_upload_delete_when_switched_on(serve, box):
+    live = serve(handlers=[("", poex_http.StaticFiles(str(box.root), delete=True))])
+    assert fetch(live.port, "/old.txt", method="DELETE")[0] == 204
+    assert not (box.root / "old.txt").exists()
+    for path, expected in (("/old.txt", 404), ("/sub", 409), ("/sub/", 409),
+                           ("/link_out/x", 403), ("/.env", 403)):
+        assert fetch(live.port, path, method="DELETE")[0] == expected, path
+    assert fetch(live.port, "/link_in", method="DELETE")[0] == 409  # a link to a directory
+    assert put(live, "/x.txt", b"x")[0] == 405  # DELETE alone does not take uploads
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl not installed")
+def test_upload_with_real_curl(serve, box, tmp_path):
+    live = upload_server(serve, box.root)
+    local = tmp_path / "firmware.bin"
+    local.write_bytes(seeded_bytes(5, 300000))
+    base = "http://127.0.0.1:%d" % live.port
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", "-o", "/dev/null",
+                          "-w", "%{http_code}", "-T", str(local), base + "/images/"],
+                         capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (0, "201"), out.stderr  # -T to a/ adds the name
+    assert (box.root / "images" / "firmware.bin").read_bytes() == local.read_bytes()
+    out = subprocess.run(["curl", "-sS", "--max-time", "10", "-F", "file=@%s" % local,
+                          "-F", "note=hi", base + "/sub/"], capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (0, "Created firmware.bin\n"), out.stderr
+    assert (box.root / "sub" / "firmware.bin").read_bytes() == local.read_bytes()
+
+
+
 # === 13. Worker threads and WSGI ===
 
 # --- threaded
@@ -11214,6 +11648,59 @@ def test_cli_hides_dotfiles_unless_allowed(tmp_path):
             port = cli.serving(tmp_path)
             assert fetch(port, "/.env")[0] == status
             assert cli.stop(signal.SIGTERM) == 0
+
+
+def test_cli_upload_max_upload_no_replace_and_delete(tmp_path):
+    (tmp_path / "old.txt").write_bytes(b"old")
+    with Program.cli("--bind", "127.0.0.1", "--port", "0", "--root", tmp_path, "--quiet",
+                     "--upload", "--max-upload", "2K", "--no-replace") as cli:
+        port = cli.serving(tmp_path)
+        status, _, _ = fetch(port, "/new.txt", method="PUT", body=b"n" * 2048,
+                             headers=[("Content-Length", "2048")])
+        assert status == 201 and (tmp_path / "new.txt").read_bytes() == b"n" * 2048
+        assert fetch(port, "/big.txt", method="PUT", body=b"n" * 2049,
+                     headers=[("Content-Length", "2049")])[0] == 413
+        assert fetch(port, "/old.txt", method="PUT", body=b"x",
+                     headers=[("Content-Length", "1")])[0] == 409
+        assert fetch(port, "/old.txt", method="DELETE")[0] == 405
+        assert cli.stop(signal.SIGTERM) == 0
+    assert not (tmp_path / "big.txt").exists()
+    with Program.cli("--bind", "127.0.0.1", "--port", "0", "--root", tmp_path, "--quiet",
+                     "--delete") as cli:
+        port = cli.serving(tmp_path)
+        assert fetch(port, "/old.txt", method="DELETE")[0] == 204
+        assert fetch(port, "/x.txt", method="PUT", body=b"x",
+                     headers=[("Content-Length", "1")])[0] == 405
+        assert cli.stop(signal.SIGTERM) == 0
+    assert not (tmp_path / "old.txt").exists()
+
+
+# internals: _size, _cli_upload_limits, _CLI_MAX_UPLOAD
+def test_cli_upload_sizes_and_flag_combinations():
+    assert [poex_http._size(text) for text in ("500000", "64K", "100M", "2g", "1 MiB", "3kb")] \
+        == [500000, 65536, 100 * 2**20, 2 * 2**30, 2**20, 3072]
+    for bad in ("", "1.5M", "-1", "10X", "M"):
+        with pytest.raises(ValueError):
+            poex_http._size(bad)
+    parse = poex_http._argument_parser().parse_args
+    assert poex_http._cli_upload_limits(parse([])) is None
+    assert poex_http._cli_upload_limits(parse(["--upload"])).max_body == \
+        poex_http._CLI_MAX_UPLOAD == 100 * 2**20
+    assert poex_http._cli_upload_limits(parse(["--upload", "--max-upload", "1G"])).max_body \
+        == 2**30
+    for args, message in ((["--max-upload", "1M"], "--max-upload needs --upload"),
+                          (["--no-replace"], "--no-replace needs --upload"),
+                          (["--upload", "--wsgi", "a:b"], "not --wsgi")):
+        with pytest.raises(ValueError, match=message):
+            poex_http._cli_upload_limits(parse(args))
+
+
+def test_cli_upload_flag_errors_exit_1_with_one_line(tmp_path):
+    status, out, err = Program.cli("--port", "0", "--root", tmp_path,
+                                   "--max-upload", "5M").finish()
+    assert (status, out, err) == (1, b"", "poex_http: --max-upload needs --upload\n")
+    status, _, err = Program.cli("--port", "0", "--upload", "--max-upload", "lots").finish()
+    assert status == 2 and "--max-upload: not a size: 'lots' (e.g. 500000, 64K, 100M, 2G)" in err
 
 
 def test_cli_no_sendfile_and_blocksize(files):
