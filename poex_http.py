@@ -4221,9 +4221,10 @@ class WebSocket:
     def _ws_fail(self, code, reason):
         """The client broke the protocol (or the application failed): Close, then TCP."""
         _log.debug("%s: WebSocket failed with %d: %s", self.connection.ID, code, reason)
-        if self._ws_state == _WS_OPEN:
+        was_open = self._ws_state == _WS_OPEN
+        self._ws_closed(code, reason)  # before the client can read the Close
+        if was_open:
             self._ws_write(0x88, code.to_bytes(2, "big"))
-        self._ws_closed(code, reason)
         self._ws_conn.close(linger=True)
 
     def _ws_closed(self, code, reason):
