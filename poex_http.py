@@ -2949,8 +2949,11 @@ class _HTTPConnection(_Transport):
             self._timer.cancel()
             self._timer = None
         self.deadline = None
+        response, self._response = self._response, None
+        if response is not None and self.state in (_HANDLING, _SENDING):
+            # Its answer is cut short: logged here, as _complete_request is never reached.
+            self.server.request_aborted(self, response, head_sent=self._writer is not None)
         self.state = _CLOSED
-        self._response = None
         self.info.aborted = True
         self.server.connection_closed(self)
         self._close_socket()
@@ -3047,7 +3050,7 @@ class Request:
     """An HTTP request, complete with its body."""
 
     __slots__ = ("method", "path", "protocol", "_content", "body_file", "connection",
-                 "trailers", "head", "_headers", "_uri", "_client")
+                 "trailers", "head", "_headers", "_uri", "_client", "user")
 
     def __init__(self, head, content, connection, trailers=None):
         self._client = None
@@ -3062,6 +3065,9 @@ class Request:
         self.trailers = Headers.wrap(list(trailers)) if trailers else _NO_TRAILERS
         self._headers = None
         self._uri = None
+        # Who authenticated (set by whatever checks credentials): the access
+        # log's user field reads it from here, "-" while it is None.
+        self.user = None
 
     @property
     def content(self):
@@ -4814,6 +4820,8 @@ class _Option:
         self.cli = cli
 
 
+_ACCESS_LOG_FORMATS = ("common", "combined")
+
 # Every spawn() keyword, with the default of POEx::HTTP::Server where it had
 # the option.  The command line is built from the entries that have a flag.
 SERVER_OPTIONS = (
@@ -4844,8 +4852,12 @@ SERVER_OPTIONS = (
     _Option("access_log", None, "one Common Log Format line per request through the "
             "poex_http.access logger: True (logger only), '-' (stderr) or a file to append to",
             "--access-log", metavar="FILE|-",
-            help="append the access log (Common Log Format) to FILE, or - for stderr "
-                 "[default: stderr]"),
+            help="append the access log to FILE, or - for stderr [default: -]"),
+    _Option("access_log_format", "common", "'common' (Common Log Format) or 'combined' "
+            "(and the Referer and User-Agent, as nginx's 'combined')",
+            "--access-log-format", choices=_ACCESS_LOG_FORMATS,
+            help="common: Common Log Format; combined: and the Referer and User-Agent, "
+                 "as nginx's 'combined' [default: common]"),
     _Option("methods", None, "more request methods for handlers than RFC 9110's, PATCH and "
             "WebDAV's (others get 501)", "--method", action="append", metavar="NAME"),
     _Option("trusted_proxies", None, "proxies whose X-Forwarded-For and X-Forwarded-Proto "
@@ -4964,6 +4976,10 @@ class Server:
             raise TypeError("Missing required handler or handlers param")
         self.router = Router(handlers)
         self.access_log = _open_access_log(options["access_log"])
+        if options["access_log_format"] not in _ACCESS_LOG_FORMATS:
+            raise ValueError("access_log_format must be one of %s, not %r"
+                             % (", ".join(_ACCESS_LOG_FORMATS), options["access_log_format"]))
+        self._combined_log = options["access_log_format"] == "combined"
         self._access_lines = []
         self.methods = _KNOWN_METHODS.union(options["methods"] or ())
         trusted = options["trusted_proxies"]
@@ -5312,16 +5328,29 @@ class Server:
             response.content = b""
             self.call_special("post_request", response.request, response)
 
-    def _log_access(self, conn, response):
+    def request_aborted(self, conn, response, head_sent):
+        """The connection closed before ``response`` was all on the wire: the access log.
+
+        As nginx: the status the response has when its head went out, else 499
+        (the client closed the request), and the bytes that did go out.
+        """
+        if self.access_log is not None:
+            self._log_access(conn, response, None if head_sent else 499)
+
+    def _log_access(self, conn, response, status=None):
         request = response.request
         head = request.head
         line = "-" if head.method == "ERROR" else "%s %s %s" % (
             head.method, _log_escape(head.target), head.version)
         if not self._access_lines:
             self.reactor.call_soon(self._flush_access_log)
-        self._access_lines.append('%s - - [%s] "%s" %d %s' % (
-            _log_escape(request.remote_ip or "-"), _clf_time(), line, response.code,
-            conn.body_sent or "-"))
+        entry = '%s - %s [%s] "%s" %d %s' % (
+            _log_escape(request.remote_ip or "-"), _log_escape(request.user or "-"),
+            _clf_time(), line, status or response.code, conn.body_sent or "-")
+        if self._combined_log:
+            entry += ' "%s" "%s"' % (_log_escape(request.header("Referer") or "-"),
+                                     _log_escape(request.header("User-Agent") or "-"))
+        self._access_lines.append(entry)
 
     def _flush_access_log(self):
         """A loop turn's lines as one record (logging a record per request costs microseconds)."""

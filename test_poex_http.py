@@ -7102,6 +7102,9 @@ def test_ws_server_pings_and_a_client_that_answers_stays(serve):
             if answer != ping:
                 break
         assert answer == Frame(True, 0, OP_CLOSE, close_payload(1000))
+    # on_close runs on the server's thread once its Close is written: the
+    # client may read that Close first.
+    wait_until(lambda: len(socket_class.log) == pongs + 2)
     # on_pong hears the answers to the server's own pings too.
     assert socket_class.log == [("open",)] + [("pong", b"")] * pongs + [("close", 1000, "")]
     all_closed(live)
@@ -10149,17 +10152,28 @@ def test_methods_option_lets_handlers_serve_more(serve, tmp_path, methods):
 
 # --- access log
 
+# Common Log Format, and the two fields the combined format adds.
 CLF_RE = re.compile(
-    r'(?P<ip>\S+) - - \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] '
-    r'"(?P<line>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-)\Z')
+    r'(?P<ip>\S+) - (?P<user>\S+) '
+    r'\[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] '
+    r'"(?P<line>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-)'
+    r'(?: "(?P<referer>[^"]*)" "(?P<agent>[^"]*)")?\Z')
 
 
-def parse_clf(line):
+def parse_log(line):
+    """Every field of an access log line, as a dict (referer and agent None in CLF)."""
     match = CLF_RE.match(line)
     assert match, "not a Common Log Format line: %r" % line
     when = datetime.datetime.strptime(match["time"], "%d/%b/%Y:%H:%M:%S %z").timestamp()
     assert abs(when - time.time()) < 120, "log time %r is not now" % match["time"]
-    return match["ip"], match["line"], int(match["status"]), match["bytes"]
+    return match.groupdict()
+
+
+def parse_clf(line):
+    """(address, request line, status, bytes) of a Common Log Format line with no user."""
+    fields = parse_log(line)
+    assert fields["user"] == "-" and fields["referer"] is None, line
+    return fields["ip"], fields["line"], int(fields["status"]), fields["bytes"]
 
 
 @pytest.fixture
@@ -10210,11 +10224,61 @@ def test_access_log_records_the_bytes_actually_sent_on_abort(serve, files, tmp_p
     wait_until(lambda: not live.server.connections)
     assert fetch(live.port, "/f/p.txt")[2] == TEXT
     wait_until(lambda: "GET /f/p.txt" in log_path.read_text())
-    lines = log_path.read_text().splitlines()
-    assert parse_clf(lines[-1]) == ("127.0.0.1", "GET /f/p.txt HTTP/1.1", 200, "36")
-    # The aborted download, if logged, never claims the whole file.
-    for line in lines[:-1]:
-        assert parse_clf(line)[3] != str(len(MULTI))
+    aborted, done = [parse_clf(line) for line in log_path.read_text().splitlines()]
+    assert done == ("127.0.0.1", "GET /f/p.txt HTTP/1.1", 200, "36")
+    # Logged as nginx does: the status that went out, and the bytes sent,
+    # which are at least what the client read and never the whole file.
+    assert aborted[:3] == ("127.0.0.1", "GET /f/multi.bin HTTP/1.1", 200)
+    assert 65536 <= int(aborted[3]) < len(MULTI)
+
+
+def test_access_log_499_when_the_client_leaves_before_the_answer(serve, tmp_path,
+                                                                 access_logger):
+    log_path = tmp_path / "access.log"
+    held = []
+    live = serve(handlers=[("", lambda req, resp: held.append(resp))],
+                 access_log=str(log_path))
+    with RawClient(live.port) as client:
+        client.send(get("/never"))
+        wait_until(lambda: held)
+    wait_until(lambda: log_path.read_text())
+    assert [parse_clf(line) for line in log_path.read_text().splitlines()] == [
+        ("127.0.0.1", "GET /never HTTP/1.1", 499, "-")]
+
+
+def test_access_log_combined_adds_referer_and_user_agent(serve, tmp_path, access_logger):
+    log_path = tmp_path / "access.log"
+    live = serve(handlers=[("", hello)], access_log=str(log_path), keepalive=10,
+                 access_log_format="combined")
+    with RawClient(live.port) as client:
+        client.send(get("/a", headers=[("Referer", "http://x/?q=\"1\""),
+                                       ("User-Agent", "curl/8.0 \xe9\\")]) + get("/b"))
+        assert [client.response()[0], client.response()[0]] == [200, 200]
+        wait_until(lambda: len(log_path.read_text().splitlines()) == 2)
+    first, second = [parse_log(line) for line in log_path.read_text().splitlines()]
+    assert (first["line"], first["status"], first["bytes"]) == ("GET /a HTTP/1.1", "200", "12")
+    assert (first["referer"], first["agent"]) == (
+        r"http://x/?q=\x221\x22", r"curl/8.0\x20\xE9\x5C")
+    assert (second["referer"], second["agent"]) == ("-", "-")
+
+
+def test_access_log_format_must_be_known():
+    with pytest.raises(ValueError, match="access_log_format"):
+        poex_http.Server(handler=hello, access_log_format="json", reactor=poex_http.Reactor())
+
+
+def test_access_log_user_field_comes_from_the_request(serve, tmp_path, access_logger):
+    def signed_in(req, resp):
+        if req.path == "/mine":
+            req.user = "ann e"  # what an authentication check would set
+        hello(req, resp)
+    log_path = tmp_path / "access.log"
+    live = serve(handlers=[("", signed_in)], access_log=str(log_path))
+    assert fetch(live.port, "/mine")[0] == 200
+    assert fetch(live.port, "/open")[0] == 200
+    wait_until(lambda: len(log_path.read_text().splitlines()) == 2)
+    assert [parse_log(line)["user"] for line in log_path.read_text().splitlines()] == [
+        r"ann\x20e", "-"]
 
 
 def test_access_log_escapes_what_the_request_wrote(serve, tmp_path, access_logger):
@@ -11087,6 +11151,19 @@ def test_cli_access_log_defaults_to_stderr(files):
         lines = [line for line in cli.stderr_text().splitlines()
                  if not line.startswith("poex_http: ")]  # stopping, stopped
     assert [parse_clf(line) for line in lines] == [("127.0.0.1", "GET /p.txt HTTP/1.1", 200, "36")]
+
+
+def test_cli_access_log_format_combined(files, tmp_path):
+    log_path = tmp_path / "access.log"
+    with Program.cli("--bind", "127.0.0.1", "--port", "0", "--root", files, "--access-log", log_path,
+                     "--access-log-format", "combined") as cli:
+        port = cli.serving(files)
+        assert fetch(port, "/p.txt", headers=[("User-Agent", "test/1"),
+                                              ("Referer", "http://here/")])[2] == TEXT
+        assert cli.stop(signal.SIGTERM) == 0
+    fields = parse_log(log_path.read_text().rstrip("\n"))
+    assert (fields["line"], fields["referer"], fields["agent"]) == (
+        "GET /p.txt HTTP/1.1", "http://here/", "test/1")
 
 
 def test_cli_access_log_dash_is_stderr(files):
