@@ -11081,7 +11081,8 @@ def test_cli_bad_header_exits_1_with_one_line(files):
     (["--certfile", "missing.pem"], "cannot load --certfile missing.pem"),
     (["--wsgi", "broken:app"], "cannot load --wsgi broken:app: ZeroDivisionError"),
     (["--port", "70000"], "port 70000 is not between 0 and 65535"),
-    (["--access-log", "no/such/dir/log"], "no/such/dir/log"),
+    (["--access-log", "no/such/dir/log"],
+     "cannot open --access-log no/such/dir/log: No such file or directory"),
 ], ids=["no-module", "no-app", "keyfile-alone", "no-certfile", "app-raises", "port-range",
         "no-log-dir"])
 def test_cli_bad_arguments_exit_1_with_one_line(tmp_path, args, needle):
@@ -11108,13 +11109,93 @@ def test_cli_help_documents_every_flag():
     assert text.startswith("usage: python -m poex_http")
     for flag in ("--root", "--bind", "--port", "--workers", "--unix", "--access-log", "--quiet",
                  "--no-listing", "--header", "--keepalive", "--timeout", "--no-sendfile",
-                 "--blocksize", "--concurrency"):
-        assert re.search(r"^\s+%s\b" % re.escape(flag), text, re.M), flag
+                 "--blocksize", "--concurrency", "-b", "-d", "-p", "--version",
+                 "--access-log-format"):
+        # At the start of a line, or after the other spellings of the flag.
+        assert re.search(r"^\s+(?:-[^\n]*?, )?%s\b" % re.escape(flag), text, re.M), flag
     parser = poex_http._argument_parser()
     for action in parser._actions:
         for flag in action.option_strings:
             assert flag in text, flag
         assert action.help, "no help for %s" % (action.option_strings or action.dest)
+
+
+def test_cli_help_is_grouped_with_defaults_shown_one_way():
+    status, out, _ = Program.cli("--help").finish()
+    assert status == 0
+    text = out.decode()
+    headings = re.findall(r"^(\S[^:\n]*):$", text, re.M)
+    assert headings == ["options", "where it listens", "what it serves", "limits", "logging",
+                        "applications", "examples"]
+    parser = poex_http._argument_parser()
+    for action in parser._actions:
+        # Every default said as "[default: X]", at the end of its help.
+        assert action.help.count("default") == action.help.count("[default: "), action.help
+        assert "[default: " not in action.help or action.help.endswith("]"), action.help
+    assert "-p PORT, --port PORT  TCP port [default: 8000]" in text
+    # A copy-paste example of each flag http.server users reach for, and of the log format.
+    examples = text.partition("\nexamples:\n")[2]
+    for flag in (" -b ", " -d ", " -p ", "--version", "--access-log-format combined"):
+        assert "\n  python -m poex_http " in examples and flag in examples, flag
+
+
+def test_cli_version():
+    status, out, err = Program.cli("--version").finish()
+    assert (status, out, err) == (0, ("poex_http %s\n" % poex_http.__version__).encode(), "")
+
+
+@pytest.mark.parametrize("spelling", [("-b", "-p", "-d"), ("--bind", "--port", "--directory")],
+                         ids=["short", "http.server"])
+def test_cli_http_server_spellings(files, spelling):
+    bind, port, directory = spelling
+    with Program.cli(bind, "127.0.0.1", port, "0", directory, files, "--quiet") as cli:
+        assert fetch(cli.serving(files), "/p.txt")[2] == TEXT
+        assert cli.stop(signal.SIGTERM) == 0
+
+
+def test_cli_positional_port_and_a_different_port_flag_exit_2(files):
+    status, out, err = Program.cli("8001", "--port", "8002", "--root", files).finish()
+    assert (status, out) == (2, b"")
+    assert err.startswith("usage: python -m poex_http")
+    assert err.endswith("error: PORT 8001 and --port 8002 disagree: give one of them\n")
+
+
+def test_cli_positional_port_and_the_same_port_flag_agree(files):
+    with Program.cli("0", "-p", "0", "-b", "127.0.0.1", "--root", files, "--quiet") as cli:
+        assert fetch(cli.serving(files), "/p.txt")[2] == TEXT
+        assert cli.stop(signal.SIGTERM) == 0
+
+
+def test_cli_says_it_stopped(files):
+    with Program.cli("-b", "127.0.0.1", "-p", "0", "--root", files, "--quiet") as cli:
+        cli.serving(files)
+        assert cli.stop(signal.SIGINT) == 0
+        assert cli.next_line() == "Stopped serving %s" % files
+
+
+def test_cli_without_bind_prints_the_loopback_and_network_urls(files):
+    families = (socket.AF_INET, socket.AF_INET6) if socket.has_dualstack_ipv6() \
+        else (socket.AF_INET,)
+    network = poex_http._lan_addresses(families)
+    assert not any(address in ("127.0.0.1", "::1") for address in network)
+    with Program.cli("-p", "0", "--root", files, "--quiet") as cli:
+        port = cli.serving(files)  # the loopback URL first: http://127.0.0.1:PORT/
+        assert fetch(port, "/p.txt")[2] == TEXT
+        for address in network:
+            url = "http://%s:%d/" % ("[%s]" % address if ":" in address else address, port)
+            assert cli.next_line() == "Also on %s" % url
+            assert fetch((address, port), "/p.txt")[2] == TEXT
+        assert cli.stop(signal.SIGTERM) == 0
+        assert cli.next_line() == "Stopped serving %s" % files
+
+
+def test_lan_addresses_leave_out_loopback_and_link_local(monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0))
+        for address in ("127.0.1.1", "169.254.1.2", "10.1.2.3", "10.1.2.3")])
+    addresses = poex_http._lan_addresses((socket.AF_INET,))
+    assert "10.1.2.3" in addresses and len(addresses) == len(set(addresses))
+    assert not {"127.0.1.1", "169.254.1.2"} & set(addresses)
 
 
 # --- the access log
@@ -11155,7 +11236,7 @@ def test_cli_access_log_defaults_to_stderr(files):
 
 def test_cli_access_log_format_combined(files, tmp_path):
     log_path = tmp_path / "access.log"
-    with Program.cli("--bind", "127.0.0.1", "--port", "0", "--root", files, "--access-log", log_path,
+    with Program.cli("-b", "127.0.0.1", "-p", "0", "--root", files, "--access-log", log_path,
                      "--access-log-format", "combined") as cli:
         port = cli.serving(files)
         assert fetch(port, "/p.txt", headers=[("User-Agent", "test/1"),
@@ -11229,7 +11310,29 @@ def test_main_in_process_root_is_a_file(tmp_path, capsys, restore_logging):
     path = tmp_path / "file"
     path.write_bytes(b"x")
     assert poex_http.main(["--root", str(path), "--quiet"]) == 1
-    assert capsys.readouterr().err == "poex_http: root directory %s does not exist\n" % path
+    assert capsys.readouterr().err == "poex_http: root %s is not a directory\n" % path
+
+
+def test_main_in_process_unreadable_root_fails_at_start(tmp_path, capsys, restore_logging,
+                                                        monkeypatch):
+    def refused(path):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+    monkeypatch.setattr(os, "scandir", refused)  # as root, a chmod would not refuse
+    assert poex_http.main(["--root", str(tmp_path), "--quiet"]) == 1
+    assert capsys.readouterr() == (
+        "", "poex_http: cannot read root directory %s: Permission denied\n" % tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
+def test_cli_unreadable_root_exits_1(tmp_path):
+    root = tmp_path / "locked"
+    root.mkdir(mode=0)
+    try:
+        status, out, err = Program.cli("--port", "0", "--root", root).finish()
+    finally:
+        root.chmod(0o700)
+    assert (status, out) == (1, b"")
+    assert err == "poex_http: cannot read root directory %s: Permission denied\n" % root
 
 
 @pytest.mark.parametrize("header, message", [
