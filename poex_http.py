@@ -3148,8 +3148,11 @@ class _HTTPConnection(_Transport):
             self._timer.cancel()
             self._timer = None
         self.deadline = None
+        response, self._response = self._response, None
+        if response is not None and self.state in (_HANDLING, _SENDING):
+            # Its answer is cut short: logged here, as _complete_request is never reached.
+            self.server.request_aborted(self, response, head_sent=self._writer is not None)
         self.state = _CLOSED
-        self._response = None
         self.info.aborted = True
         self.server.connection_closed(self)
         self._close_socket()
@@ -3262,6 +3265,9 @@ class Request:
         self.trailers = Headers.wrap(list(trailers)) if trailers else _NO_TRAILERS
         self._headers = None
         self._uri = None
+        # Who authenticated (set by whatever checks credentials): the access
+        # log's user field reads it from here, "-" while it is None.
+        self.user = None
 
     @property
     def content(self):
@@ -5291,7 +5297,7 @@ def _keepalive_count(value):
 
 
 class _Option:
-    """One server option: keyword, default, help, and its command-line flag."""
+    """One server option: keyword, default, help, and its command-line flag (or flags)."""
 
     __slots__ = ("name", "default", "doc", "flag", "cli")
 
@@ -5302,6 +5308,15 @@ class _Option:
         self.flag = flag
         self.cli = cli
 
+    @property
+    def flags(self):
+        """The command line's spellings of the option (none when it has no flag)."""
+        if not self.flag:
+            return ()
+        return self.flag if isinstance(self.flag, tuple) else (self.flag,)
+
+
+_ACCESS_LOG_FORMATS = ("common", "combined")
 
 # Every spawn() keyword, with the default of POEx::HTTP::Server where it had
 # the option.  The command line is built from the entries that have a flag.
@@ -5309,8 +5324,10 @@ SERVER_OPTIONS = (
     _Option("handlers", None, "list of (regex, handler) pairs, a dict, or one handler"),
     _Option("handler", None, "one handler for every path"),
     _Option("host", None, "address to listen on (default: all interfaces, IPv6 too "
-            "where the host has it)", "--bind", metavar="ADDR"),
-    _Option("port", None, "TCP port (default 80)", "--port", type=int,
+            "where the host has it)", ("-b", "--bind"), metavar="ADDR",
+            help="address to listen on [default: all interfaces, IPv6 too where the "
+                 "host has it]"),
+    _Option("port", None, "TCP port (default 80)", ("-p", "--port"), type=int,
             help="TCP port [default: %d]" % 8000),
     _Option("inet", None, "the Perl form of the address: {'LocalPort': 8080, "
             "'LocalAddr': '127.0.0.1', 'Reuse': 1}"),
@@ -5333,8 +5350,12 @@ SERVER_OPTIONS = (
     _Option("access_log", None, "one Common Log Format line per request through the "
             "poex_http.access logger: True (logger only), '-' (stderr) or a file to append to",
             "--access-log", metavar="FILE|-",
-            help="append the access log (Common Log Format) to FILE, or - for stderr "
-                 "[default: stderr]"),
+            help="append the access log to FILE, or - for stderr [default: -]"),
+    _Option("access_log_format", "common", "'common' (Common Log Format) or 'combined' "
+            "(and the Referer and User-Agent, as nginx's 'combined')",
+            "--access-log-format", choices=_ACCESS_LOG_FORMATS,
+            help="common: Common Log Format; combined: and the Referer and User-Agent, "
+                 "as nginx's 'combined' [default: common]"),
     _Option("methods", None, "more request methods for handlers than RFC 9110's, PATCH and "
             "WebDAV's (others get 501)", "--method", action="append", metavar="NAME"),
     _Option("trusted_proxies", None, "proxies whose X-Forwarded-For and X-Forwarded-Proto "
@@ -5523,6 +5544,10 @@ class Server:
             raise TypeError("Missing required handler or handlers param")
         self.router = Router(handlers)
         self.access_log = _open_access_log(options["access_log"])
+        if options["access_log_format"] not in _ACCESS_LOG_FORMATS:
+            raise ValueError("access_log_format must be one of %s, not %r"
+                             % (", ".join(_ACCESS_LOG_FORMATS), options["access_log_format"]))
+        self._combined_log = options["access_log_format"] == "combined"
         self._access_lines = []
         self.methods = _KNOWN_METHODS.union(options["methods"] or ())
         self.password_check = _password_check(options["auth"])
@@ -5898,16 +5923,29 @@ class Server:
             response.content = b""
             self.call_special("post_request", response.request, response)
 
-    def _log_access(self, conn, response):
+    def request_aborted(self, conn, response, head_sent):
+        """The connection closed before ``response`` was all on the wire: the access log.
+
+        As nginx: the status the response has when its head went out, else 499
+        (the client closed the request), and the bytes that did go out.
+        """
+        if self.access_log is not None:
+            self._log_access(conn, response, None if head_sent else 499)
+
+    def _log_access(self, conn, response, status=None):
         request = response.request
         head = request.head
         line = "-" if head.method == "ERROR" else "%s %s %s" % (
             head.method, _log_escape(head.target), head.version)
         if not self._access_lines:
             self.reactor.call_soon(self._flush_access_log)
-        self._access_lines.append('%s - - [%s] "%s" %d %s' % (
-            _log_escape(request.remote_ip or "-"), _clf_time(), line, response.code,
-            conn.body_sent or "-"))
+        entry = '%s - %s [%s] "%s" %d %s' % (
+            _log_escape(request.remote_ip or "-"), _log_escape(request.user or "-"),
+            _clf_time(), line, status or response.code, conn.body_sent or "-")
+        if self._combined_log:
+            entry += ' "%s" "%s"' % (_log_escape(request.header("Referer") or "-"),
+                                     _log_escape(request.header("User-Agent") or "-"))
+        self._access_lines.append(entry)
 
     def _flush_access_log(self):
         """A loop turn's lines as one record (logging a record per request costs microseconds)."""
@@ -6158,6 +6196,29 @@ def post(alias, event, *args):
 # at a terminal, who wants keep-alive and a port that needs no privileges.
 _CLI_DEFAULTS = {"port": 8000, "keepalive": 100}
 
+# The groups of --help, in order, with the server options each holds (the
+# flags of the command line's own go in by name, in _argument_parser).
+_CLI_GROUPS = (
+    ("where it listens", ("port", "host", "unix", "unix_mode", "fd", "reuse_port",
+                          "trusted_proxies")),
+    ("what it serves", ("auth_realm",)),
+    ("limits", ("keepalive", "keepalivetimeout", "timeout", "concurrency",
+                "shutdown_timeout", "blocksize", "sendfile")),
+    ("logging", ("access_log", "access_log_format")),
+    ("applications", ("prefork", "recycle", "methods")),
+)
+
+_CLI_EXAMPLES = """\
+examples:
+  python -m poex_http                               this directory on port 8000
+  python -m poex_http 8080 -b 127.0.0.1             only this machine, port 8080
+  python -m poex_http -p 8080 -d /srv/files         -d/--directory: http.server's --root
+  python -m poex_http --access-log access.log --access-log-format combined
+  python -m poex_http --version
+
+Stop with Ctrl-C or SIGTERM: requests in flight finish first; a second signal
+exits at once."""
+
 
 def _size(text):
     """A byte count as a person writes it: 500000, 64K, 100M, 2G (powers of 1024, as nginx)."""
@@ -6172,74 +6233,146 @@ def _argument_parser():
     parser = argparse.ArgumentParser(
         prog="python -m poex_http",
         description="Serve a directory over HTTP/1.1 (poex_http %s)." % __version__,
-        epilog="Stop with Ctrl-C or SIGTERM: requests in flight finish first; "
-               "a second signal exits at once.")
-    parser.add_argument("port_arg", nargs="?", type=int, metavar="PORT",
-                        help="TCP port (same as --port; default %d)" % _CLI_DEFAULTS["port"])
-    parser.add_argument("--root", default=".", metavar="DIR",
-                        help="directory to serve (default: the current one)")
-    parser.add_argument("--no-listing", dest="listing", action="store_false",
+        epilog=_CLI_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="poex_http %s" % __version__)
+    groups = {title: parser.add_argument_group(title) for title, _ in _CLI_GROUPS}
+    listens, serves, logs, applications = (
+        groups["where it listens"], groups["what it serves"], groups["logging"],
+        groups["applications"])
+    # The port's default is applied after parsing (_parse_arguments), so that
+    # a positional port can be told apart from --port.
+    listens.add_argument("port_arg", nargs="?", type=int, metavar="PORT",
+                         help="TCP port, as --port")
+    serves.add_argument("-d", "--root", "--directory", default=".", metavar="DIR",
+                        help="directory to serve (-d/--directory as in http.server) "
+                             "[default: .]")
+    serves.add_argument("--no-listing", dest="listing", action="store_false",
                         help="answer 403 for a directory without index.html "
                              "instead of listing it")
-    parser.add_argument("--dotfiles", choices=("hide", "allow"), default="hide",
+    serves.add_argument("--dotfiles", choices=("hide", "allow"), default="hide",
                         help="'allow' serves and lists names starting with '.' (.git, .env); "
-                             "hidden (404) by default, /.well-known/ aside")
-    parser.add_argument("--upload", action="store_true",
+                             "hidden (404) otherwise, /.well-known/ aside [default: hide]")
+    serves.add_argument("--upload", action="store_true",
                         help="accept uploads into the root: PUT /path/name stores the body "
                              "(curl -T FILE URL), POST multipart/form-data to a directory "
-                             "stores each file (curl -F file=@FILE URL/); off by default")
+                             "stores each file (curl -F file=@FILE URL/)")
+
     def size(text):
         try:
             return _size(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
-    parser.add_argument("--max-upload", type=size, default=None, metavar="SIZE",
+    serves.add_argument("--max-upload", type=size, default=None, metavar="SIZE",
                         help="with --upload, the largest request body, e.g. 500M or 2G "
                              "(larger gets 413 before a byte is stored) [default: 100M]")
-    parser.add_argument("--no-replace", dest="replace", action="store_false",
+    serves.add_argument("--no-replace", dest="replace", action="store_false",
                         help="with --upload, never replace an existing file (409 Conflict; "
                              "412 when the client sent If-None-Match: *)")
-    parser.add_argument("--delete", action="store_true",
-                        help="accept DELETE of a file under the root (off by default, "
-                             "even with --upload)")
-    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+    serves.add_argument("--delete", action="store_true",
+                        help="accept DELETE of a file under the root (not implied by "
+                             "--upload)")
+    serves.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="add a header to every response (repeatable)")
-    parser.add_argument("--auth", action="append", metavar="USER:PASSWORD",
+    serves.add_argument("--auth", action="append", metavar="USER:PASSWORD",
                         help="ask every client for this user name and password (HTTP Basic; "
                              "repeatable, one per user); sent in clear without --certfile")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no access log, and no word of stopping (warnings still)")
-    parser.add_argument("--wsgi", metavar="MODULE:APP",
-                        help="serve this WSGI application instead of a directory "
-                             "(e.g. myproject.wsgi:application)")
-    parser.add_argument("--threads", type=int, default=8, metavar="N",
-                        help="worker threads for --wsgi (per worker process) [default: 8]")
-    parser.add_argument("--certfile", metavar="PEM",
-                        help="serve HTTPS with this certificate chain (and key, "
-                             "unless --keyfile is given)")
-    parser.add_argument("--keyfile", metavar="PEM", help="private key for --certfile")
+    logs.add_argument("--quiet", action="store_true",
+                      help="no access log, and no word of stopping on stderr "
+                           "(warnings still)")
+    applications.add_argument("--wsgi", metavar="MODULE:APP",
+                              help="serve this WSGI application instead of a directory "
+                                   "(e.g. myproject.wsgi:application)")
+    applications.add_argument("--threads", type=int, default=8, metavar="N",
+                              help="worker threads for --wsgi (per worker process) "
+                                   "[default: 8]")
+    group_of = {name: groups[title] for title, names in _CLI_GROUPS for name in names}
     for option in SERVER_OPTIONS:
         if option.flag:
-            default = _CLI_DEFAULTS.get(option.name, option.default)
+            default = None if option.name == "port" else _CLI_DEFAULTS.get(
+                option.name, option.default)
             cli = dict(option.cli)
             help_text = cli.pop("help", None)
             if help_text is None:
                 help_text = option.doc
-                if default is not None:
+                if default is not None and cli.get("action") not in ("store_true",
+                                                                     "store_false"):
                     help_text += " [default: %s]" % default
-            parser.add_argument(option.flag, dest=option.name, default=default,
-                                help=help_text, **cli)
+            group_of[option.name].add_argument(*option.flags, dest=option.name,
+                                               default=default, help=help_text, **cli)
+    listens.add_argument("--certfile", metavar="PEM",
+                         help="serve HTTPS with this certificate chain (and key, "
+                              "unless --keyfile is given)")
+    listens.add_argument("--keyfile", metavar="PEM", help="private key for --certfile")
     return parser
 
 
-def _listen_url(server):
+def _parse_arguments(argv):
+    """The parsed command line, with the port settled (argparse's exit 2 on a conflict)."""
+    parser = _argument_parser()
+    args = parser.parse_args(argv)
+    if args.port_arg is not None and args.port is not None and args.port_arg != args.port:
+        parser.error("PORT %d and --port %d disagree: give one of them"
+                     % (args.port_arg, args.port))
+    for port in (args.port_arg, args.port, _CLI_DEFAULTS["port"]):
+        if port is not None:
+            args.port = port
+            break
+    return args
+
+
+def _lan_addresses(families):
+    """This machine's addresses other machines may reach (no loopback, no link-local).
+
+    Found with the standard library alone: a UDP socket connected towards a
+    documentation address (RFC 5737, RFC 3849) takes the address of the
+    interface with the default route, without sending anything; the host
+    name's addresses add the others it resolves to.
+    """
+    import ipaddress  # deferred: import time
+    probes = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
+    found = []
+    for family in families:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((probes[family], 9))
+                found.append(probe.getsockname()[0])
+        except OSError:
+            pass  # no route: no network
+        try:
+            found.extend(info[4][0] for info in socket.getaddrinfo(
+                socket.gethostname(), None, family, socket.SOCK_STREAM))
+        except OSError:
+            pass
+    addresses = []
+    for text in found:
+        address = ipaddress.ip_address(text.partition("%")[0])
+        if not (address.is_loopback or address.is_link_local or address.is_unspecified) \
+                and text not in addresses:
+            addresses.append(text)
+    return addresses
+
+
+def _listen_urls(server):
+    """The URLs a person can open: the address listened on, or for all interfaces the
+    loopback one first and then this machine's network addresses."""
     address = server.address
     if not isinstance(address, tuple):
-        return "http+unix://%s" % address
+        return ["http+unix://%s" % address]
     host, port = address[:2]
-    if ":" in host:
-        host = "[%s]" % host
-    return "%s://%s:%d/" % ("https" if server.ssl_context else "http", host, port)
+    scheme = "https" if server.ssl_context else "http"
+
+    def url(ip):
+        return "%s://%s:%d/" % (scheme, "[%s]" % ip if ":" in ip else ip, port)
+    if host == "0.0.0.0":
+        families = (socket.AF_INET,)
+    elif host == "::":
+        # Without an address it listens on both (dual stack); "::" given is IPv6 only.
+        families = (socket.AF_INET, socket.AF_INET6) if server.host in (None, "", "*") \
+            else (socket.AF_INET6,)
+    else:
+        return [url(host)]
+    loopback = "127.0.0.1" if socket.AF_INET in families else "::1"
+    return [url(loopback)] + [url(ip) for ip in _lan_addresses(families)]
 
 
 def _reachable_in_clear(server):
@@ -6269,8 +6402,16 @@ def _cli_handler(args):
                              % (args.wsgi, type(exc).__name__, exc)) from None
         return WSGIHandler(app, threads=args.threads), args.wsgi
     root = os.path.abspath(args.root)
-    if not os.path.isdir(root):
+    if not os.path.exists(root):
         raise ValueError("root directory %s does not exist" % root)
+    if not os.path.isdir(root):
+        raise ValueError("root %s is not a directory" % root)
+    try:
+        with os.scandir(root) as entries:  # refused now, not at the first request
+            next(entries, None)
+    except OSError as exc:
+        raise ValueError("cannot read root directory %s: %s"
+                         % (root, exc.strerror or exc)) from None
     return StaticFiles(root, listing=args.listing, dotfiles=args.dotfiles, upload=args.upload,
                        replace=args.replace, delete=args.delete), root
 
@@ -6310,14 +6451,12 @@ def _cli_ssl_context(args):
 
 def main(argv=None):
     """The command line, ``python -m poex_http [PORT] [--root DIR] ...``; returns the exit code."""
-    args = _argument_parser().parse_args(argv)
+    args = _parse_arguments(argv)
     import logging  # deferred (import time), as for _log
     logging.basicConfig(level=logging.WARNING, format="poex_http: %(message)s")
     if not args.quiet:
         logging.getLogger("poex_http").setLevel(logging.INFO)  # stopping, stopped...
     config = {option.name: getattr(args, option.name) for option in SERVER_OPTIONS if option.flag}
-    if args.port_arg is not None:
-        config["port"] = args.port_arg
     config["access_log"] = None if args.quiet else (args.access_log or "-")
     headers = Headers({"Server": "poex_http/%s" % __version__})
     try:
@@ -6338,10 +6477,12 @@ def main(argv=None):
         config["limits"] = _cli_upload_limits(args)
         handler, what = _cli_handler(args)
         if config["access_log"] not in (None, "-"):
-            _open_access_log(config["access_log"])  # fails here, with its own message
-    except (ValueError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.strerror and exc.filename:
-            return _fail("%s: %s" % (exc.strerror, exc.filename))
+            try:
+                _open_access_log(config["access_log"])  # fails here, not in the server
+            except OSError as exc:
+                raise ValueError("cannot open --access-log %s: %s"
+                                 % (config["access_log"], exc.strerror or exc)) from None
+    except ValueError as exc:
         return _fail(exc)
     config["headers"] = headers.items()
     try:
@@ -6353,12 +6494,15 @@ def main(argv=None):
             reason = exc.strerror
         return _fail("cannot listen on %s: %s" % (config["unix"] or "%s:%s" % (
             config["host"] or "*", config["port"]), reason))
+    urls = _listen_urls(server)
     if args.auth and _reachable_in_clear(server):
         _log.warning(
-            "--auth without --certfile on %s: passwords cross the network in clear",
-            _listen_url(server))
-    print("Serving %s on %s" % (what, _listen_url(server)), flush=True)
+            "--auth without --certfile on %s: passwords cross the network in clear", urls[0])
+    print("Serving %s on %s" % (what, urls[0]), flush=True)
+    for url in urls[1:]:
+        print("Also on %s" % url, flush=True)
     _serve(server.reactor)
+    print("Stopped serving %s" % what, flush=True)
     return 0
 
 

@@ -10587,17 +10587,28 @@ def test_methods_option_lets_handlers_serve_more(serve, tmp_path, methods):
 
 # --- access log
 
+# Common Log Format, and the two fields the combined format adds.
 CLF_RE = re.compile(
-    r'(?P<ip>\S+) - - \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] '
-    r'"(?P<line>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-)\Z')
+    r'(?P<ip>\S+) - (?P<user>\S+) '
+    r'\[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] '
+    r'"(?P<line>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-)'
+    r'(?: "(?P<referer>[^"]*)" "(?P<agent>[^"]*)")?\Z')
 
 
-def parse_clf(line):
+def parse_log(line):
+    """Every field of an access log line, as a dict (referer and agent None in CLF)."""
     match = CLF_RE.match(line)
     assert match, "not a Common Log Format line: %r" % line
     when = datetime.datetime.strptime(match["time"], "%d/%b/%Y:%H:%M:%S %z").timestamp()
     assert abs(when - time.time()) < 120, "log time %r is not now" % match["time"]
-    return match["ip"], match["line"], int(match["status"]), match["bytes"]
+    return match.groupdict()
+
+
+def parse_clf(line):
+    """(address, request line, status, bytes) of a Common Log Format line with no user."""
+    fields = parse_log(line)
+    assert fields["user"] == "-" and fields["referer"] is None, line
+    return fields["ip"], fields["line"], int(fields["status"]), fields["bytes"]
 
 
 @pytest.fixture
@@ -10648,11 +10659,61 @@ def test_access_log_records_the_bytes_actually_sent_on_abort(serve, files, tmp_p
     wait_until(lambda: not live.server.connections)
     assert fetch(live.port, "/f/p.txt")[2] == TEXT
     wait_until(lambda: "GET /f/p.txt" in log_path.read_text())
-    lines = log_path.read_text().splitlines()
-    assert parse_clf(lines[-1]) == ("127.0.0.1", "GET /f/p.txt HTTP/1.1", 200, "36")
-    # The aborted download, if logged, never claims the whole file.
-    for line in lines[:-1]:
-        assert parse_clf(line)[3] != str(len(MULTI))
+    aborted, done = [parse_clf(line) for line in log_path.read_text().splitlines()]
+    assert done == ("127.0.0.1", "GET /f/p.txt HTTP/1.1", 200, "36")
+    # Logged as nginx does: the status that went out, and the bytes sent,
+    # which are at least what the client read and never the whole file.
+    assert aborted[:3] == ("127.0.0.1", "GET /f/multi.bin HTTP/1.1", 200)
+    assert 65536 <= int(aborted[3]) < len(MULTI)
+
+
+def test_access_log_499_when_the_client_leaves_before_the_answer(serve, tmp_path,
+                                                                 access_logger):
+    log_path = tmp_path / "access.log"
+    held = []
+    live = serve(handlers=[("", lambda req, resp: held.append(resp))],
+                 access_log=str(log_path))
+    with RawClient(live.port) as client:
+        client.send(get("/never"))
+        wait_until(lambda: held)
+    wait_until(lambda: log_path.read_text())
+    assert [parse_clf(line) for line in log_path.read_text().splitlines()] == [
+        ("127.0.0.1", "GET /never HTTP/1.1", 499, "-")]
+
+
+def test_access_log_combined_adds_referer_and_user_agent(serve, tmp_path, access_logger):
+    log_path = tmp_path / "access.log"
+    live = serve(handlers=[("", hello)], access_log=str(log_path), keepalive=10,
+                 access_log_format="combined")
+    with RawClient(live.port) as client:
+        client.send(get("/a", headers=[("Referer", "http://x/?q=\"1\""),
+                                       ("User-Agent", "curl/8.0 \xe9\\")]) + get("/b"))
+        assert [client.response()[0], client.response()[0]] == [200, 200]
+        wait_until(lambda: len(log_path.read_text().splitlines()) == 2)
+    first, second = [parse_log(line) for line in log_path.read_text().splitlines()]
+    assert (first["line"], first["status"], first["bytes"]) == ("GET /a HTTP/1.1", "200", "12")
+    assert (first["referer"], first["agent"]) == (
+        r"http://x/?q=\x221\x22", r"curl/8.0\x20\xE9\x5C")
+    assert (second["referer"], second["agent"]) == ("-", "-")
+
+
+def test_access_log_format_must_be_known():
+    with pytest.raises(ValueError, match="access_log_format"):
+        poex_http.Server(handler=hello, access_log_format="json", reactor=poex_http.Reactor())
+
+
+def test_access_log_user_field_comes_from_the_request(serve, tmp_path, access_logger):
+    def signed_in(req, resp):
+        if req.path == "/mine":
+            req.user = "ann e"  # what an authentication check would set
+        hello(req, resp)
+    log_path = tmp_path / "access.log"
+    live = serve(handlers=[("", signed_in)], access_log=str(log_path))
+    assert fetch(live.port, "/mine")[0] == 200
+    assert fetch(live.port, "/open")[0] == 200
+    wait_until(lambda: len(log_path.read_text().splitlines()) == 2)
+    assert [parse_log(line)["user"] for line in log_path.read_text().splitlines()] == [
+        r"ann\x20e", "-"]
 
 
 def test_access_log_escapes_what_the_request_wrote(serve, tmp_path, access_logger):
@@ -11758,7 +11819,8 @@ def test_cli_bad_header_exits_1_with_one_line(files):
     (["--certfile", "missing.pem"], "cannot load --certfile missing.pem"),
     (["--wsgi", "broken:app"], "cannot load --wsgi broken:app: ZeroDivisionError"),
     (["--port", "70000"], "port 70000 is not between 0 and 65535"),
-    (["--access-log", "no/such/dir/log"], "no/such/dir/log"),
+    (["--access-log", "no/such/dir/log"],
+     "cannot open --access-log no/such/dir/log: No such file or directory"),
 ], ids=["no-module", "no-app", "keyfile-alone", "no-certfile", "app-raises", "port-range",
         "no-log-dir"])
 def test_cli_bad_arguments_exit_1_with_one_line(tmp_path, args, needle):
@@ -11785,13 +11847,94 @@ def test_cli_help_documents_every_flag():
     assert text.startswith("usage: python -m poex_http")
     for flag in ("--root", "--bind", "--port", "--workers", "--unix", "--access-log", "--quiet",
                  "--no-listing", "--header", "--keepalive", "--timeout", "--no-sendfile",
-                 "--blocksize", "--concurrency"):
-        assert re.search(r"^\s+%s\b" % re.escape(flag), text, re.M), flag
+                 "--blocksize", "--concurrency", "-b", "-d", "-p", "--version",
+                 "--access-log-format"):
+        # At the start of a line, or after the other spellings of the flag.
+        assert re.search(r"^\s+(?:-[^\n]*?, )?%s\b" % re.escape(flag), text, re.M), flag
     parser = poex_http._argument_parser()
     for action in parser._actions:
         for flag in action.option_strings:
             assert flag in text, flag
         assert action.help, "no help for %s" % (action.option_strings or action.dest)
+
+
+def test_cli_help_is_grouped_with_defaults_shown_one_way():
+    status, out, _ = Program.cli("--help").finish()
+    assert status == 0
+    text = out.decode()
+    headings = re.findall(r"^(\S[^:\n]*):$", text, re.M)
+    assert headings == ["options", "where it listens", "what it serves", "limits", "logging",
+                        "applications", "examples"]
+    parser = poex_http._argument_parser()
+    for action in parser._actions:
+        # Every default said as "[default: X]", at the end of its help.
+        assert action.help.count("default") == action.help.count("[default: "), action.help
+        assert "[default: " not in action.help or action.help.endswith("]"), action.help
+    assert "-p PORT, --port PORT  TCP port [default: 8000]" in text
+    # A copy-paste example of each flag http.server users reach for, and of the log format.
+    examples = text.partition("\nexamples:\n")[2]
+    for flag in (" -b ", " -d ", " -p ", "--version", "--access-log-format combined"):
+        assert "\n  python -m poex_http " in examples and flag in examples, flag
+
+
+def test_cli_version():
+    status, out, err = Program.cli("--version").finish()
+    assert (status, out, err) == (0, ("poex_http %s\n" % poex_http.__version__).encode(), "")
+
+
+@pytest.mark.parametrize("spelling", [("-b", "-p", "-d"), ("--bind", "--port", "--directory")],
+                         ids=["short", "http.server"])
+def test_cli_http_server_spellings(files, spelling):
+    bind, port, directory = spelling
+    with Program.cli(bind, "127.0.0.1", port, "0", directory, files, "--quiet") as cli:
+        assert fetch(cli.serving(files), "/p.txt")[2] == TEXT
+        assert cli.stop(signal.SIGTERM) == 0
+
+
+def test_cli_positional_port_and_a_different_port_flag_exit_2(files):
+    status, out, err = Program.cli("8001", "--port", "8002", "--root", files).finish()
+    assert (status, out) == (2, b"")
+    assert err.startswith("usage: python -m poex_http")
+    assert err.endswith("error: PORT 8001 and --port 8002 disagree: give one of them\n")
+
+
+def test_cli_positional_port_and_the_same_port_flag_agree(files):
+    with Program.cli("0", "-p", "0", "-b", "127.0.0.1", "--root", files, "--quiet") as cli:
+        assert fetch(cli.serving(files), "/p.txt")[2] == TEXT
+        assert cli.stop(signal.SIGTERM) == 0
+
+
+def test_cli_says_it_stopped(files):
+    with Program.cli("-b", "127.0.0.1", "-p", "0", "--root", files, "--quiet") as cli:
+        port = cli.serving(files)
+        assert fetch(port, "/p.txt")[2] == TEXT  # the loop runs: its signal handlers are set
+        assert cli.stop(signal.SIGINT) == 0
+        assert cli.next_line() == "Stopped serving %s" % files
+
+
+def test_cli_without_bind_prints_the_loopback_and_network_urls(files):
+    families = (socket.AF_INET, socket.AF_INET6) if socket.has_dualstack_ipv6() \
+        else (socket.AF_INET,)
+    network = poex_http._lan_addresses(families)
+    assert not any(address in ("127.0.0.1", "::1") for address in network)
+    with Program.cli("-p", "0", "--root", files, "--quiet") as cli:
+        port = cli.serving(files)  # the loopback URL first: http://127.0.0.1:PORT/
+        assert fetch(port, "/p.txt")[2] == TEXT
+        for address in network:
+            url = "http://%s:%d/" % ("[%s]" % address if ":" in address else address, port)
+            assert cli.next_line() == "Also on %s" % url
+            assert fetch((address, port), "/p.txt")[2] == TEXT
+        assert cli.stop(signal.SIGTERM) == 0
+        assert cli.next_line() == "Stopped serving %s" % files
+
+
+def test_lan_addresses_leave_out_loopback_and_link_local(monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0))
+        for address in ("127.0.1.1", "169.254.1.2", "10.1.2.3", "10.1.2.3")])
+    addresses = poex_http._lan_addresses((socket.AF_INET,))
+    assert "10.1.2.3" in addresses and len(addresses) == len(set(addresses))
+    assert not {"127.0.1.1", "169.254.1.2"} & set(addresses)
 
 
 # --- the access log
@@ -11828,6 +11971,19 @@ def test_cli_access_log_defaults_to_stderr(files):
         lines = [line for line in cli.stderr_text().splitlines()
                  if not line.startswith("poex_http: ")]  # stopping, stopped
     assert [parse_clf(line) for line in lines] == [("127.0.0.1", "GET /p.txt HTTP/1.1", 200, "36")]
+
+
+def test_cli_access_log_format_combined(files, tmp_path):
+    log_path = tmp_path / "access.log"
+    with Program.cli("-b", "127.0.0.1", "-p", "0", "--root", files, "--access-log", log_path,
+                     "--access-log-format", "combined") as cli:
+        port = cli.serving(files)
+        assert fetch(port, "/p.txt", headers=[("User-Agent", "test/1"),
+                                              ("Referer", "http://here/")])[2] == TEXT
+        assert cli.stop(signal.SIGTERM) == 0
+    fields = parse_log(log_path.read_text().rstrip("\n"))
+    assert (fields["line"], fields["referer"], fields["agent"]) == (
+        "GET /p.txt HTTP/1.1", "http://here/", "test/1")
 
 
 def test_cli_access_log_dash_is_stderr(files):
@@ -11893,7 +12049,29 @@ def test_main_in_process_root_is_a_file(tmp_path, capsys, restore_logging):
     path = tmp_path / "file"
     path.write_bytes(b"x")
     assert poex_http.main(["--root", str(path), "--quiet"]) == 1
-    assert capsys.readouterr().err == "poex_http: root directory %s does not exist\n" % path
+    assert capsys.readouterr().err == "poex_http: root %s is not a directory\n" % path
+
+
+def test_main_in_process_unreadable_root_fails_at_start(tmp_path, capsys, restore_logging,
+                                                        monkeypatch):
+    def refused(path):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+    monkeypatch.setattr(os, "scandir", refused)  # as root, a chmod would not refuse
+    assert poex_http.main(["--root", str(tmp_path), "--quiet"]) == 1
+    assert capsys.readouterr() == (
+        "", "poex_http: cannot read root directory %s: Permission denied\n" % tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
+def test_cli_unreadable_root_exits_1(tmp_path):
+    root = tmp_path / "locked"
+    root.mkdir(mode=0)
+    try:
+        status, out, err = Program.cli("--port", "0", "--root", root).finish()
+    finally:
+        root.chmod(0o700)
+    assert (status, out) == (1, b"")
+    assert err == "poex_http: cannot read root directory %s: Permission denied\n" % root
 
 
 @pytest.mark.parametrize("header, message", [
@@ -12052,7 +12230,7 @@ def test_cli_auth_asks_for_the_password(files):
 def test_cli_auth_warns_once_without_tls_on_a_reachable_address(files):
     with Program.cli("--bind", "0.0.0.0", "--port", "0", "--root", files, "--quiet",
                      "--auth", "admin:s3cret", "--auth", "other:one") as cli:
-        port = int(re.fullmatch(r"Serving .* on http://0\.0\.0\.0:(\d+)/", cli.next_line()).group(1))
+        port = int(re.fullmatch(r"Serving .* on http://[^/]+:(\d+)/", cli.next_line()).group(1))
         assert fetch(port, "/p.txt", headers=[basic("admin", "s3cret")])[0] == 200
         assert fetch(port, "/p.txt")[0] == 401
         assert cli.stop() == 0
@@ -12067,7 +12245,7 @@ def test_cli_auth_with_tls_does_not_warn(tmp_path):
     (tmp_path / "hello.txt").write_bytes(b"hello over tls\n")
     with Program.cli("--bind", "0.0.0.0", "--port", "0", "--quiet", "--auth", "admin:s3cret",
                      "--certfile", "cert.pem", "--keyfile", "key.pem", cwd=tmp_path) as cli:
-        port = int(re.fullmatch(r"Serving .* on https://0\.0\.0\.0:(\d+)/",
+        port = int(re.fullmatch(r"Serving .* on https://[^/]+:(\d+)/",
                                 cli.next_line()).group(1))
         conn = https(port, str(tmp_path / "cert.pem"))
         try:
