@@ -3253,7 +3253,6 @@ class Request:
 
     def __init__(self, head, content, connection, trailers=None):
         self._client = None
-        self.user = None  # the user name that authenticated (the ``auth`` option)
         self.head = head  # the RequestHead as parsed
         self.method = head.method
         self.path = head.path
@@ -3265,8 +3264,8 @@ class Request:
         self.trailers = Headers.wrap(list(trailers)) if trailers else _NO_TRAILERS
         self._headers = None
         self._uri = None
-        # Who authenticated (set by whatever checks credentials): the access
-        # log's user field reads it from here, "-" while it is None.
+        # Who authenticated (the ``auth`` option): the access log's user
+        # field reads it from here, "-" while it is None.
         self.user = None
 
     @property
