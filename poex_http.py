@@ -1551,7 +1551,7 @@ _MIME_TYPES = {
     ".html": "text/html", ".htm": "text/html", ".css": "text/css",
     ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json",
     ".map": "application/json", ".webmanifest": "application/manifest+json",
-    ".txt": "text/plain", ".md": "text/markdown", ".csv": "text/csv",
+    ".txt": "text/plain", ".csv": "text/csv",
     ".xml": "application/xml", ".svg": "image/svg+xml", ".png": "image/png",
     ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
     ".webp": "image/webp", ".avif": "image/avif", ".ico": "image/x-icon",
@@ -1561,8 +1561,21 @@ _MIME_TYPES = {
     ".mp4": "video/mp4", ".webm": "video/webm", ".ogv": "video/ogg", ".mov": "video/quicktime",
     ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".wav": "audio/wav",
     ".flac": "audio/flac", ".m4a": "audio/mp4", ".vtt": "text/vtt",
-    ".py": "text/x-python", ".sh": "text/x-shellscript", ".rst": "text/x-rst",
+    ".py": "text/x-python", ".sh": "text/x-shellscript",
 }
+# Text that browsers should show rather than download: sent as text/plain
+# (text/markdown or text/yaml make most browsers save the file).
+_PLAIN_TEXT_EXTENSIONS = frozenset((
+    ".md", ".markdown", ".rst", ".log", ".yaml", ".yml", ".toml", ".ini", ".conf", ".cfg",
+    ".cnf", ".properties", ".env", ".diff", ".patch", ".text", ".tsv", ".srt", ".adoc",
+    ".asciidoc", ".mk", ".cmake", ".in", ".lock"))
+# Names without an extension that hold text (upper case; "README" matches "readme").
+_PLAIN_TEXT_NAMES = frozenset((
+    "README", "LICENSE", "LICENCE", "COPYING", "AUTHORS", "CONTRIBUTORS", "CHANGELOG",
+    "CHANGES", "NEWS", "HISTORY", "NOTICE", "INSTALL", "TODO", "THANKS", "MAKEFILE",
+    "GNUMAKEFILE", "DOCKERFILE", "CONTAINERFILE", "VAGRANTFILE", "GEMFILE", "RAKEFILE",
+    "PROCFILE", "JENKINSFILE", "CODEOWNERS", "MANIFEST"))
+_PLAIN_TEXT = "text/plain; charset=utf-8"
 # Types that are text without saying so in their major type.
 _TEXT_LIKE_TYPES = frozenset((
     "application/json", "application/xml", "image/svg+xml", "application/manifest+json",
@@ -1574,11 +1587,16 @@ _guessed_types = _BoundedCache(512)
 
 def guess_type(path):
     """Content-Type for a file name (fixed table, ``mimetypes``); text types get charset=utf-8."""
-    extension = os.path.splitext(path)[1].lower()
+    name = os.path.basename(path)
+    extension = os.path.splitext(name)[1].lower()
+    if not extension and name.upper() in _PLAIN_TEXT_NAMES:
+        return _PLAIN_TEXT
     content_type = _guessed_types.get(extension)
     if content_type is None:
         content_type = _MIME_TYPES.get(extension)
-        if content_type is None:
+        if extension in _PLAIN_TEXT_EXTENSIONS:
+            content_type = "text/plain"
+        elif content_type is None:
             import mimetypes  # deferred: import time
             content_type = mimetypes.guess_type("x" + extension, strict=False)[0] \
                 or "application/octet-stream"
@@ -1639,6 +1657,15 @@ def parse_range(header, size, max_ranges=100):
     return merged
 
 
+def _servable_name(name):
+    """May a path segment (a decoded file name) be looked up under the root?"""
+    # A backslash is an ordinary character of a POSIX file name, but a
+    # separator on Windows, where a colon names a stream or a drive.
+    if os.name == "nt":
+        return name not in (".", "..") and not any(char in name for char in "\0\\:")
+    return name not in (".", "..") and "\0" not in name
+
+
 def _resolve_under(real_root, url_path):
     """(path, lstat or None) for a URL path under a resolved root; None when unsafe."""
     # Hot path of static files: one lstat per component below the root costs
@@ -1646,12 +1673,8 @@ def _resolve_under(real_root, url_path):
     if "%" in url_path:
         from urllib.parse import unquote  # deferred: import time
         url_path = unquote(url_path, errors="surrogateescape")
-    if "\0" in url_path or "\\" in url_path:
-        return None
     segments = [segment for segment in url_path.split("/") if segment]
-    if "." in segments or ".." in segments:
-        return None
-    if os.name == "nt" and any(":" in segment for segment in segments):
+    if not all(map(_servable_name, segments)):
         return None
     path = real_root
     stat = None
@@ -3597,13 +3620,16 @@ class Response(_Answer):
         self._done_now()
 
     def error(self, code, text=""):
-        """Answer with ``code`` and a plain-text body, and finish."""
+        """Answer with ``code`` and the error page showing ``text`` (as is, if the handler
+        set a Content-Type), and finish."""
         self.code = code
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
-        self._content = text
         if self.content_type is None:
-            self.headers.set("Content-Type", "text/plain; charset=utf-8")
+            # One format for every error page, the server's own (400) included.
+            self.headers.set("Content-Type", "text/html; charset=utf-8")
+            text = _error_page(code, text.strip())
+        self._content = text
         self.headers.set("X-Content-Type-Options", "nosniff")
         self.respond()
         self.done()
@@ -4460,9 +4486,22 @@ class StaticFiles:
         cached = self._siblings.get(fs_path)
         if cached is not None and cached[0] == now:
             return cached[1]
-        found = tuple(
-            (coding, fs_path + suffix) for coding, suffix in _PRECOMPRESSED
-            if os.path.isfile(fs_path + suffix) and self._inside(fs_path + suffix))
+        try:
+            original_mtime = os.stat(fs_path).st_mtime_ns
+        except OSError:
+            original_mtime = 0
+        found = []
+        for coding, suffix in _PRECOMPRESSED:
+            sibling = fs_path + suffix
+            try:
+                stat = os.stat(sibling)
+            except (OSError, ValueError):
+                continue
+            # One older than its original was made from an earlier version.
+            if (S_ISREG(stat.st_mode) and stat.st_mtime_ns >= original_mtime
+                    and self._inside(sibling)):
+                found.append((coding, sibling))
+        found = tuple(found)
         self._siblings.put(fs_path, (now, found))
         return found
 
@@ -4482,6 +4521,9 @@ class StaticFiles:
             except OSError:
                 continue  # a dangling symlink, or a race with a delete
             is_directory = S_ISDIR(stat.st_mode)
+            # What a request would be refused: a FIFO, socket or device, a name not servable.
+            if not (is_directory or S_ISREG(stat.st_mode)) or not _servable_name(entry.name):
+                continue
             entries.append((not is_directory, entry.name.lower(), entry.name, is_directory, stat))
         entries.sort()
         title = "Index of %s" % _html_escape(_display_path(req.path))

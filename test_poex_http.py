@@ -20,6 +20,7 @@ import errno
 import functools
 import gc
 import hashlib
+import html
 import http.client
 import json
 import logging
@@ -367,6 +368,18 @@ def fetch(address, path, method="GET", headers=(), body=b"", timeout=DEADLINE):
     data = exchange(address, get(path, method=method, headers=headers, body=body), timeout=timeout)
     line, fields, rest = split_response(data)
     return int(line.split(" ")[1]), field_dict(fields), rest
+
+
+# Every error page, the server's own and Response.error's, has this format.
+ERROR_PAGE_RE = re.compile(rb"<html><head><title>Error (\d+): [^<]*</title></head><body>"
+                           rb"<h1>Error \1: [^<]*</h1><p>(.*)</p></body></html>\Z", re.S)
+
+
+def error_text(body):
+    """The message an error page shows, unescaped; fails on any other body."""
+    match = ERROR_PAGE_RE.match(body)
+    assert match, body
+    return html.unescape(match.group(2).decode("utf-8"))
 
 
 def check_common(fields):
@@ -2453,10 +2466,11 @@ def test_http_date_round_trip(timestamp):
     ("p.html", "text/html; charset=utf-8"),
     ("p.htm", "text/html; charset=utf-8"),
     ("t.txt", "text/plain; charset=utf-8"),
+    ("README", "text/plain; charset=utf-8"),
     ("i.png", "image/png"),
     ("a.tar.gz", "application/gzip"),
     ("x.zzqx", "application/octet-stream"),
-    ("README", "application/octet-stream"),
+    ("x/LICENSE", "text/plain; charset=utf-8"),
     ("", "application/octet-stream"),
 ])
 def test_unit_guess_type(path, expected):
@@ -2584,8 +2598,7 @@ def test_unit_safe_join(tmp_path):
     # Through a symlink that leaves and comes back: still inside the root.
     assert join(str(root), "/up/root/a") == os.path.join(real, "up", "root", "a")
     for unsafe in ("/../secret", "/a/../../secret", "/%2e%2e/secret", "/%2E%2E%2Fsecret",
-                   "/..%2fsecret", "/.", "/a/./b.txt", "/a\\b.txt", "/..\\secret",
-                   "/%5csecret", "/a%00", "/a\0b", "/out", "/up/secret", "/up/../secret"):
+                   "/..%2fsecret", "/.", "/a/./b.txt", "/a%00", "/a\0b", "/out", "/up/secret", "/up/../secret"):
         assert join(str(root), unsafe) is None, unsafe
 
 
@@ -4671,12 +4684,12 @@ def test_live_status_lines(serve):
         expected = [("/fine", "HTTP/1.1 200 Fine", b"ok"),
                     ("/created", "HTTP/1.1 201 Created", b"made"),
                     ("/unavailable", "HTTP/1.1 503 Service Unavailable", b"later"),
-                    ("/x", "HTTP/1.1 404 Not Found", b"No handler for path /x.\n")]
+                    ("/x", "HTTP/1.1 404 Not Found", "No handler for path /x.")]
         for path, line, content in expected:
             client.send(get(path))
             _, headers, body = client.response()
             assert client.status_line == line
-            assert body == content
+            assert (error_text(body) if line.endswith("Not Found") else body) == content
             check_common(client.fields())
 
 
@@ -5231,8 +5244,8 @@ def test_an_exception_in_stream_request_ends_the_response_and_frees_its_slot(ser
 
 def check_text_404(status, fields, body, path):
     assert status == 404
-    assert body == ("No such file or directory %s" % path).encode()
-    assert fields["content-type"] == "text/plain; charset=utf-8"
+    assert error_text(body) == "No such file or directory %s" % path
+    assert fields["content-type"] == "text/html; charset=utf-8"
     assert fields["content-length"] == str(len(body))
 
 
@@ -5313,8 +5326,8 @@ def test_sendfile_unreadable_file_is_403(serve, tmp_path):
                 pytest.skip("setpriv cannot drop capabilities here: %s" % error.strip())
             raise
         status, fields, body = fetch(port, "/secret.txt")
-        assert (status, body) == (403, b"Denied /secret.txt")
-        assert fields["content-type"] == "text/plain; charset=utf-8"
+        assert (status, error_text(body)) == (403, "Denied /secret.txt")
+        assert fields["content-type"] == "text/html; charset=utf-8"
         assert fetch(port, "/open.txt")[::2] == (200, TEXT)
 
 
@@ -5695,7 +5708,7 @@ def test_live_urllib(serve):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(url + "missing", timeout=DEADLINE)
     assert info.value.code == 404
-    assert info.value.read() == b"No handler for path /missing.\n"
+    assert error_text(info.value.read()) == "No handler for path /missing."
     info.value.close()
     wait_until(lambda: not live.server.connections)
 
@@ -6310,16 +6323,17 @@ def _handshake_hook(name):
     return on_handshake
 
 
-@pytest.mark.parametrize("hook, status, body", [
-    ("refuse", 403, b"Forbidden.\n"), ("raise 401", 401, b"Who are you?\n"),
-    ("fail", 500, b"Internal Server Error\n"),  # as any handler that raises
+@pytest.mark.parametrize("hook, status, shown, body", [
+    ("refuse", 403, error_text, "Forbidden."), ("raise 401", 401, error_text, "Who are you?"),
+    ("fail", 500, bytes, b"Internal Server Error\n"),  # as any handler that raises
 ])
-def test_ws_on_handshake_refuses(serve, caplog, hook, status, body):
+def test_ws_on_handshake_refuses(serve, caplog, hook, status, shown, body):
     socket_class = echo_socket(on_handshake=_handshake_hook(hook))
     live = ws_server(serve, socket_class)
     with WSClient(live.port) as client:
         client.send(get("/ws", headers=upgrade_fields()))
-        assert client.response()[::2] == (status, body)
+        status_got, _, body_got = client.response()
+        assert (status_got, shown(body_got)) == (status, body)
         client.send(get("/"))
         assert client.response()[::2] == (200, b"Hello world\n")
     assert socket_class.log == []
@@ -7102,6 +7116,8 @@ def test_ws_server_pings_and_a_client_that_answers_stays(serve):
             if answer != ping:
                 break
         assert answer == Frame(True, 0, OP_CLOSE, close_payload(1000))
+    # on_close may run after the answering close frame is out.
+    wait_until(lambda: socket_class.log[-1:] == [("close", 1000, "")])
     # on_pong hears the answers to the server's own pings too.
     assert socket_class.log == [("open",)] + [("pong", b"")] * pongs + [("close", 1000, "")]
     all_closed(live)
@@ -7503,7 +7519,7 @@ def test_ws_handshake_with_a_body_is_refused(serve):
     with RawClient(live.port) as client:
         client.send(get("/ws", headers=upgrade_fields() + [("Content-Length", "5")]) + b"hello")
         status, _, body = client.response()
-        assert (status, body) == (400, b"A WebSocket handshake has no body.\n")
+        assert (status, error_text(body)) == (400, "A WebSocket handshake has no body.")
 
 
 def test_ws_426_on_a_closing_connection_keeps_the_upgrade_option(serve):
@@ -7901,13 +7917,13 @@ def test_live_no_match_is_404_with_escaped_path(serve):
         client.send(get("/x?secret=1"))
         status, headers, body = client.response()
         assert client.status_line == "HTTP/1.1 404 Not Found"
-        assert body == b"No handler for path /x.\n"
+        assert error_text(body) == "No handler for path /x."
         assert headers["content-length"] == str(len(body))
         client.send(get("/<script>alert(1)</script>"))
         status, headers, body = client.response()
         assert status == 404
         assert b"<script>" not in body and b"</script>" not in body
-        assert body.startswith(b"No handler for path /") and body.endswith(b".\n")
+        assert error_text(body) == "No handler for path /%3Cscript%3Ealert(1)%3C/script%3E."
         # Still in step.
         client.send(get("/only"))
         assert client.response()[2] == b"Hello world\n"
@@ -8455,7 +8471,7 @@ def test_static_name_too_long_is_404_and_odd_names_are_logged_quoted(serve, tmp_
     os.symlink("loop\nFAKE-LOG-LINE", str(root / "loop\nFAKE-LOG-LINE"))  # ELOOP on open
     live = serve(handlers=[("", poex_http.StaticFiles(str(root)))])
     status, _, body = fetch(live.port, "/" + "a" * 300)
-    assert (status, body) == (404, b"No such file or directory /" + b"a" * 300)
+    assert (status, error_text(body)) == (404, "No such file or directory /" + "a" * 300)
     with caplog.at_level(logging.ERROR, logger="poex_http"):
         status, _, _ = fetch(live.port, "/loop%0AFAKE-LOG-LINE")
     assert status == 500
@@ -8485,9 +8501,9 @@ def test_static_directory_without_slash_redirects(static, path, location):
     ("http://x//sub", 301, "/sub/"),
     ("/%2F%2Fsub", 301, "/%2F%2Fsub/"),
     ("/%2F/sub", 301, "/%2F/sub/"),
-    ("/\\sub", 403, None),
-    ("/%5Csub", 403, None),
-    ("/\\/sub", 403, None),
+    ("/\\sub", 404, None),  # a backslash is part of a file name: no such file
+    ("/%5Csub", 404, None),
+    ("/\\/sub", 404, None),
 ])
 def test_static_redirect_never_leads_to_another_host(static, target, status, location):
     got, fields, _ = fetch(static.port, target)
@@ -8498,7 +8514,7 @@ def test_static_redirect_never_leads_to_another_host(static, target, status, loc
                                   "/withindex/index.html/", "/link_in/", "/x.js/"])
 def test_static_file_at_a_directory_url_is_404(static, path):
     status, fields, body = fetch(static.port, path, headers=[("Accept-Encoding", "gzip")])
-    assert (status, body) == (404, ("No such file or directory %s" % path).encode())
+    assert (status, error_text(body)) == (404, "No such file or directory %s" % path)
 
 
 @pytest.mark.parametrize("path", ["/withindex/", "/static/withindex/", "/nolist/withindex/"])
@@ -8593,6 +8609,64 @@ def test_static_mime_types(static, name, content_type):
     status, fields, body = fetch(static.port, "/" + name)
     assert status == 200
     assert fields["content-type"] == content_type
+
+
+@pytest.mark.parametrize("name", [
+    "README", "LICENSE", "Makefile", "CHANGELOG", "notes.md", "guide.rst", "server.log",
+    "ci.yaml", "ci.yml", "pyproject.toml", "setup.cfg", "php.ini", "nginx.conf"])
+def test_static_text_files_are_shown_as_plain_text(serve, tmp_path, name):
+    (tmp_path / name).write_bytes(b"some text\n")
+    live = serve(handlers=[("", poex_http.StaticFiles(str(tmp_path)))])
+    status, fields, body = fetch(live.port, "/" + name)
+    assert (status, body) == (200, b"some text\n")
+    assert fields["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_static_backslash_in_a_file_name_is_listed_and_served(serve, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "back\\slash.txt").write_bytes(b"backslash")
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    live = serve(handlers=[("", poex_http.StaticFiles(str(root)))])
+    hrefs = [row[0] for row in listing_rows(fetch(live.port, "/")[2])]
+    assert hrefs == ["back%5Cslash.txt"]
+    for target in ("/back%5Cslash.txt", "/back\\slash.txt"):
+        assert fetch(live.port, target)[::2] == (200, b"backslash")
+    for target in ("/..%5Csecret.txt", "/..\\secret.txt"):
+        status, _, body = fetch(live.port, target)
+        assert status == 404 and SECRET not in body
+
+
+def test_static_listing_leaves_out_what_cannot_be_fetched(serve, tmp_path):
+    os.mkfifo(str(tmp_path / "pipe"))
+    (tmp_path / "file.txt").write_bytes(b"file")
+    live = serve(handlers=[("", poex_http.StaticFiles(str(tmp_path)))])
+    assert [row[1] for row in listing_rows(fetch(live.port, "/")[2])] == ["file.txt"]
+    assert fetch(live.port, "/pipe")[0] == 404
+
+
+def test_static_precompressed_sibling_older_than_its_original_is_not_used(serve, tmp_path):
+    (tmp_path / "app.js").write_bytes(b"new js")
+    (tmp_path / "app.js.gz").write_bytes(b"GZ of the old js")
+    (tmp_path / "app.js.br").write_bytes(b"BR of the new js")
+    os.utime(str(tmp_path / "app.js.gz"), (MTIME, MTIME))
+    live = serve(handlers=[("", poex_http.StaticFiles(str(tmp_path)))])
+    status, fields, body = fetch(live.port, "/app.js", headers=[("Accept-Encoding", "gzip")])
+    assert (status, fields.get("content-encoding"), body) == (200, None, b"new js")
+    status, fields, body = fetch(live.port, "/app.js", headers=[("Accept-Encoding", "br")])
+    assert (status, fields.get("content-encoding"), body) == (200, "br", b"BR of the new js")
+
+
+@pytest.mark.parametrize("target, status", [
+    ("/%00", 403), ("/missing.txt", 404), ("/hello.txt/", 404), ("/nolist/sub/", 403),
+    ("/sub/%2e%2e/x", 403), ("/a b", 400)])
+def test_static_error_pages_share_one_format(static, target, status):
+    data = exchange(static.port, b"GET " + target.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                    b"Connection: close\r\n\r\n")
+    line, fields, body = split_response(data)
+    assert int(line.split(" ")[1]) == status
+    assert field_dict(fields)["content-type"] == "text/html; charset=utf-8"
+    assert error_text(body)
 
 
 @pytest.mark.parametrize("accept, coding, body", [
@@ -8765,7 +8839,7 @@ def dotted(serve, dotted_root):
 ])
 def test_static_dotfiles_are_404_by_default(dotted, path):
     status, fields, body = fetch(dotted.port, path, headers=[("Accept-Encoding", "gzip")])
-    assert (status, body) == (404, ("No such file or directory %s" % path).encode())
+    assert (status, error_text(body)) == (404, "No such file or directory %s" % path)
 
 
 @pytest.mark.parametrize("path, accept, expected", [
@@ -8966,7 +9040,7 @@ def test_threaded_handler_runs_on_a_worker_thread_and_answers_from_there(serve, 
         assert (status, headers["content-length"], body) == (200, "100000", data)
         client.send(get("/error"))
         status, headers, body = client.response()
-        assert (status, body) == (404, b"not here")
+        assert (status, error_text(body)) == (404, "not here")
         client.send(get("/whole"))
         status, headers, body = client.response()
         assert (status, headers["content-length"], body) == (200, "5", b"whole")
@@ -10122,12 +10196,14 @@ def test_unknown_method_gets_501_before_any_handler(serve, tmp_path, method):
     seen = []
     live = serve(handlers=[("pre_request", seen.append), ("^/route", path_echo),
                            ("", poex_http.StaticFiles(str(tmp_path)))])
-    body = b"Method %s not implemented.\n" % method.encode()
+    title = b"Error 501: Not Implemented"
+    body = b"<html><head><title>%s</title></head><body><h1>%s</h1><p>Method %s not implemented" \
+        b".</p></body></html>" % (title, title, method.encode())
     for path in ("/route", "/hello.txt"):
         data = exchange(live.port, get(path, method=method, headers=[("Connection", "close")]))
         date = field_dict(split_response(data)[1])["date"].encode()
         assert data == (b"HTTP/1.1 501 Not Implemented\r\nDate: " + date + b"\r\nServer: "
-                        + DEFAULT_SERVER.encode() + b"\r\nContent-Type: text/plain; "
+                        + DEFAULT_SERVER.encode() + b"\r\nContent-Type: text/html; "
                         b"charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
     assert seen == []
