@@ -19,6 +19,7 @@ import datetime
 import errno
 import functools
 import gc
+import gzip
 import hashlib
 import html
 import http.client
@@ -8524,10 +8525,12 @@ def test_static_index_html(static, path):
     assert fields["content-type"] == "text/html; charset=utf-8"
 
 
-ROW_RE = re.compile(r'<tr><td><a href="([^"]*)">(.*?)</a></td><td>(.*?)</td><td>(.*?)</td></tr>')
+ROW_RE = re.compile(r'<tr><td><a href="([^"]*)">(.*?)</a></td>'
+                    r'<td(?: title="(\d+) bytes")?>(.*?)</td><td>(.*?)</td></tr>')
 
 
 def listing_rows(body):
+    """(href, name shown, exact size, size shown, time) of each row of a listing page."""
     return ROW_RE.findall(body.decode("utf-8"))
 
 
@@ -8539,13 +8542,14 @@ def test_static_listing(static):
     text = body.decode("utf-8")
     assert "<title>Index of /sub/</title>" in text
     assert listing_rows(body) == [
-        ("../", "../", "", ""),
-        ("dir2/", "dir2/", "-", "2020-09-13 12:26"),
-        ("100%25.txt", "100%.txt", "4", "2020-09-13 13:26"),
-        ("%3Cb%3E%26%22x%22.txt", "&lt;b&gt;&amp;&quot;x&quot;.txt", "5", "2020-09-13 14:26"),
-        ("alpha.txt", "alpha.txt", "2", "2020-09-13 17:26"),
-        ("b%20file.txt", "b file.txt", "3", "2020-09-13 15:26"),
-        ("Zeta.txt", "Zeta.txt", "1", "2020-09-13 16:26"),
+        ("../", "../", "", "", ""),
+        ("dir2/", "dir2/", "", "-", "2020-09-13 12:26"),
+        ("100%25.txt", "100%.txt", "4", "4 B", "2020-09-13 13:26"),
+        ("%3Cb%3E%26%22x%22.txt", "&lt;b&gt;&amp;&quot;x&quot;.txt", "5", "5 B",
+         "2020-09-13 14:26"),
+        ("alpha.txt", "alpha.txt", "2", "2 B", "2020-09-13 17:26"),
+        ("b%20file.txt", "b file.txt", "3", "3 B", "2020-09-13 15:26"),
+        ("Zeta.txt", "Zeta.txt", "1", "1 B", "2020-09-13 16:26"),
     ]
     assert '<b>&"x"' not in text
 
@@ -8571,14 +8575,126 @@ def test_static_listing_leaves_out_links_that_leave_the_root(static):
 def test_static_listing_under_a_prefix_has_a_parent_link(static):
     status, fields, body = fetch(static.port, "/static/sub/")
     assert status == 200
-    assert listing_rows(body)[0] == ("../", "../", "", "")
+    assert listing_rows(body)[0] == ("../", "../", "", "", "")
     assert "<title>Index of /static/sub/</title>" in body.decode()
 
 
 def test_static_listing_of_an_empty_directory(static):
     status, fields, body = fetch(static.port, "/empty/")
     assert status == 200
-    assert listing_rows(body) == [("../", "../", "", "")]
+    assert listing_rows(body) == [("../", "../", "", "", "")]
+
+
+@pytest.mark.parametrize("query, names", [
+    ("", ["dir2/", "100%.txt", '&lt;b&gt;&amp;&quot;x&quot;.txt', "alpha.txt", "b file.txt",
+          "Zeta.txt"]),
+    ("?sort=name&order=desc", ["dir2/", "Zeta.txt", "b file.txt", "alpha.txt",
+                               '&lt;b&gt;&amp;&quot;x&quot;.txt', "100%.txt"]),
+    ("?sort=size", ["dir2/", "Zeta.txt", "alpha.txt", "b file.txt", "100%.txt",
+                    '&lt;b&gt;&amp;&quot;x&quot;.txt']),
+    ("?sort=size&order=desc", ["dir2/", '&lt;b&gt;&amp;&quot;x&quot;.txt', "100%.txt",
+                               "b file.txt", "alpha.txt", "Zeta.txt"]),
+    ("?sort=time&order=asc", ["dir2/", "100%.txt", '&lt;b&gt;&amp;&quot;x&quot;.txt',
+                              "b file.txt", "Zeta.txt", "alpha.txt"]),
+    ("?sort=time&order=desc", ["dir2/", "alpha.txt", "Zeta.txt", "b file.txt",
+                               '&lt;b&gt;&amp;&quot;x&quot;.txt', "100%.txt"]),
+    ("?sort=bogus&order=sideways", ["dir2/", "100%.txt", '&lt;b&gt;&amp;&quot;x&quot;.txt',
+                                    "alpha.txt", "b file.txt", "Zeta.txt"]),
+])
+def test_static_listing_sorts_as_asked_with_directories_first(static, query, names):
+    status, _, body = fetch(static.port, "/sub/" + query)
+    assert status == 200
+    assert [row[1] for row in listing_rows(body)][1:] == names
+
+
+HEADER_LINK_RE = re.compile(r'<th><a href="([^"]*)">([^<]*)</a>([^<]*)</th>')
+
+
+@pytest.mark.parametrize("query, links", [
+    ("", [("?sort=name&amp;order=desc", "Name", " \u2191"), ("?sort=size&amp;order=asc", "Size", ""),
+          ("?sort=time&amp;order=asc", "Modified (UTC)", "")]),
+    ("?sort=size&order=asc", [("?sort=name&amp;order=asc", "Name", ""),
+                              ("?sort=size&amp;order=desc", "Size", " \u2191"),
+                              ("?sort=time&amp;order=asc", "Modified (UTC)", "")]),
+    ("?sort=time&order=desc", [("?sort=name&amp;order=asc", "Name", ""),
+                               ("?sort=size&amp;order=asc", "Size", ""),
+                               ("?sort=time&amp;order=asc", "Modified (UTC)", " \u2193")]),
+])
+def test_static_listing_column_headers_link_to_their_sorting(static, query, links):
+    body = fetch(static.port, "/sub/" + query)[2].decode()
+    assert HEADER_LINK_RE.findall(body) == links
+
+
+def test_static_listing_sizes_are_human_readable_with_the_exact_count_in_a_title(
+        serve, tmp_path):
+    for name, size in (("a", 0), ("b", 1023), ("c", 1234), ("d", 3565158), ("e", 5 * 2**30)):
+        with open(str(tmp_path / name), "wb") as file:
+            file.truncate(size)  # sparse: no disk used
+    live = serve(handlers=[("", poex_http.StaticFiles(str(tmp_path)))])
+    rows = listing_rows(fetch(live.port, "/")[2])
+    assert [row[2:4] for row in rows] == [
+        ("0", "0 B"), ("1023", "1023 B"), ("1234", "1.2 KiB"), ("3565158", "3.4 MiB"),
+        (str(5 * 2**30), "5.0 GiB")]
+
+
+def test_static_listing_page_is_small_styled_for_dark_and_light_and_script_free(static):
+    status, _, body = fetch(static.port, "/sub/")
+    text = body.decode()
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in text
+    assert "@media (prefers-color-scheme:dark)" in text and "color-scheme:light dark" in text
+    assert "<script" not in text.lower() and "javascript:" not in text.lower()
+    rows = re.findall(r"<tr><td>.*?</tr>\n", text)
+    assert len(rows) == 7
+    assert len(body) - sum(len(row.encode()) for row in rows) < 2048
+
+
+def test_static_listing_as_json_for_scripts(static):
+    status, fields, body = fetch(static.port, "/sub/?sort=size",
+                                 headers=[("Accept", "application/json")])
+    assert status == 200
+    assert fields["content-type"] == "application/json; charset=utf-8"
+    assert "Accept" in fields["vary"].split(", ")
+    assert json.loads(body)[:3] == [
+        {"name": "dir2", "size": None, "mtime": "2020-09-13T12:26:40Z", "is_dir": True,
+         "url": "dir2/"},
+        {"name": "Zeta.txt", "size": 1, "mtime": "2020-09-13T16:26:40Z", "is_dir": False,
+         "url": "Zeta.txt"},
+        {"name": "alpha.txt", "size": 2, "mtime": "2020-09-13T17:26:40Z", "is_dir": False,
+         "url": "alpha.txt"}]
+    assert [item["url"] for item in json.loads(body)][3:] == [
+        "b%20file.txt", "100%25.txt", "%3Cb%3E%26%22x%22.txt"]
+    assert json.loads(fetch(static.port, "/empty/", headers=[("Accept", "application/json")])[2]) == []
+
+
+@pytest.mark.parametrize("accept", [
+    "*/*", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "application/json;q=0.5, text/html", "application/json;q=0"])
+def test_static_listing_is_html_for_browsers_and_curl(static, accept):
+    status, fields, body = fetch(static.port, "/sub/", headers=[("Accept", accept)])
+    assert fields["content-type"] == "text/html; charset=utf-8" and b"<table>" in body
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/json"])
+def test_static_listing_is_gzipped_when_the_client_accepts_it(static, accept):
+    plain = fetch(static.port, "/sub/", headers=[("Accept", accept)])
+    status, fields, body = fetch(static.port, "/sub/", headers=[
+        ("Accept", accept), ("Accept-Encoding", "gzip, br")])
+    assert (status, fields["content-encoding"]) == (200, "gzip")
+    assert fields["content-length"] == str(len(body))
+    assert fields["vary"] == "Accept, Accept-Encoding" == plain[1]["vary"]
+    assert gzip.decompress(body) == plain[2] and "content-encoding" not in plain[1]
+    refused = fetch(static.port, "/sub/", headers=[("Accept-Encoding", "gzip;q=0")])
+    assert "content-encoding" not in refused[1]
+
+
+def test_static_listing_shows_a_subclass_fragment_above_the_table(serve, site):
+    class WithForm(poex_http.StaticFiles):
+        def _listing_extra(self, req, fs_path):
+            return '<form method="post"><input type="file" name="file"></form>\n'
+    live = serve(handlers=[("", WithForm(str(site.root)))])
+    text = fetch(live.port, "/sub/")[2].decode()
+    assert '<h1>Index of /sub/</h1>\n<form method="post">' in text
+    assert text.index("<form") < text.index("<table>")
 
 
 def test_static_listing_off_is_403(static):
