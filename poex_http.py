@@ -4455,8 +4455,10 @@ class _Listing:
         except StopIteration:
             return
         except Exception:
-            self.steps.close()
-            raise
+            # Past the handler's return, nobody else would answer the client.
+            _log.exception("listing %r failed", self.req.path)
+            self.resp.fail()
+            return
         self.reactor.call_soon(self._step)
 
     def _build(self, scan):
@@ -4516,9 +4518,10 @@ class _Listing:
         headers = []
         for key, label in _LISTING_COLUMNS:
             # A column's link sorts by it; on the sorted column, the other way round.
+            # nofollow: crawlers would fetch every listing once per order.
             order = "desc" if key == self.sort and not self.descending else "asc"
             mark = (" \u2193" if self.descending else " \u2191") if key == self.sort else ""
-            headers.append('<th><a href="?sort=%s&amp;order=%s">%s</a>%s</th>'
+            headers.append('<th><a rel="nofollow" href="?sort=%s&amp;order=%s">%s</a>%s</th>'
                            % (key, order, label, mark))
         parent = ""
         if self.req.path != (self.static.prefix or "") + "/":

@@ -8607,7 +8607,7 @@ def test_static_listing_sorts_as_asked_with_directories_first(static, query, nam
     assert [row[1] for row in listing_rows(body)][1:] == names
 
 
-HEADER_LINK_RE = re.compile(r'<th><a href="([^"]*)">([^<]*)</a>([^<]*)</th>')
+HEADER_LINK_RE = re.compile(r'<th><a rel="nofollow" href="([^"]*)">([^<]*)</a>([^<]*)</th>')
 
 
 @pytest.mark.parametrize("query, links", [
@@ -8695,6 +8695,15 @@ def test_static_listing_shows_a_subclass_fragment_above_the_table(serve, site):
     text = fetch(live.port, "/sub/")[2].decode()
     assert '<h1>Index of /sub/</h1>\n<form method="post">' in text
     assert text.index("<form") < text.index("<table>")
+
+
+def test_static_listing_from_a_worker_thread_is_the_same(serve, static, site):
+    live = serve(handlers=[("", poex_http.threaded(poex_http.StaticFiles(str(site.root))))])
+    for headers in ([], [("Accept", "application/json")], [("Accept-Encoding", "gzip")]):
+        threaded = fetch(live.port, "/sub/?sort=time", headers=headers)
+        on_the_loop = fetch(static.port, "/sub/?sort=time", headers=headers)
+        assert threaded[::2] == on_the_loop[::2] and threaded[0] == 200
+        assert threaded[1].get("content-encoding") == on_the_loop[1].get("content-encoding")
 
 
 # A server of its own process: the clients' threads must not share its GIL.
