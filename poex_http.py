@@ -4403,7 +4403,7 @@ def _human_size(size):
 
 def _listing_wants_json(accept):
     """Does an Accept field prefer application/json to HTML (a script, not a browser)?"""
-    if not accept or "json" not in accept:
+    if not accept:
         return False
     json_quality = _quality(accept, "application/json", ("*/*", "application/*"))
     return json_quality > 0 and json_quality > _quality(accept, "text/html", ("*/*", "text/*"))

@@ -8663,7 +8663,8 @@ def test_static_listing_as_json_for_scripts(static):
          "url": "alpha.txt"}]
     assert [item["url"] for item in json.loads(body)][3:] == [
         "b%20file.txt", "100%25.txt", "%3Cb%3E%26%22x%22.txt"]
-    assert json.loads(fetch(static.port, "/empty/", headers=[("Accept", "application/json")])[2]) == []
+    for accept in ("application/json", "application/*, text/html;q=0.5"):
+        assert json.loads(fetch(static.port, "/empty/", headers=[("Accept", accept)])[2]) == []
 
 
 @pytest.mark.parametrize("accept", [
