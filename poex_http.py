@@ -1750,7 +1750,7 @@ _MIME_TYPES = {
     ".html": "text/html", ".htm": "text/html", ".css": "text/css",
     ".js": "text/javascript", ".mjs": "text/javascript", ".json": "application/json",
     ".map": "application/json", ".webmanifest": "application/manifest+json",
-    ".txt": "text/plain", ".md": "text/markdown", ".csv": "text/csv",
+    ".txt": "text/plain", ".csv": "text/csv",
     ".xml": "application/xml", ".svg": "image/svg+xml", ".png": "image/png",
     ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
     ".webp": "image/webp", ".avif": "image/avif", ".ico": "image/x-icon",
@@ -1760,8 +1760,21 @@ _MIME_TYPES = {
     ".mp4": "video/mp4", ".webm": "video/webm", ".ogv": "video/ogg", ".mov": "video/quicktime",
     ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg", ".wav": "audio/wav",
     ".flac": "audio/flac", ".m4a": "audio/mp4", ".vtt": "text/vtt",
-    ".py": "text/x-python", ".sh": "text/x-shellscript", ".rst": "text/x-rst",
+    ".py": "text/x-python", ".sh": "text/x-shellscript",
 }
+# Text that browsers should show rather than download: sent as text/plain
+# (text/markdown or text/yaml make most browsers save the file).
+_PLAIN_TEXT_EXTENSIONS = frozenset((
+    ".md", ".markdown", ".rst", ".log", ".yaml", ".yml", ".toml", ".ini", ".conf", ".cfg",
+    ".cnf", ".properties", ".env", ".diff", ".patch", ".text", ".tsv", ".srt", ".adoc",
+    ".asciidoc", ".mk", ".cmake", ".in", ".lock"))
+# Names without an extension that hold text (upper case; "README" matches "readme").
+_PLAIN_TEXT_NAMES = frozenset((
+    "README", "LICENSE", "LICENCE", "COPYING", "AUTHORS", "CONTRIBUTORS", "CHANGELOG",
+    "CHANGES", "NEWS", "HISTORY", "NOTICE", "INSTALL", "TODO", "THANKS", "MAKEFILE",
+    "GNUMAKEFILE", "DOCKERFILE", "CONTAINERFILE", "VAGRANTFILE", "GEMFILE", "RAKEFILE",
+    "PROCFILE", "JENKINSFILE", "CODEOWNERS", "MANIFEST"))
+_PLAIN_TEXT = "text/plain; charset=utf-8"
 # Types that are text without saying so in their major type.
 _TEXT_LIKE_TYPES = frozenset((
     "application/json", "application/xml", "image/svg+xml", "application/manifest+json",
@@ -1773,11 +1786,16 @@ _guessed_types = _BoundedCache(512)
 
 def guess_type(path):
     """Content-Type for a file name (fixed table, ``mimetypes``); text types get charset=utf-8."""
-    extension = os.path.splitext(path)[1].lower()
+    name = os.path.basename(path)
+    extension = os.path.splitext(name)[1].lower()
+    if not extension and name.upper() in _PLAIN_TEXT_NAMES:
+        return _PLAIN_TEXT
     content_type = _guessed_types.get(extension)
     if content_type is None:
         content_type = _MIME_TYPES.get(extension)
-        if content_type is None:
+        if extension in _PLAIN_TEXT_EXTENSIONS:
+            content_type = "text/plain"
+        elif content_type is None:
             import mimetypes  # deferred: import time
             content_type = mimetypes.guess_type("x" + extension, strict=False)[0] \
                 or "application/octet-stream"
@@ -1838,6 +1856,15 @@ def parse_range(header, size, max_ranges=100):
     return merged
 
 
+def _servable_name(name):
+    """May a path segment (a decoded file name) be looked up under the root?"""
+    # A backslash is an ordinary character of a POSIX file name, but a
+    # separator on Windows, where a colon names a stream or a drive.
+    if os.name == "nt":
+        return name not in (".", "..") and not any(char in name for char in "\0\\:")
+    return name not in (".", "..") and "\0" not in name
+
+
 def _resolve_under(real_root, url_path):
     """(path, lstat or None) for a URL path under a resolved root; None when unsafe."""
     # Hot path of static files: one lstat per component below the root costs
@@ -1845,12 +1872,8 @@ def _resolve_under(real_root, url_path):
     if "%" in url_path:
         from urllib.parse import unquote  # deferred: import time
         url_path = unquote(url_path, errors="surrogateescape")
-    if "\0" in url_path or "\\" in url_path:
-        return None
     segments = [segment for segment in url_path.split("/") if segment]
-    if "." in segments or ".." in segments:
-        return None
-    if os.name == "nt" and any(":" in segment for segment in segments):
+    if not all(map(_servable_name, segments)):
         return None
     path = real_root
     stat = None
@@ -3802,13 +3825,16 @@ class Response(_Answer):
         self._done_now()
 
     def error(self, code, text=""):
-        """Answer with ``code`` and a plain-text body, and finish."""
+        """Answer with ``code`` and the error page showing ``text`` (as is, if the handler
+        set a Content-Type), and finish."""
         self.code = code
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
-        self._content = text
         if self.content_type is None:
-            self.headers.set("Content-Type", "text/plain; charset=utf-8")
+            # One format for every error page, the server's own (400) included.
+            self.headers.set("Content-Type", "text/html; charset=utf-8")
+            text = _error_page(code, text.strip())
+        self._content = text
         self.headers.set("X-Content-Type-Options", "nosniff")
         self.respond()
         self.done()
@@ -4486,13 +4512,14 @@ class Router:
 
 # === 12. Static files ===
 
-def _accepts_encoding(header, coding):
-    """RFC 9110 §12.5.3: does Accept-Encoding allow ``coding``?  Its own name beats ``*``."""
-    wildcard = None
+def _quality(header, name, wildcards=("*",)):
+    """RFC 9110 §12.4.2: the weight an Accept or Accept-Encoding field gives ``name``
+    (0.0 if none); its own entry beats a wildcard."""
+    wildcard = 0.0
     for item in header.split(","):
-        name, _, params = item.partition(";")
-        name = name.strip().lower()
-        if name != coding and name != "*":
+        item_name, _, params = item.partition(";")
+        item_name = item_name.strip().lower()
+        if item_name != name and item_name not in wildcards:
             continue
         quality = 1.0
         for param in params.split(";"):
@@ -4502,10 +4529,15 @@ def _accepts_encoding(header, coding):
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        if name == coding:
-            return quality > 0
-        wildcard = quality > 0
-    return bool(wildcard)
+        if item_name == name:
+            return quality
+        wildcard = quality
+    return wildcard
+
+
+def _accepts_encoding(header, coding):
+    """RFC 9110 §12.5.3: does Accept-Encoding allow ``coding``?  Its own name beats ``*``."""
+    return _quality(header, coding) > 0
 
 
 # Precompressed siblings, in order of preference: (coding, file suffix).
@@ -4535,6 +4567,222 @@ class _CachedFile:
 def _display_path(path):
     from urllib.parse import unquote  # deferred: import time
     return unquote(path, errors="replace")
+
+
+# -- directory listings
+
+# Entries scanned, or rows rendered, per reactor turn.  A 10,000-entry
+# listing is some 100 ms of work; in slices of about a millisecond, other
+# requests are answered between them instead of after the whole listing.
+_LISTING_SLICE = 100
+
+# ?sort= values (caddy's) -> the sort key of an entry (name, is_dir, size, mtime).
+_LISTING_ORDERS = {
+    "name": lambda entry: (entry[0].lower(), entry[0]),
+    "size": lambda entry: (entry[2], entry[0].lower()),
+    "time": lambda entry: (entry[3], entry[0].lower()),
+}
+_LISTING_COLUMNS = (("name", "Name"), ("size", "Size"), ("time", "Modified (UTC)"))
+
+# Light or dark as the system is; no script, no external resource.
+_LISTING_STYLE = (
+    ":root{color-scheme:light dark;--bg:#fff;--fg:#222;--link:#0645ad;--row:#f3f3f3}"
+    "@media (prefers-color-scheme:dark){:root{--bg:#1c1c1c;--fg:#ddd;--link:#8cb4ff;"
+    "--row:#262626}}"
+    "body{font:15px/1.5 system-ui,sans-serif;background:var(--bg);color:var(--fg);"
+    "max-width:64em;margin:1em auto;padding:0 1em}"
+    "a{color:var(--link);text-decoration:none}a:hover{text-decoration:underline}"
+    "h1{font-size:1.3em;word-break:break-all}table{border-collapse:collapse;width:100%}"
+    "th,td{padding:.2em .5em;text-align:left;white-space:nowrap}"
+    "td:first-child{white-space:normal;word-break:break-all;width:100%}"
+    "th+th,td+td{text-align:right}tr:nth-child(even){background:var(--row)}")
+
+
+def _human_size(size):
+    """A byte count as a person reads it: 512 B, 1.2 KiB, 3.4 MiB."""
+    if size < 1024:
+        return "%d B" % size
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        size /= 1024.0
+        if size < 1023.95 or unit == "PiB":
+            return "%.1f %s" % (size, unit)
+
+
+def _listing_wants_json(accept):
+    """Does an Accept field prefer application/json to HTML (a script, not a browser)?"""
+    if not accept:
+        return False
+    json_quality = _quality(accept, "application/json", ("*/*", "application/*"))
+    return json_quality > 0 and json_quality > _quality(accept, "text/html", ("*/*", "text/*"))
+
+
+class _Listing:
+    """One directory listing, built a slice per reactor turn and sent whole.
+
+    Scanning, stat()ing and rendering 10,000 entries in one go held every
+    other request up for the whole of it; here each turn does one slice, and
+    the gzip of the page is made slice by slice too.  The body is sent with
+    a Content-Length once complete.
+    """
+
+    def __init__(self, static, req, resp, scan, extra_html=""):
+        self.static = static
+        self.req = req
+        self.resp = resp
+        self.extra_html = extra_html
+        query = req.query_form() if req.query else {}
+        self.sort = query.get("sort") if query.get("sort") in _LISTING_ORDERS else "name"
+        self.descending = query.get("order") == "desc"
+        self.as_json = _listing_wants_json(req.header("Accept"))
+        accept_encoding = req.header("Accept-Encoding")
+        self.compressor = None
+        if accept_encoding and _accepts_encoding(accept_encoding, "gzip"):
+            import zlib  # deferred: import time
+            self.compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip framing
+        conn = resp._conn
+        # On a worker thread (a threaded StaticFiles), blocking is allowed: one go.
+        self.reactor = conn.reactor if conn is not None and conn.reactor.in_reactor_thread() \
+            else None
+        self.steps = self._build(scan)
+
+    def start(self):
+        if self.reactor is None:
+            for _ in self.steps:
+                pass
+        else:
+            self._step()
+
+    def _step(self):
+        conn = self.resp._conn
+        if conn is not None and not conn.owns(self.resp):
+            self.steps.close()  # the client left: stop, and close the scan
+            return
+        try:
+            next(self.steps)
+        except StopIteration:
+            return
+        except Exception:
+            # Past the handler's return, nobody else would answer the client.
+            _log.exception("listing %r failed", self.req.path)
+            self.resp.fail()
+            return
+        self.reactor.call_soon(self._step)
+
+    def _build(self, scan):
+        """Scan, sort, render: a generator that pauses after each slice."""
+        # Sorting 10,000 entries at once takes 5 to 10 ms; ten listings doing
+        # it in the same turn held a request up.  Each slice is sorted as it
+        # is scanned, and the sorted runs are merged while rendering.
+        key = _LISTING_ORDERS[self.sort]
+        directory_runs, file_runs = [], []
+        found = []
+        with scan:
+            for count, entry in enumerate(scan, 1):
+                listed = self.static._listed(entry)
+                if listed is not None:
+                    found.append(listed)
+                if count % _LISTING_SLICE == 0:
+                    self._add_runs(found, directory_runs, file_runs)
+                    found = []
+                    yield
+        self._add_runs(found, directory_runs, file_runs)
+        # Directories first, in either order.
+        ordered = itertools.chain(
+            heapq.merge(*directory_runs, key=key, reverse=self.descending),
+            heapq.merge(*file_runs, key=key, reverse=self.descending))
+        render = self._json_items if self.as_json else self._html_rows
+        head, tail = ("[", "") if self.as_json else self._html_frame()
+        parts = [self._encode(head)]
+        rendered = 0
+        while True:
+            entries = list(itertools.islice(ordered, _LISTING_SLICE))
+            if not entries:
+                break
+            parts.append(self._encode(render(entries, rendered)))
+            rendered += len(entries)
+            yield
+        if self.as_json:
+            tail = "\n]\n" if rendered else "]\n"
+        parts.append(self._encode(tail))
+        if self.compressor is not None:
+            parts.append(self.compressor.flush())
+        self._send(b"".join(parts))
+
+    def _add_runs(self, found, directory_runs, file_runs):
+        """Sort a slice's entries into a run of directories and one of files."""
+        key = _LISTING_ORDERS[self.sort]
+        for runs, is_directory in ((directory_runs, True), (file_runs, False)):
+            run = [entry for entry in found if entry[1] is is_directory]
+            if run:
+                run.sort(key=key, reverse=self.descending)
+                runs.append(run)
+
+    def _encode(self, text):
+        data = text.encode("utf-8")
+        return self.compressor.compress(data) if self.compressor is not None else data
+
+    def _send(self, body):
+        resp = self.resp
+        headers = resp.headers
+        headers.set("Content-Type", "application/json; charset=utf-8" if self.as_json
+                    else "text/html; charset=utf-8")
+        headers.set("X-Content-Type-Options", "nosniff")
+        # The answer depends on both, whatever this client sent (caches must know).
+        headers.set("Vary", "Accept, Accept-Encoding")
+        if self.compressor is not None:
+            headers.set("Content-Encoding", "gzip")
+        resp.content = body
+        resp.done()
+
+    @staticmethod
+    def _entry_texts(name, is_directory):
+        """(href, name as shown) of an entry; bytes not UTF-8 are kept in the href."""
+        from urllib.parse import quote  # deferred: import time
+        href = quote(name, errors="surrogateescape") + ("/" if is_directory else "")
+        return href, name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+    def _html_frame(self):
+        title = "Index of %s" % _html_escape(_display_path(self.req.path))
+        headers = []
+        for key, label in _LISTING_COLUMNS:
+            # A column's link sorts by it; on the sorted column, the other way round.
+            # nofollow: crawlers would fetch every listing once per order.
+            order = "desc" if key == self.sort and not self.descending else "asc"
+            mark = (" \u2193" if self.descending else " \u2191") if key == self.sort else ""
+            headers.append('<th><a rel="nofollow" href="?sort=%s&amp;order=%s">%s</a>%s</th>'
+                           % (key, order, label, mark))
+        parent = ""
+        if self.req.path != (self.static.prefix or "") + "/":
+            parent = '<tr><td><a href="../">../</a></td><td></td><td></td></tr>\n'
+        head = (
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            "<title>%s</title>\n<style>%s</style></head>\n<body><h1>%s</h1>\n%s"
+            "<table>\n<tr>%s</tr>\n%s" % (title, _LISTING_STYLE, title, self.extra_html,
+                                         "".join(headers), parent))
+        return head, "</table></body></html>\n"
+
+    def _html_rows(self, entries, start):
+        rows = []
+        for name, is_directory, size, mtime in entries:
+            href, shown = self._entry_texts(name, is_directory)
+            size_cell = "<td>-</td>" if is_directory else '<td title="%d bytes">%s</td>' % (
+                size, _human_size(size))
+            rows.append('<tr><td><a href="%s">%s%s</a></td>%s<td>%s</td></tr>\n' % (
+                href, _html_escape(shown), "/" if is_directory else "", size_cell,
+                time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))))
+        return "".join(rows)
+
+    def _json_items(self, entries, start):
+        import json  # deferred: import time
+        items = []
+        for name, is_directory, size, mtime in entries:
+            href, shown = self._entry_texts(name, is_directory)
+            items.append(json.dumps({
+                "name": shown, "size": None if is_directory else size,
+                "mtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime)),
+                "is_dir": is_directory, "url": href}, ensure_ascii=False))
+        return ("\n" if start == 0 else ",\n") + ",\n".join(items)
 
 
 # A dotfile in a decoded URL path; a leading /.well-known is public (RFC 8615).
@@ -4614,7 +4862,15 @@ class StaticFiles:
                 return self._send_file(req, resp, index)
         if not self.listing:
             return resp.error(403, "Directory listing is off.\n")
-        self._list(req, resp, fs_path)
+        try:
+            scan = os.scandir(fs_path)
+        except OSError:
+            return resp.error(403, "Cannot list %s\n" % _quote_path(req.path))
+        _Listing(self, req, resp, scan, self._listing_extra(req, fs_path)).start()
+
+    def _listing_extra(self, req, fs_path):
+        """HTML shown above a listing's table (such as a form); none by default."""
+        return ""
 
     def _send_file(self, req, resp, fs_path, stat=None):
         siblings = self._precompressed(fs_path)
@@ -4686,50 +4942,40 @@ class StaticFiles:
         cached = self._siblings.get(fs_path)
         if cached is not None and cached[0] == now:
             return cached[1]
-        found = tuple(
-            (coding, fs_path + suffix) for coding, suffix in _PRECOMPRESSED
-            if os.path.isfile(fs_path + suffix) and self._inside(fs_path + suffix))
+        try:
+            original_mtime = os.stat(fs_path).st_mtime_ns
+        except OSError:
+            original_mtime = 0
+        found = []
+        for coding, suffix in _PRECOMPRESSED:
+            sibling = fs_path + suffix
+            try:
+                stat = os.stat(sibling)
+            except (OSError, ValueError):
+                continue
+            # One older than its original was made from an earlier version.
+            if (S_ISREG(stat.st_mode) and stat.st_mtime_ns >= original_mtime
+                    and self._inside(sibling)):
+                found.append((coding, sibling))
+        found = tuple(found)
         self._siblings.put(fs_path, (now, found))
         return found
 
-    def _list(self, req, resp, fs_path):
+    def _listed(self, entry):
+        """(name, is_dir, size, mtime) of a directory entry a listing shows, or None."""
         try:
-            found = list(os.scandir(fs_path))
+            # Only what could be fetched: no hidden dotfile, no link out of the root.
+            if entry.name.startswith(".") and self.dotfiles == "hide" or (
+                    entry.is_symlink() and not self._inside(entry.path)):
+                return None
+            stat = entry.stat()
         except OSError:
-            return resp.error(403, "Cannot list %s\n" % _quote_path(req.path))
-        entries = []
-        for entry in found:
-            try:
-                # Only what could be fetched: no hidden dotfile, no link out of the root.
-                if entry.name.startswith(".") and self.dotfiles == "hide" or (
-                        entry.is_symlink() and not self._inside(entry.path)):
-                    continue
-                stat = entry.stat()
-            except OSError:
-                continue  # a dangling symlink, or a race with a delete
-            is_directory = S_ISDIR(stat.st_mode)
-            entries.append((not is_directory, entry.name.lower(), entry.name, is_directory, stat))
-        entries.sort()
-        title = "Index of %s" % _html_escape(_display_path(req.path))
-        rows = []
-        if req.path != (self.prefix or "") + "/":
-            rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>')
-        for _, _, name, is_directory, stat in entries:
-            from urllib.parse import quote  # deferred: import time
-            href = quote(name, errors="surrogateescape") + ("/" if is_directory else "")
-            shown = _html_escape(
-                name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
-            rows.append('<tr><td><a href="%s">%s%s</a></td><td>%s</td><td>%s</td></tr>' % (
-                href, shown, "/" if is_directory else "", "-" if is_directory else stat.st_size,
-                time.strftime("%Y-%m-%d %H:%M", time.gmtime(stat.st_mtime))))
-        resp.content_type = "text/html; charset=utf-8"
-        resp.headers.set("X-Content-Type-Options", "nosniff")
-        resp.content = (
-            '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>%s</title></head>\n'
-            "<body><h1>%s</h1>\n<table>\n"
-            "<tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>\n"
-            "%s\n</table></body></html>\n" % (title, title, "\n".join(rows)))
-        resp.done()
+            return None  # a dangling symlink, or a race with a delete
+        is_directory = S_ISDIR(stat.st_mode)
+        # What a request would be refused: a FIFO, socket or device, a name not servable.
+        if not (is_directory or S_ISREG(stat.st_mode)) or not _servable_name(entry.name):
+            return None
+        return entry.name, is_directory, stat.st_size, stat.st_mtime
 
 
     # -- uploads: PUT, POST multipart/form-data, DELETE (all off by default)
