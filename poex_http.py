@@ -4869,8 +4869,13 @@ class StaticFiles:
         _Listing(self, req, resp, scan, self._listing_extra(req, fs_path)).start()
 
     def _listing_extra(self, req, fs_path):
-        """HTML shown above a listing's table (such as a form); none by default."""
-        return ""
+        """HTML shown above a listing's table: the upload form, when uploads are on."""
+        if not self.upload:
+            return ""
+        # A plain form (no script): POST multipart/form-data to this directory.
+        return ('<form method="post" enctype="multipart/form-data">'
+                '<input type="file" name="file" multiple required> '
+                '<button>Upload</button></form>\n')
 
     def _send_file(self, req, resp, fs_path, stat=None):
         siblings = self._precompressed(fs_path)

@@ -8848,14 +8848,15 @@ def test_static_listing_is_gzipped_when_the_client_accepts_it(static, accept):
     assert "content-encoding" not in refused[1]
 
 
-def test_static_listing_shows_a_subclass_fragment_above_the_table(serve, site):
-    class WithForm(poex_http.StaticFiles):
-        def _listing_extra(self, req, fs_path):
-            return '<form method="post"><input type="file" name="file"></form>\n'
-    live = serve(handlers=[("", WithForm(str(site.root)))])
+def test_static_listing_shows_the_upload_form_when_uploads_are_on(serve, site):
+    live = serve(handlers=[("", poex_http.StaticFiles(str(site.root), upload=True))])
     text = fetch(live.port, "/sub/")[2].decode()
-    assert '<h1>Index of /sub/</h1>\n<form method="post">' in text
-    assert text.index("<form") < text.index("<table>")
+    # A plain form, no script: it posts multipart/form-data to this directory.
+    assert ('<h1>Index of /sub/</h1>\n<form method="post" enctype="multipart/form-data">'
+            '<input type="file" name="file" multiple required>') in text
+    assert text.index("<form") < text.index("<table>") and "<script" not in text
+    off = serve(handlers=[("", poex_http.StaticFiles(str(site.root)))])
+    assert "<form" not in fetch(off.port, "/sub/")[2].decode()
 
 
 def test_static_listing_from_a_worker_thread_is_the_same(serve, static, site):
