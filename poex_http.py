@@ -3527,6 +3527,17 @@ class Response(_Answer):
         conn = self._conn
         return conn if conn is not None and conn.owns(self) else None
 
+    @property
+    def reactor(self):
+        """The reactor of the connection this response answers (None without one)."""
+        conn = self._conn
+        return conn.reactor if conn is not None else None
+
+    @property
+    def client_gone(self):
+        """True once the connection can no longer carry this response."""
+        return self._conn is not None and self._wire() is None
+
     # -- sending
 
     def _on_reactor(self, method, *args):
@@ -4639,10 +4650,9 @@ class _Listing:
         if accept_encoding and _accepts_encoding(accept_encoding, "gzip"):
             import zlib  # deferred: import time
             self.compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip framing
-        conn = resp._conn
+        reactor = resp.reactor
         # On a worker thread (a threaded StaticFiles), blocking is allowed: one go.
-        self.reactor = conn.reactor if conn is not None and conn.reactor.in_reactor_thread() \
-            else None
+        self.reactor = reactor if reactor is not None and reactor.in_reactor_thread() else None
         self.steps = self._build(scan)
 
     def start(self):
@@ -4653,8 +4663,7 @@ class _Listing:
             self._step()
 
     def _step(self):
-        conn = self.resp._conn
-        if conn is not None and not conn.owns(self.resp):
+        if self.resp.client_gone:
             self.steps.close()  # the client left: stop, and close the scan
             return
         try:
@@ -4678,7 +4687,7 @@ class _Listing:
         found = []
         with scan:
             for count, entry in enumerate(scan, 1):
-                listed = self.static._listed(entry)
+                listed = self.static.listed_entry(entry)
                 if listed is not None:
                     found.append(listed)
                 if count % _LISTING_SLICE == 0:
@@ -4966,7 +4975,7 @@ class StaticFiles:
         self._siblings.put(fs_path, (now, found))
         return found
 
-    def _listed(self, entry):
+    def listed_entry(self, entry):
         """(name, is_dir, size, mtime) of a directory entry a listing shows, or None."""
         try:
             # Only what could be fetched: no hidden dotfile, no link out of the root.
