@@ -16,29 +16,26 @@ printed; -o also writes results.json and results.md. Standard library only.
 import argparse
 import collections
 import http.client
-import json
 import os
 import platform
 import re
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-PROJECT_ROOT = os.path.dirname(BENCH_DIR)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (BENCH_DIR, PROJECT_ROOT, Skip, command_output, cpu_model, cpu_pins,
+                     error_text, fmt, free_port, log, name_list, peak_rss_mib, run_script,
+                     skipped_json, start_server, stop_server, tail, wait_for_port,
+                     write_results)
+import _common
+
 HELLO = b"Hello world\n"
 START_TIMEOUT = 10.0   # seconds for a server to listen
-STOP_TIMEOUT = 5.0     # seconds between SIGTERM and SIGKILL
 WARMUP_SECONDS = 1
-
-
-class Skip(Exception):
-    """A cell that cannot run; the message says why."""
 
 
 # --- Targets: how to start each server, its hello path (None: has none), its
@@ -124,31 +121,15 @@ STATIC_FILES = {"1k.bin": 1024, "1m.bin": 1024 * 1024}
 # --- Environment helpers.
 
 def raise_nofile_limit(minimum=4096):
-    """Raise RLIMIT_NOFILE (inherited by servers and wrk) so 1000 connections fit."""
+    """Raise RLIMIT_NOFILE (inherited by servers and wrk) so 1000 connections fit.
+
+    The soft limit goes up to the hard one, or to *minimum* where that is higher.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard == resource.RLIM_INFINITY or hard >= minimum else minimum
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(hard, target)))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        log("warning: open files limited to %d; c1000 may fail" % hard)
-
-
-def cpu_pins():
-    """taskset prefixes for the server (CPU 0) and wrk (CPU 1), or none."""
-    if not shutil.which("taskset"):
-        log("note: taskset not installed; processes are not pinned")
-        return [], []
-    if not {0, 1} <= os.sched_getaffinity(0):
-        log("note: CPUs 0 and 1 are not both available; processes are not pinned")
-        return [], []
-    return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    wanted = hard if hard == resource.RLIM_INFINITY or hard >= minimum else minimum
+    limit = _common.raise_nofile_limit(wanted)
+    if limit != resource.RLIM_INFINITY and limit < minimum:
+        log("warning: open files limited to %d; c1000 may fail" % limit)
 
 
 def make_docroot(path):
@@ -156,111 +137,6 @@ def make_docroot(path):
     for name, size in STATIC_FILES.items():
         with open(os.path.join(path, name), "wb") as f:
             f.write(os.urandom(size))
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def tail(path, lines=5):
-    """': ' and the last lines of a server log joined on one line, or ''."""
-    try:
-        with open(path, errors="replace") as f:
-            text = " | ".join(f.read().strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-    return ": " + text if text else ""
-
-
-def command_output(argv, check=True):
-    """First line of what *argv* prints (stdout or stderr); "" if it fails and *check*."""
-    try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    lines = proc.stdout.strip().splitlines()
-    return lines[0] if lines and (proc.returncode == 0 or not check) else ""
-
-
-# --- Server process life.
-
-def start_server(argv, logfile):
-    """Start *argv* in its own session (so its whole group can be signalled)."""
-    with open(logfile, "wb") as out:
-        return subprocess.Popen(argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def signal_group(pid, sig):
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def stop_server(proc):
-    """SIGTERM the server's process group, SIGKILL whatever is left after a deadline.
-
-    The leader is awaited with WNOWAIT: as a zombie it keeps its pid, which is the
-    group id, from being reused before the final SIGKILL reaches stray workers.
-    """
-    if proc.returncode is None:
-        signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
-        while not os.waitid(os.P_PID, proc.pid, flags) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    signal_group(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=STOP_TIMEOUT)
-
-
-def wait_for_port(proc, port, logfile):
-    """Poll until *port* accepts a connection; Skip if the server exits or the deadline passes."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise Skip("exited with status %s before listening on port %d%s"
-                       % (proc.returncode, port, tail(logfile)))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise Skip("not listening on port %d after %.0f s%s" % (port, START_TIMEOUT, tail(logfile)))
-
-
-def process_tree(pid):
-    """*pid* and all its descendants, from /proc."""
-    children = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children[ppid].append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, ()))
-    return tree
-
-
-def peak_rss_mib(pid):
-    """Sum of VmHWM over the process tree of *pid*, in MiB."""
-    total_kib = 0
-    for member in process_tree(pid):
-        try:
-            with open("/proc/%d/status" % member) as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        total_kib += int(line.split()[1])
-        except OSError:
-            pass
-    return total_kib / 1024.0
 
 
 # --- Checking and measuring.
@@ -347,7 +223,7 @@ def run_cell(name, workload_name, docroot, workdir, duration, pins):
     logfile = os.path.join(prefix, "server.log")
     proc = start_server(pins[0] + target.argv(port, docroot, prefix), logfile)
     try:
-        wait_for_port(proc, port, logfile)
+        wait_for_port(proc, port, logfile, START_TIMEOUT)
         note = check_response(port, path, expected, workload.close)
         url = "http://127.0.0.1:%d%s" % (port, path)
         run_wrk(pins[1], url, workload.connections, WARMUP_SECONDS, workload.close, latency=False)
@@ -363,16 +239,6 @@ def run_cell(name, workload_name, docroot, workdir, duration, pins):
 
 
 # --- Reporting.
-
-def fmt(value, spec):
-    return "-" if value is None else format(value, spec)
-
-
-def error_text(errors):
-    total = sum(errors.values())
-    detail = ", ".join("%s %d" % (k, v) for k, v in errors.items() if v)
-    return "%d (%s)" % (total, detail) if total else "0"
-
 
 def ratio_lines(results, workloads):
     lines = []
@@ -406,29 +272,12 @@ def report(results, skipped, workloads, meta):
 
 
 def machine_info(args):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-    except OSError:
-        pass
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "duration": args.duration,
-            "cpu": "%s x%d" % (cpu, os.cpu_count() or 0),
+            "cpu": cpu_model(),
             "python": "Python " + platform.python_version(), "kernel": platform.release(),
             "wrk": command_output(["wrk", "--version"], check=False),  # exits 1
             "nginx": command_output(["nginx", "-v"]) if shutil.which("nginx") else None,
             "commit": command_output(["git", "-C", PROJECT_ROOT, "rev-parse", "--short", "HEAD"])}
-
-
-def name_list(choices):
-    def parse(text):
-        names = [n.strip() for n in text.split(",") if n.strip()]
-        unknown = [n for n in names if n not in choices]
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(
-                "unknown %s; choose from %s" % (",".join(unknown) or "(empty)", ",".join(choices)))
-        return names
-    return parse
 
 
 def parse_args(argv):
@@ -497,20 +346,11 @@ def main(argv=None):
     text = report(results, skipped, args.workloads, meta)
     print("\n" + text, end="")
     if args.outdir:
-        os.makedirs(args.outdir, exist_ok=True)
-        with open(os.path.join(args.outdir, "results.md"), "w") as f:
-            f.write(text)
-        with open(os.path.join(args.outdir, "results.json"), "w") as f:
-            json.dump({"meta": meta, "results": results,
-                       "skipped": [dict(zip(("server", "workload", "reason"), s))
-                                   for s in skipped],
-                       "ratios": ratio_lines(results, args.workloads)}, f, indent=2)
+        write_results(args.outdir, text, {"meta": meta, "results": results,
+                                          "skipped": skipped_json(skipped),
+                                          "ratios": ratio_lines(results, args.workloads)})
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:   # servers and wrk are already stopped by then
-        log("interrupted")
-        sys.exit(130)
+    run_script(main)

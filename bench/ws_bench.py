@@ -38,36 +38,29 @@ import platform
 import resource
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-PROJECT_ROOT = os.path.dirname(BENCH_DIR)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (BENCH_DIR, HOST, PROJECT_ROOT, Skip, command_output, cpu_model, cpu_pins,
+                     error_text, fmt, free_port, log, name_list, peak_rss_mib, process_tree,
+                     raise_nofile_limit, run_script, skipped_json, start_server, status_kib,
+                     stop_server, tail, wait_for_port, write_results)
+
 PEERS_DIR = os.path.join(BENCH_DIR, "ws_peers")
-HOST = "127.0.0.1"
 PATH = "/echo"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MIB = 1024 * 1024
 
 START_TIMEOUT = 15.0     # seconds for a server to listen
-STOP_TIMEOUT = 5.0       # seconds between SIGTERM and SIGKILL
 CHECK_TIMEOUT = 5.0      # seconds for each step of the echo check
 IDLE_SETTLE = 2.0        # seconds between the last idle handshake and reading RSS
 NOFILE_WANTED = 65536    # open files for the client and the servers (idle workload)
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-
-
-class Skip(Exception):
-    """A cell that cannot run; the message says why."""
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- Frames (RFC 6455 section 5).
@@ -368,42 +361,55 @@ class LoadClient:
         if conn.out is not None:   # a frame is half out; this one queues behind it
             conn.out = memoryview(bytes(conn.out) + data)
             return
-        try:
-            sent = conn.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            self.fail(conn, "closed by server", str(exc))
+        sent = self.send_some(conn, data)
+        if sent is None:
             return
         if sent < len(data):
             conn.out = memoryview(data)[sent:]
             self.epoll.modify(conn.fd, select.EPOLLIN | select.EPOLLOUT)
 
     def on_writable(self, conn):
-        try:
-            sent = conn.sock.send(conn.out)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.fail(conn, "closed by server", str(exc))
+        sent = self.send_some(conn, conn.out)
+        if not sent:
             return
         conn.out = conn.out[sent:] if sent < len(conn.out) else None
         if conn.out is None:
             self.epoll.modify(conn.fd, select.EPOLLIN)
 
+    def send_some(self, conn, data):
+        """Bytes of *data* the socket took (0 when it is full); None if the connection failed."""
+        try:
+            return conn.sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self.fail(conn, "closed by server", str(exc))
+            return None
+
+    def receive(self, conn, recv, arg):
+        """*conn*'s socket method *recv* (recv or recv_into) called with *arg*: what it returns.
+
+        None when nothing came: the socket had nothing yet, or the connection
+        failed (an error, or the server's end of stream) and has been dropped.
+        """
+        try:
+            got = recv(arg)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self.fail(conn, "closed by server", str(exc))
+            return None
+        if not got:
+            self.fail(conn, "closed by server", "end of stream")
+            return None
+        return got
+
     def on_readable(self, conn):
         if conn.big is not None and conn.reply is not None and not conn.inbuf:
             self.receive_big(conn)
             return
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.fail(conn, "closed by server", str(exc))
-            return
-        if not data:
-            self.fail(conn, "closed by server", "end of stream")
+        data = self.receive(conn, conn.sock.recv, RECV_SIZE)
+        if data is None:
             return
         if not conn.inbuf and data == conn.reply:   # the common case: one whole echo
             self.echoed(conn)
@@ -418,15 +424,8 @@ class LoadClient:
         taken; if the bytes turn out not to be the echo's (a ping first, a
         fragmented echo), they move to the input buffer for consume().
         """
-        try:
-            received = conn.sock.recv_into(conn.big_view[conn.got:])
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.fail(conn, "closed by server", str(exc))
-            return
-        if not received:
-            self.fail(conn, "closed by server", "end of stream")
+        received = self.receive(conn, conn.sock.recv_into, conn.big_view[conn.got:])
+        if received is None:
             return
         before, conn.got = conn.got, conn.got + received
         head = conn.echo_head
@@ -639,12 +638,16 @@ def build_c(source, build_dir):
     return program
 
 
+def cc_version():
+    return command_output(["cc", "--version"], check=False)
+
+
 def probe_server(name, args, build_dir):
     """Version facts for *name*, or raise Skip saying why it cannot run."""
     server = SERVERS[name]
     if server.raw:
         build_c("raw_echo", build_dir)
-        return {"library": "raw_echo.c", "version": command_first_line(["cc", "--version"]),
+        return {"library": "raw_echo.c", "version": cc_version(),
                 "accelerator": "all C"}
     argv = server_argv(name, 0, args, build_dir)[:2] + ["--probe"]
     if name == "poex":
@@ -658,7 +661,7 @@ def probe_server(name, args, build_dir):
         lines = proc.stderr.strip().splitlines() or ["exit status %d" % proc.returncode]
         raise Skip("%s (with %s)" % (lines[-1], argv[0]))
     facts = json.loads(proc.stdout)
-    facts["python"] = command_first_line([argv[0], "--version"])
+    facts["python"] = command_output([argv[0], "--version"], check=False)
     return facts
 
 
@@ -667,7 +670,7 @@ def choose_client(wanted, build_dir):
     if wanted in ("auto", "c"):
         try:
             program = build_c("ws_load", build_dir)
-            return program, "C (ws_peers/ws_load.c, %s)" % command_first_line(["cc", "--version"])
+            return program, "C (ws_peers/ws_load.c, %s)" % cc_version()
         except Skip as exc:
             if wanted == "c":
                 raise
@@ -676,121 +679,7 @@ def choose_client(wanted, build_dir):
     return "python", "Python %s (ws_bench.py --client-worker)" % platform.python_version()
 
 
-def command_first_line(argv):
-    try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    lines = proc.stdout.strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def raise_nofile_limit(wanted=NOFILE_WANTED):
-    """Raise RLIMIT_NOFILE to *wanted* (the hard limit too, which root may); returns the limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= wanted:
-        return soft
-    for limits in ((wanted, max(hard, wanted)), (hard, hard)):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
-            return limits[0]
-        except (ValueError, OSError):
-            continue
-    return soft
-
-
-def start_server(argv, logfile, nofile):
-    """Start *argv* in its own session, so its whole process group can be signalled.
-
-    The server gets a raised RLIMIT_NOFILE (idle needs 10,000+ descriptors) in
-    the child itself, whatever limit this process was started with.
-    """
-    with open(logfile, "wb") as out:
-        return subprocess.Popen(argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: raise_nofile_limit(nofile))
-
-
-def signal_group(pid, sig):
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def stop_process(proc):
-    """SIGTERM the process group of *proc*, SIGKILL what is left after a deadline.
-
-    The leader is awaited with WNOWAIT: as a zombie it keeps its pid, which is the
-    group id, from being reused before the final SIGKILL reaches stray children.
-    """
-    if proc.returncode is None:
-        signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
-        while not os.waitid(os.P_PID, proc.pid, flags) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    signal_group(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=STOP_TIMEOUT)
-
-
-def tail(path, lines=5):
-    try:
-        with open(path, errors="replace") as f:
-            text = " | ".join(f.read().strip().splitlines()[-lines:])
-    except OSError:
-        return ""
-    return ": " + text if text else ""
-
-
-def wait_for_port(proc, port, logfile):
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise Skip("exited with status %s before listening%s" % (proc.returncode,
-                                                                      tail(logfile)))
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise Skip("not listening on port %d after %.0f s%s" % (port, START_TIMEOUT, tail(logfile)))
-
-
-# --- /proc: memory and CPU of a server's process tree.
-
-def process_tree(pid):
-    children = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children[ppid].append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, ()))
-    return tree
-
-
-def status_kib(pid, field):
-    """Sum of a /proc/PID/status field (VmRSS, VmHWM) over the tree of *pid*, in KiB."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            with open("/proc/%d/status" % member) as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
-
+# --- /proc: CPU time of a server's process tree and of the machine.
 
 def cpu_time(pid):
     """User plus system CPU seconds of the tree of *pid* so far."""
@@ -990,7 +879,7 @@ def run_cell(name, workload, args, pins, workdir, build_dir, client):
     workers = []
     result = {"server": name, "workload": workload, "note": None}
     try:
-        wait_for_port(proc, port, logfile)
+        wait_for_port(proc, port, logfile, START_TIMEOUT)
         if not server.raw:
             result["note"] = check_echo(port)
         time.sleep(0.2)
@@ -1020,17 +909,17 @@ def run_cell(name, workload, args, pins, workdir, build_dir, client):
         outcomes = [worker.read("result", 60) for worker in workers]
         if proc.poll() is not None:
             raise Skip("server died during the run%s" % tail(logfile))
-        result["peak_rss_mib"] = status_kib(proc.pid, "VmHWM") / 1024.0
+        result["peak_rss_mib"] = peak_rss_mib(proc.pid)
     finally:
         for worker in workers:
             worker.stop()
-        stop_process(proc)
+        stop_server(proc)
     errors, first_error = collections.Counter(), {}
     for line in readies + outcomes:
         errors.update(line["errors"])
         for kind, detail in line["first_error"].items():
             first_error.setdefault(kind, detail)
-    result.update(errors=dict(errors), first_error=first_error)
+    result.update(errors=dict(sorted(errors.items())), first_error=first_error)
     latencies = sorted(l for outcome in outcomes for l in outcome["latencies"])
     elapsed = max(o["end"] for o in outcomes) - min(o["start"] for o in outcomes)
     if workload == "idle":
@@ -1052,37 +941,10 @@ def ms(seconds):
     return None if seconds is None else seconds * 1000.0
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def cpu_pins():
-    """taskset prefixes for the servers (CPU 0) and the client (CPU 1), or none."""
-    if not shutil.which("taskset"):
-        log("note: taskset not installed; processes are not pinned")
-        return [], []
-    if not {0, 1} <= os.sched_getaffinity(0):
-        log("note: CPUs 0 and 1 are not both available; processes are not pinned")
-        return [], []
-    return ["taskset", "-c", "0"], ["taskset", "-c", "1"]
-
-
 # --- Reporting.
-
-def fmt(value, spec, suffix=""):
-    return "-" if value is None else format(value, spec) + suffix
-
 
 def percent(fraction):
     return "-" if fraction is None else "%.0f%%" % (100 * fraction)
-
-
-def error_text(errors):
-    total = sum(errors.values())
-    detail = ", ".join("%s %d" % (k, v) for k, v in sorted(errors.items()) if v)
-    return "%d (%s)" % (total, detail) if total else "0"
 
 
 def rate_text(result):
@@ -1169,31 +1031,14 @@ def report(results, skipped, facts, meta):
 
 
 def machine_meta(args, pins):
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-    except OSError:
-        pass
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "cpu": "%s x%d" % (cpu, os.cpu_count() or 0), "kernel": "Linux " + platform.release(),
+            "cpu": cpu_model(), "kernel": "Linux " + platform.release(),
             "pinning": "servers on CPU 0, client on CPU 1" if pins[0] else "not pinned",
             "connections": args.connections, "messages": args.messages,
             "message_size": args.message_size, "big_connections": args.big_connections,
             "big_messages": args.big_messages, "idle_connections": args.idle_connections,
-            "commit": command_first_line(["git", "-C", args.poex_dir, "rev-parse", "--short",
-                                          "HEAD"])}
-
-
-def name_list(choices):
-    def parse(text):
-        names = [n.strip() for n in text.split(",") if n.strip()]
-        unknown = [n for n in names if n not in choices]
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(
-                "unknown %s; choose from %s" % (",".join(unknown) or "(empty)", ",".join(choices)))
-        return names
-    return parse
+            "commit": command_output(["git", "-C", args.poex_dir, "rev-parse", "--short",
+                                      "HEAD"], check=False)}
 
 
 def positive(text):
@@ -1213,28 +1058,23 @@ def parse_args(argv):
                         help="comma-separated (default: %s)" % ",".join(SERVERS))
     parser.add_argument("--workloads", type=name_list(list(WORKLOADS)), default=list(WORKLOADS),
                         help="comma-separated (default: %s)" % ",".join(WORKLOADS))
-    parser.add_argument("--connections", type=positive, default=50,
-                        help="small: connections (default: 50)")
-    parser.add_argument("--messages", type=positive, default=1000,
-                        help="small: round trips per connection (default: 1000)")
-    parser.add_argument("--message-size", type=positive, default=32,
-                        help="small: bytes per text message (default: 32)")
-    parser.add_argument("--big-connections", type=positive, default=4,
-                        help="1m: connections (default: 4)")
-    parser.add_argument("--big-messages", type=positive, default=200,
-                        help="1m: 1 MiB round trips per connection (default: 200)")
-    parser.add_argument("--idle-connections", type=positive, default=10000,
-                        help="idle: connections held open (default: 10000)")
-    parser.add_argument("--handshake-concurrency", type=positive, default=100,
-                        help="handshakes in flight while connections open (default: 100)")
     parser.add_argument("--client", choices=("auto", "c", "python"), default="auto",
                         help="load client: c (ws_peers/ws_load.c, built with cc), python "
                              "(this script, stdlib only), or auto: c when cc works (default)")
-    parser.add_argument("--client-procs", type=positive, default=1,
-                        help="client processes, all on the client CPU (default: 1)")
-    parser.add_argument("--timeout", type=positive, default=120,
-                        help="seconds a workload may take before what is left counts as "
-                             "timed out (default: 120)")
+    # Counts, each at least 1.
+    for option, default, what in (
+            ("--connections", 50, "small: connections"),
+            ("--messages", 1000, "small: round trips per connection"),
+            ("--message-size", 32, "small: bytes per text message"),
+            ("--big-connections", 4, "1m: connections"),
+            ("--big-messages", 200, "1m: 1 MiB round trips per connection"),
+            ("--idle-connections", 10000, "idle: connections held open"),
+            ("--handshake-concurrency", 100, "handshakes in flight while connections open"),
+            ("--client-procs", 1, "client processes, all on the client CPU"),
+            ("--timeout", 120, "seconds a workload may take before what is left counts as "
+                               "timed out")):
+        parser.add_argument(option, type=positive, default=default,
+                            help="%s (default: %d)" % (what, default))
     parser.add_argument("--peer-python", default=sys.executable,
                         help="Python with websockets, aiohttp and tornado installed "
                              "(default: this one)")
@@ -1307,20 +1147,11 @@ def main(argv=None):
     text = report(results, skipped, facts, meta)
     print("\n" + text, end="")
     if args.outdir:
-        os.makedirs(args.outdir, exist_ok=True)
-        with open(os.path.join(args.outdir, "results.md"), "w") as f:
-            f.write(text)
-        with open(os.path.join(args.outdir, "results.json"), "w") as f:
-            json.dump({"meta": meta, "servers": facts, "results": results,
-                       "skipped": [dict(zip(("server", "workload", "reason"), s))
-                                   for s in skipped],
-                       "ratios": ratio_lines(results)}, f, indent=2)
+        write_results(args.outdir, text, {"meta": meta, "servers": facts, "results": results,
+                                          "skipped": skipped_json(skipped),
+                                          "ratios": ratio_lines(results)})
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:   # servers and workers are stopped by then
-        log("interrupted")
-        sys.exit(130)
+    run_script(main)

@@ -9,12 +9,10 @@ offers it, and the benchmark's client does not; no heartbeat; no access log
 output (run_app's logger is not configured).
 """
 
-import argparse
-import json
-import sys
-
 import aiohttp
 from aiohttp import WSMsgType, web
+
+import _peer
 
 
 async def echo(request):
@@ -42,15 +40,11 @@ def probe():
             "accelerator": ", ".join(parts) or None}
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--probe", action="store_true")
-    args = parser.parse_args()
-    if args.probe:
-        print(json.dumps(probe()))
-        sys.exit(0)
+def serve_echo(host, port):
     app = web.Application()
     app.router.add_get("/echo", echo)
-    web.run_app(app, host=args.host, port=args.port, print=None)
+    web.run_app(app, host=host, port=port, print=None)
+
+
+if __name__ == "__main__":
+    _peer.main(__doc__, probe, serve_echo)

@@ -9,10 +9,10 @@ measures the working tree. Defaults throughout; permessage-deflate is only
 negotiated when a client offers it, and the benchmark's client does not.
 """
 
-import argparse
-import json
 import os
 import sys
+
+import _peer
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,19 +24,16 @@ def import_poex(poex_dir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int)
+    parser = _peer.arg_parser(__doc__)
     parser.add_argument("--poex-dir", default=PROJECT_ROOT)
-    parser.add_argument("--probe", action="store_true")
     args = parser.parse_args()
     poex_http = import_poex(args.poex_dir)
     if not hasattr(poex_http, "WebSocket"):
         sys.exit("poex_http %s in %s has no WebSocket class"
                  % (poex_http.__version__, os.path.dirname(poex_http.__file__)))
     if args.probe:
-        print(json.dumps({"library": "poex_http", "version": poex_http.__version__,
-                          "accelerator": None, "path": poex_http.__file__}))
+        _peer.print_probe({"library": "poex_http", "version": poex_http.__version__,
+                           "accelerator": None, "path": poex_http.__file__})
         return
 
     class Echo(poex_http.WebSocket):

@@ -7,14 +7,13 @@ Library defaults throughout: max_message_size is 10 MiB, enough for a 1 MiB
 message; no compression (get_compression_options returns None); no pings.
 """
 
-import argparse
 import asyncio
-import json
-import sys
 
 import tornado
 import tornado.web
 import tornado.websocket
+
+import _peer
 
 
 class Echo(tornado.websocket.WebSocketHandler):
@@ -32,19 +31,11 @@ def probe():
             "accelerator": "C masking (tornado.speedups)" if in_c else None}
 
 
-async def main(host, port):
+async def serve_echo(host, port):
     app = tornado.web.Application([(r"/echo", Echo)])
     app.listen(port, address=host)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--probe", action="store_true")
-    args = parser.parse_args()
-    if args.probe:
-        print(json.dumps(probe()))
-        sys.exit(0)
-    asyncio.run(main(args.host, args.port))
+    _peer.main(__doc__, probe, lambda host, port: asyncio.run(serve_echo(host, port)))

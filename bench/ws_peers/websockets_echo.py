@@ -9,13 +9,12 @@ limit is inclusive), so it is left alone. The default keepalive ping every
 20 s stays on, as a deployment would have it.
 """
 
-import argparse
 import asyncio
 import http
-import json
-import sys
 
 from websockets.asyncio.server import serve
+
+import _peer
 
 
 async def echo(websocket):
@@ -40,18 +39,10 @@ def probe():
             "accelerator": "C masking (websockets.speedups)" if in_c else None}
 
 
-async def main(host, port):
+async def serve_echo(host, port):
     async with serve(echo, host, port, compression=None, process_request=only_echo_path) as server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--probe", action="store_true")
-    args = parser.parse_args()
-    if args.probe:
-        print(json.dumps(probe()))
-        sys.exit(0)
-    asyncio.run(main(args.host, args.port))
+    _peer.main(__doc__, probe, lambda host, port: asyncio.run(serve_echo(host, port)))
