@@ -6287,7 +6287,8 @@ class _Supervisor:
         self._wake_recv = self._wake_send = self._selector = None
         self._child_handler = None
 
-    def run(self):
+    def run(self, ready=None):
+        """Supervise until stopped; ``ready()`` is called once the stop signals are caught."""
         import signal  # deferred: import time
         # Signals and ended children both write a byte to this socket, so the
         # wait below never sleeps through one (a Python handler runs only
@@ -6304,6 +6305,8 @@ class _Supervisor:
                  signal.SIGCHLD: self._on_child}, self._wake_send.fileno())
             # Workers get back what the application had for SIGCHLD.
             self._child_handler = previous[signal.SIGCHLD]
+            if ready is not None:
+                ready()
             while True:
                 self._reap()
                 now = time.monotonic()
@@ -6416,11 +6419,15 @@ class _Supervisor:
             os._exit(code)  # a forked child leaves without the parent's cleanup
 
 
-def _serve(reactor, signals=True):
+def _serve(reactor, signals=True, ready=None):
+    # ready() runs once the stop signals are caught: a Ctrl-C right after the
+    # "Serving" line it prints must stop gracefully, not kill.
     preforked = [server for server in reactor.servers if server.needs_supervisor]
     if preforked:
-        _Supervisor(reactor, preforked).run()
+        _Supervisor(reactor, preforked).run(ready)
     else:
+        if ready is not None:
+            reactor.call_soon(ready)  # the first turn, after run() caught the signals
         reactor.run(signals=signals)
 
 
@@ -6757,10 +6764,12 @@ def main(argv=None):
     if args.auth and _reachable_in_clear(server):
         _log.warning(
             "--auth without --certfile on %s: passwords cross the network in clear", urls[0])
-    print("Serving %s on %s" % (what, urls[0]), flush=True)
-    for url in urls[1:]:
-        print("Also on %s" % url, flush=True)
-    _serve(server.reactor)
+
+    def announce():
+        print("Serving %s on %s" % (what, urls[0]), flush=True)
+        for url in urls[1:]:
+            print("Also on %s" % url, flush=True)
+    _serve(server.reactor, ready=announce)
     print("Stopped serving %s" % what, flush=True)
     return 0
 

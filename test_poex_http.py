@@ -12156,10 +12156,12 @@ def test_cli_positional_port_and_the_same_port_flag_agree(files):
         assert cli.stop(signal.SIGTERM) == 0
 
 
-def test_cli_says_it_stopped(files):
-    with Program.cli("-b", "127.0.0.1", "-p", "0", "--root", files, "--quiet") as cli:
-        port = cli.serving(files)
-        assert fetch(port, "/p.txt")[2] == TEXT  # the loop runs: its signal handlers are set
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["single", "prefork"])
+def test_cli_ctrl_c_right_after_serving_stops_gracefully(files, workers):
+    # "Serving" is printed only once SIGINT is caught: no fetch in between.
+    with Program.cli("-b", "127.0.0.1", "-p", "0", "--root", files, "--quiet",
+                     *workers) as cli:
+        cli.serving(files)
         assert cli.stop(signal.SIGINT) == 0
         assert cli.next_line() == "Stopped serving %s" % files
 
