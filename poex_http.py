@@ -169,10 +169,11 @@ class HTTPError(Exception):
 
     status = 500
 
-    def __init__(self, status=None, message=""):
+    def __init__(self, status=None, message="", headers=()):
         if status is not None:
             self.status = status
         self.message = message
+        self.headers = headers  # (name, value) pairs for the answer, e.g. WWW-Authenticate
         super().__init__(self.status, message)
 
     def __str__(self):
@@ -335,6 +336,12 @@ class RequestHead:
     def has_body(self):
         """True when a body follows the head."""
         return self.chunked or bool(self.content_length)
+
+    def header(self, name, default=None):
+        """One field's value (repeated fields joined with ", "), ``name`` in any case."""
+        name = name.lower()
+        values = [value for field, value in self.fields if field.lower() == name]
+        return ", ".join(values) if values else default
 
     def __repr__(self):
         return "<RequestHead %s %s %s>" % (self.method, self.target, self.version)
@@ -2550,18 +2557,19 @@ class _HeadWriter:
 
 
 class _BodyBuffer:
-    """A request body as it arrives: in memory, or past ``spool`` bytes in a temporary file."""
+    """A request body as it arrives: in memory, or past ``spool`` bytes in a temporary
+    file, or from its first byte in ``file`` (where the handler wants it)."""
 
     __slots__ = ("spool", "held", "size", "file")
 
-    def __init__(self, spool):
+    def __init__(self, spool, file=None):
         self.spool = spool
         # The first piece as it came, then one growing bytearray: a body
         # that arrives in many small pieces costs its size, not an object
         # a piece.
         self.held = b""
         self.size = 0
-        self.file = None
+        self.file = file
 
     def add(self, data):
         self.size += len(data)
@@ -2798,7 +2806,17 @@ class _HTTPConnection(_Transport):
                     if not (event.content_length or event.chunked):  # has_body, inline
                         self._dispatch(b"", None)
                         continue
-                    self._body = _BodyBuffer(self.limits.spool_body)
+                    try:
+                        sink = self.server.admit(self, event)
+                    except HTTPError as exc:
+                        self._reject(exc, event)  # before the body, and no 100 Continue
+                        return
+                    except Exception:
+                        _log.exception("%s: cannot take the body of %s %s", self.info.ID,
+                                       event.method, _log_escape(event.target))
+                        self._reject(HTTPError(500, "The request body cannot be taken."), event)
+                        return
+                    self._body = _BodyBuffer(self.limits.spool_body, sink)
                     self._body_started = time.monotonic()
                     self._begin_reading()
                     self._deadline_at(self._reading_deadline())
@@ -2847,11 +2865,14 @@ class _HTTPConnection(_Transport):
         return min(ends) if ends else None
 
     def _body_lost(self, body, exc):
-        """A body that could not be stored (disk full, say): 500, not a short body."""
+        """A body that could not be stored: 507 for a full disk, else 500; never a short body."""
         _log.error("%s: cannot store a request body: %s", self.info.ID, exc)
         body.close()
         self._body = None
-        self._reject(HTTPError(500, "The request body could not be stored."))
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            self._reject(HTTPError(507, "No space left to store the request body."), self._head)
+        else:
+            self._reject(HTTPError(500, "The request body could not be stored."), self._head)
 
     def _dispatch(self, content, trailers):
         self.state = _HANDLING
@@ -3111,15 +3132,19 @@ class _HTTPConnection(_Transport):
 
     # -- errors and closing
 
-    def _reject(self, exc):
-        """Answer a protocol error, then close: the one place errors become answers."""
+    def _reject(self, exc, head=None):
+        """Answer an error, then close: the one place errors become answers.
+
+        ``head`` is the request refused before its body was read; without it,
+        a protocol error, answered as in the Perl module to a stand-in request
+        with method ERROR and target / (what post_request sees).
+        """
         self._linger = True
         if exc.message is _PLAIN_HTTP_ONLY:
             _log.warning("%s: a TLS handshake on a plain HTTP port; answered 400", self.info.ID)
-        # As in the Perl module, the answer is to a stand-in request with
-        # method ERROR and target / (what post_request sees).
-        head = RequestHead("ERROR", "/", "HTTP/1.1", [])
-        head.keep_alive = False
+        if head is None:
+            head = RequestHead("ERROR", "/", "HTTP/1.1", [])
+        head.keep_alive = False  # an unread body, or a broken stream
         try:
             response = self.server.error_response(self, head, exc)
             if self.closed:
@@ -4798,6 +4823,48 @@ class _Listing:
 _DOTFILE_RE = re.compile(r"(?!\A/\.well-known(?:/|\Z))/\.")
 
 
+class _PartFile(io.FileIO):
+    """A hidden file being written in its target's directory; removed on close unless kept."""
+
+    def __init__(self, directory):
+        import secrets  # deferred: import time
+        self.kept = True  # nothing to remove if the open below fails
+        # Hidden (a dotfile) while incomplete; a name no client can guess.
+        self.path = os.path.join(directory, ".upload-%s.part" % secrets.token_hex(8))
+        # 0o666 as the umask allows: the mode of any file the process makes.
+        super().__init__(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL
+                                 | getattr(os, "O_CLOEXEC", 0), 0o666), "r+")
+        self.kept = False
+
+    def sync(self):
+        """Flush to the disk: a rename must not outlive the data it names."""
+        os.fsync(self.fileno())
+
+    def keep(self):
+        """It was renamed into place: closing must not remove it."""
+        self.kept = True
+
+    def close(self):
+        if not self.closed and not self.kept:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        super().close()
+
+
+def _write_failure(exc, path):
+    """(status, text) for an OSError met while storing an upload; None for anything else."""
+    if not isinstance(exc, OSError):
+        return None
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        # The server's own user may not write there: the operator's choice.
+        return 403, "Permission denied: %s\n" % _quote_path(path)
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return 507, "No space left to store %s\n" % _quote_path(path)  # RFC 4918 §11.5
+    return None
+
+
 class StaticFiles:
     """A handler serving the files under ``root``, and nothing outside it."""
 
@@ -4840,11 +4907,9 @@ class StaticFiles:
                 resp.headers.set("Allow", self._allow)
                 return resp.error(405, "Method %s not allowed.\n" % req.method)
             writing = True
-        path = req.path
-        if self.prefix:
-            if path != self.prefix and not path.startswith(self.prefix + "/"):
-                return resp.error(404, "No such file or directory %s\n" % _quote_path(path))
-            path = path[len(self.prefix):] or "/"
+        path = self._local_path(req.path)
+        if path is None:
+            return resp.error(404, "No such file or directory %s\n" % _quote_path(req.path))
         if writing:
             return self._write_request(req, resp, path)
         found = _resolve_under(self.root, path)
@@ -4876,6 +4941,14 @@ class StaticFiles:
         except OSError:
             return resp.error(403, "Cannot list %s\n" % _quote_path(req.path))
         _Listing(self, req, resp, scan, self._listing_extra(req, fs_path)).start()
+
+    def _local_path(self, path):
+        """The URL path below ``prefix`` ("/" for the prefix itself); None if not under it."""
+        if not self.prefix:
+            return path
+        if path != self.prefix and not path.startswith(self.prefix + "/"):
+            return None
+        return path[len(self.prefix):] or "/"
 
     def _listing_extra(self, req, fs_path):
         """HTML shown above a listing's table: the upload form, when uploads are on."""
@@ -4994,14 +5067,38 @@ class StaticFiles:
 
     # -- uploads: PUT, POST multipart/form-data, DELETE (all off by default)
     #
-    # The body has fully arrived (bounded by Limits.max_body, spooled to a
-    # temporary file past Limits.spool_body) before the handler runs, so a
-    # client that leaves midway never reaches this code, and 413 is answered
-    # before a byte is read.  The copying and the file system calls run on
-    # the handler's own worker threads, so a large file does not stall the
-    # reactor.  Every file is written under a hidden temporary name in its
-    # target directory and renamed into place once complete: a reader sees
-    # the old file or the new one, never a part.
+    # When the head of an upload arrives, receive_body() checks what can be
+    # checked before its body (the target, replacing, the form's type: a
+    # refusal goes out at once, without 100 Continue) and gives the server
+    # a hidden file in the target's directory (or its deepest existing
+    # ancestor) to write the body to as it arrives.  So a body is never whole
+    # in memory nor in /tmp (often RAM), the rename into place moves no
+    # byte, a client that leaves midway leaves nothing behind, and 413 is
+    # answered before a byte is read (Limits.max_body).  Once the body is
+    # complete, the checks run again (things change meanwhile) and the file
+    # system work runs on the handler's own worker threads, so a large file
+    # does not stall the reactor.  A reader sees the old file or the new one,
+    # never a part.
+
+    def receive_body(self, head):
+        """The file for an upload's body, or None; HTTPError refuses it before it is read."""
+        if head.method not in self._write_methods or head.method == "DELETE":
+            return None
+        path = self._local_path(head.path)
+        if path is None:
+            return None  # 404 once handled
+        try:
+            if head.method == "PUT":
+                fs_path = self._put_target(path, head)
+                directory = self._existing_parent(fs_path)
+            else:
+                directory = self._form_directory(path, head.header("Content-Type"))
+            return _PartFile(directory)
+        except OSError as exc:
+            failure = _write_failure(exc, path)
+            if failure is None:
+                raise
+            raise HTTPError(failure[0], failure[1].rstrip("\n")) from None
 
     def _write_request(self, req, resp, path):
         if self._workers is None:
@@ -5011,6 +5108,7 @@ class StaticFiles:
         self._workers.submit(self._run_write, req, resp, path)
 
     def _run_write(self, req, resp, path):
+        body = req.body_file
         try:
             if req.method == "PUT":
                 self._put(req, resp, path)
@@ -5018,52 +5116,87 @@ class StaticFiles:
                 self._post_form(req, resp, path)
             else:
                 self._delete(req, resp, path)
-        except PermissionError:
-            # The server's own user may not write there: the operator's choice.
-            resp.error(403, "Permission denied: %s\n" % _quote_path(path))
-        except Exception:
-            _handler_raised_in_thread(resp, "StaticFiles %s" % req.method)
+        except HTTPError as exc:
+            for name, value in exc.headers:
+                resp.headers.set(name, value)
+            resp.error(exc.status, exc.message + "\n")
+        except Exception as exc:
+            failure = _write_failure(exc, path)
+            if failure is None:
+                _handler_raised_in_thread(resp, "StaticFiles %s" % req.method)
+            else:
+                resp.error(*failure)
+        finally:
+            if body.__class__ is _PartFile:
+                body.close()  # removed, unless it was put in place
 
     def _hidden(self, path):
         return self.dotfiles == "hide" and _DOTFILE_RE.search(_display_path(path)) is not None
 
-    def _refuse(self, resp, code, text, path):
-        return resp.error(code, "%s %s\n" % (text, _quote_path(path)))
+    @staticmethod
+    def _refusal(code, text, path):
+        return HTTPError(code, "%s %s" % (text, _quote_path(path)))
 
-    def _put(self, req, resp, path):
+    def _put_target(self, path, head):
+        """The file system path a PUT writes; HTTPError if it may not."""
         if path.endswith("/"):
-            return self._refuse(resp, 409, "Cannot PUT a directory", path)
-        if self._hidden(path):
-            return self._refuse(resp, 403, "Forbidden path", path)
-        found = _resolve_under(self.root, path)
+            raise self._refusal(409, "Cannot PUT a directory", path)
+        found = None if self._hidden(path) else _resolve_under(self.root, path)
         if found is None:
-            return self._refuse(resp, 403, "Forbidden path", path)
+            raise self._refusal(403, "Forbidden path", path)
         fs_path, stat = found
         if stat is not None and S_ISDIR(stat.st_mode):
-            return self._refuse(resp, 409, "Cannot PUT onto a directory", path)
+            raise self._refusal(409, "Cannot PUT onto a directory", path)
+        if not self._replaces(head) and os.path.lexists(fs_path):
+            raise self._existing(head, path)  # before a byte is written
+        return fs_path
+
+    def _replaces(self, head):
+        # RFC 9110 §13.1.2: If-None-Match: * makes the PUT create, never replace.
+        return self.replace and (head.header("If-None-Match") or "").strip() != "*"
+
+    @classmethod
+    def _existing(cls, head, path):
+        # RFC 9110: 412 when a precondition the client sent fails (§13.1.2),
+        # 409 when the resource's state forbids the request (§15.5.10).
+        if (head.header("If-None-Match") or "").strip() == "*":
+            return cls._refusal(412, "Already exists:", path)
+        return cls._refusal(409, "Already exists (replacing is off):", path)
+
+    def _existing_parent(self, fs_path):
+        """The real path of the deepest directory of ``fs_path`` that exists; HTTPError if outside."""
+        directory = os.path.dirname(fs_path)
+        while not os.path.isdir(directory):
+            if os.path.lexists(directory):
+                raise self._refusal(409, "A parent is not a directory:", fs_path[len(self.root):])
+            directory = os.path.dirname(directory)
+        directory = os.path.realpath(directory)
+        if not self._inside(directory):
+            raise self._refusal(403, "Forbidden path", fs_path[len(self.root):])
+        return directory
+
+    def _put(self, req, resp, path):
+        head = req.head
+        fs_path = self._put_target(path, head)  # again: things change meanwhile
         try:
             directory = self._make_parents(os.path.dirname(fs_path))
         except NotADirectoryError:
-            return self._refuse(resp, 409, "A parent is not a directory:", path)
-        except PermissionError:
-            return self._refuse(resp, 403, "Forbidden path", path)
+            raise self._refusal(409, "A parent is not a directory:", path) from None
         if directory is None:
-            return self._refuse(resp, 403, "Forbidden path", path)
+            raise self._refusal(403, "Forbidden path", path)
         target = os.path.join(directory, os.path.basename(fs_path))
-        # RFC 9110 §13.1.2: If-None-Match: * makes the PUT create, never replace.
-        create_only = (req.header("If-None-Match") or "").strip() == "*"
-        replace = self.replace and not create_only
-        if not replace and os.path.lexists(target):
-            return self._refuse_existing(resp, create_only, path)  # before a byte is written
-        temporary = self._write_temporary(directory, req.body_stream())
+        body = req.body_file
+        if body.__class__ is not _PartFile or body.closed:
+            body = self._write_temporary(directory, req.body_stream())  # a small body
         try:
-            replaced = self._place(temporary, target, replace)
+            body.sync()  # the rename must not outlive lost data
+            replaced = self._place(body, target, self._replaces(head))
         except FileExistsError:
-            os.unlink(temporary)
-            return self._refuse_existing(resp, create_only, path)
+            raise self._existing(head, path) from None
         except IsADirectoryError:
-            os.unlink(temporary)
-            return self._refuse(resp, 409, "Cannot PUT onto a directory", path)
+            raise self._refusal(409, "Cannot PUT onto a directory", path) from None
+        finally:
+            body.close()
         if replaced:
             resp.code = 204
             return resp.done()
@@ -5073,13 +5206,6 @@ class StaticFiles:
         resp.content_type = "text/plain; charset=utf-8"
         resp.content = "Created %s\n" % location
         resp.done()
-
-    def _refuse_existing(self, resp, conditional, path):
-        # RFC 9110: 412 when a precondition the client sent fails (§13.1.2),
-        # 409 when the resource's state forbids the request (§15.5.10).
-        if conditional:
-            return self._refuse(resp, 412, "Already exists:", path)
-        return self._refuse(resp, 409, "Already exists (replacing is off):", path)
 
     def _make_parents(self, directory):
         """The real path of ``directory``, made below the root if missing; None if outside."""
@@ -5099,26 +5225,23 @@ class StaticFiles:
                 raise NotADirectoryError(current)
         return current
 
-    def _write_temporary(self, directory, source):
-        """Copy ``source`` to a new hidden file in ``directory``; its path."""
-        path, out = self._open_temporary(directory)
+    @staticmethod
+    def _write_temporary(directory, source):
+        """Copy ``source`` to a new _PartFile in ``directory``."""
+        part = _PartFile(directory)
         try:
-            with out:
-                while True:
-                    block = source.read(1 << 20)
-                    if not block:
-                        break
-                    out.write(block)
-                out.flush()
-                os.fsync(out.fileno())  # the rename must not outlive lost data
+            while True:
+                block = source.read(1 << 20)
+                if not block:
+                    return part
+                part.write(block)
         except BaseException:
-            os.unlink(path)
+            part.close()
             raise
-        return path
 
     @staticmethod
-    def _place(temporary, target, replace):
-        """Rename a complete file into place; True if it replaced one (FileExistsError if not allowed)."""
+    def _place(part, target, replace):
+        """Put a complete _PartFile in place; True if it replaced a file (FileExistsError if not allowed)."""
         try:
             existing = os.lstat(target)
         except FileNotFoundError:
@@ -5126,28 +5249,35 @@ class StaticFiles:
         if existing is not None and S_ISDIR(existing.st_mode):
             raise IsADirectoryError(target)
         if replace:
-            os.replace(temporary, target)  # replaces a symlink itself, never its target
+            os.replace(part.path, target)  # replaces a symlink itself, never its target
+            part.keep()
             return existing is not None
         # A hard link never replaces: two uploads racing for one name get one winner.
-        os.link(temporary, target)
-        os.unlink(temporary)
-        return False
+        os.link(part.path, target)
+        return False  # the part file itself goes when it is closed
 
-    def _post_form(self, req, resp, path):
-        found = _resolve_under(self.root, path)
-        if found is None or self._hidden(path):
-            return self._refuse(resp, 403, "Forbidden path", path)
+    def _form_directory(self, path, content_type):
+        """The real path of the directory a form is posted to; HTTPError if it may not be."""
+        found = None if self._hidden(path) else _resolve_under(self.root, path)
+        if found is None:
+            raise self._refusal(403, "Forbidden path", path)
         directory, stat = found
         if stat is None:
-            return self._refuse(resp, 404, "No such directory", path)
+            raise self._refusal(404, "No such directory", path)
         if not S_ISDIR(stat.st_mode):
-            return self._refuse(resp, 409, "Not a directory:", path)
-        directory = os.path.realpath(directory)
-        content_type = req.header("Content-Type") or ""
-        if content_type.split(";")[0].strip().lower() != "multipart/form-data":
-            resp.headers.set("Accept-Post", "multipart/form-data")
-            return resp.error(415, "Uploads are multipart/form-data.\n")
-        stored = []  # (temporary path, file name)
+            raise self._refusal(409, "Not a directory:", path)
+        if (content_type or "").split(";")[0].strip().lower() != "multipart/form-data":
+            raise HTTPError(415, "Uploads are multipart/form-data.",
+                            headers=[("Accept-Post", "multipart/form-data")])
+        try:
+            multipart_boundary(content_type)
+        except BadRequest as exc:
+            raise HTTPError(400, exc.message) from None
+        return os.path.realpath(directory)
+
+    def _post_form(self, req, resp, path):
+        directory = self._form_directory(path, req.header("Content-Type"))
+        stored = []  # (part file, file name)
         try:
             try:
                 self._receive_form(req, directory, stored)
@@ -5161,19 +5291,17 @@ class StaticFiles:
             if not self.replace and len(set(names)) < len(names):
                 return resp.error(409, "The same file name twice (replacing is off).\n")
             placed = []
-            while stored:
-                temporary, name = stored[0]
+            for part, name in stored:
                 try:
-                    self._place(temporary, os.path.join(directory, name), self.replace)
+                    self._place(part, os.path.join(directory, name), self.replace)
                 except (FileExistsError, IsADirectoryError) as exc:
                     return resp.error(409, "%s exists%s.\n" % (
                         name, " as a directory" if isinstance(exc, IsADirectoryError)
                         else " (replacing is off)"))
-                stored.pop(0)
                 placed.append(name)
         finally:
-            for temporary, _ in stored:
-                os.unlink(temporary)
+            for part, _ in stored:
+                part.close()  # removed unless in place: all or nothing, but for a race
         from urllib.parse import quote  # deferred: import time
         if "text/html" in (req.header("Accept") or ""):
             # A browser's form: back to the listing, which now shows the
@@ -5187,39 +5315,33 @@ class StaticFiles:
         resp.done()
 
     def _receive_form(self, req, directory, stored):
-        """Write each file part of the form to a temporary file; (path, name) into ``stored``."""
+        """Write each file part of the form to a synced _PartFile; (part, name) into ``stored``."""
         parser = MultipartParser(multipart_boundary(req.header("Content-Type")))
         body = req.body_stream()
         out = None
-        try:
+        while True:
+            block = body.read(1 << 16)
+            if block:
+                parser.feed(block)
             while True:
-                block = body.read(1 << 16)
-                if block:
-                    parser.feed(block)
-                while True:
-                    event = parser.next_event()
-                    if event is None:
-                        break
-                    if event.__class__ is MultipartPart:
-                        if event.filename is None:
-                            continue  # a plain field: not a file
-                        name = self._upload_name(event.filename)
-                        temporary, out = self._open_temporary(directory)
-                        stored.append((temporary, name))
-                    elif event.__class__ is bytes:
-                        if out is not None:
-                            out.write(event)
-                    elif out is not None:  # the end of a part
-                        out.flush()
-                        os.fsync(out.fileno())
-                        out.close()
-                        out = None
-                if not block:
-                    parser.finish()
-                    return
-        finally:
-            if out is not None:
-                out.close()
+                event = parser.next_event()
+                if event is None:
+                    break
+                if event.__class__ is MultipartPart:
+                    if event.filename is None:
+                        continue  # a plain field: not a file
+                    name = self._upload_name(event.filename)
+                    out = _PartFile(directory)
+                    stored.append((out, name))
+                elif event.__class__ is bytes:
+                    if out is not None:
+                        out.write(event)
+                elif out is not None:  # the end of a part
+                    out.sync()
+                    out = None
+            if not block:
+                parser.finish()
+                return
 
     def _upload_name(self, filename):
         """A file part's name reduced to its last path component; BadRequest if unusable."""
@@ -5231,28 +5353,17 @@ class StaticFiles:
             raise PermissionError("Forbidden file name %s." % name)
         return name
 
-    @staticmethod
-    def _open_temporary(directory):
-        """(path, file) of a new hidden file in ``directory``, for writing."""
-        import secrets  # deferred: import time
-        # Hidden (a dotfile) while incomplete; a name no client can guess.
-        path = os.path.join(directory, ".upload-%s.part" % secrets.token_hex(8))
-        # 0o666 as the umask allows: the mode of any file the process makes.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                     0o666)
-        return path, open(fd, "wb")
-
     def _delete(self, req, resp, path):
-        found = _resolve_under(self.root, path)
-        if found is None or self._hidden(path):
-            return self._refuse(resp, 403, "Forbidden path", path)
+        found = None if self._hidden(path) else _resolve_under(self.root, path)
+        if found is None:
+            raise self._refusal(403, "Forbidden path", path)
         fs_path, stat = found
         if path.endswith("/") or stat is not None and S_ISDIR(stat.st_mode):
-            return self._refuse(resp, 409, "Cannot DELETE a directory", path)
+            raise self._refusal(409, "Cannot DELETE a directory", path)
         try:
             os.unlink(fs_path)  # a symlink goes, not what it points to
         except FileNotFoundError:
-            return self._refuse(resp, 404, "No such file", path)
+            raise self._refusal(404, "No such file", path) from None
         resp.code = 204
         resp.done()
 
@@ -5699,6 +5810,9 @@ def _open_access_log(setting):
 
 # RFC 7617 §2: a user-id and a password hold no control characters.
 _CONTROL_CHARACTER_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+_NEEDS_PASSWORD = "This needs a user name and password."
 
 
 def _basic_credentials(authorization):
@@ -6154,24 +6268,50 @@ class Server:
             _log.exception("handler for %s %s raised", request.method, request.head.target)
             response.fail()
 
-    def _authenticate(self, request, response):
-        """Set ``request.user`` from valid credentials, or answer 401 (500 if the check raised)."""
-        credentials = _basic_credentials(request.header("Authorization"))
+    def admit(self, conn, head):
+        """Where the body of a request whose head has arrived goes, before it is read.
+
+        None: into memory, spooled to a temporary file past
+        ``Limits.spool_body``; or the file that the handler's
+        ``receive_body(head)`` returns.  Raises HTTPError to answer at once,
+        without 100 Continue and without reading the body: 401 without valid
+        credentials, 501 for an unknown method, or what the handler refuses.
+        """
+        if head.method not in self.methods:
+            raise HTTPError(501, "Method %s not implemented." % head.method)
+        if self.password_check is not None and self._credentials(head, conn.info) is None:
+            raise HTTPError(401, _NEEDS_PASSWORD,
+                            headers=[("WWW-Authenticate", self.auth_challenge)])
+        receive_body = getattr(self.router.find(head.path, conn.routes), "receive_body", None)
+        return None if receive_body is None else receive_body(head)
+
+    def _credentials(self, head, info):
+        """The user name of valid credentials in ``head``, else None (HTTPError 500 if the check raised)."""
+        credentials = _basic_credentials(head.header("Authorization"))
         if credentials is not None:
             try:
                 accepted = self.password_check(*credentials)
             except Exception:
-                _log.exception("auth check raised for %s %s", request.method, request.head.target)
-                response.fail()
-                return False
+                _log.exception("auth check raised for %s %s", head.method, head.target)
+                raise HTTPError(500, "The credentials could not be checked.") from None
             if accepted:
-                request.user = credentials[0]
-                return True
+                return credentials[0]
         # Debug, not warning: a scanner's every guess would be a log line.
-        _log.debug("%s: %s %s: no valid credentials", request.connection.ID, request.method,
-                   _log_escape(request.head.target))
+        _log.debug("%s: %s %s: no valid credentials", info.ID, head.method,
+                   _log_escape(head.target))
+        return None
+
+    def _authenticate(self, request, response):
+        """Set ``request.user`` from valid credentials, or answer 401 (500 if the check raised)."""
+        try:
+            request.user = self._credentials(request.head, request.connection)
+        except HTTPError:
+            response.fail()
+            return False
+        if request.user is not None:
+            return True
         response.headers.set("WWW-Authenticate", self.auth_challenge)
-        response.error(401, "This needs a user name and password.\n")
+        response.error(401, _NEEDS_PASSWORD)
         return False
 
     def request_done(self, conn, response):
@@ -6218,9 +6358,11 @@ class Server:
 
     def error_response(self, conn, head, exc):
         """The Response to a protocol error, as ``on_error`` has left it."""
+        headers = Headers({"Content-Type": "text/html; charset=utf-8"})
+        for name, value in exc.headers:
+            headers.set(name, value)
         error = Error(code=exc.status, content=_error_page(exc.status, exc.message),
-                      headers=Headers({"Content-Type": "text/html; charset=utf-8"}),
-                      connection=conn.info)
+                      headers=headers, connection=conn.info)
         self.call_special("on_error", error)
         response = Response(Request(head, b"", conn.info), conn, error.code)
         response.message = error.message

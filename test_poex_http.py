@@ -3783,10 +3783,13 @@ def test_a_client_leaving_mid_upload_leaves_no_temporary_file(serve):
     wait_until(lambda: not live.server.connections and fd_count() <= before)
 
 
-def test_a_body_that_cannot_be_stored_gives_500_not_a_short_body(serve, monkeypatch):
+@pytest.mark.parametrize("failure, status", [(errno.ENOSPC, 507), (errno.EIO, 500)],
+                         ids=["disk-full-507", "io-error-500"])
+def test_a_body_that_cannot_be_stored_gets_an_error_not_a_short_body(
+        serve, monkeypatch, failure, status):
     class FullDisk:
         def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(failure, os.strerror(failure))
 
         def close(self):
             pass
@@ -3796,8 +3799,8 @@ def test_a_body_that_cannot_be_stored_gives_500_not_a_short_body(serve, monkeypa
                  limits=poex_http.Limits(spool_body=1000))
     with RawClient(live.port) as client:
         client.send(get("/", method="POST", headers=[("Content-Length", "5000")], body=b"x" * 5000))
-        status, headers, body = client.response()
-        assert status == 500 and headers["connection"] == "close"
+        answer = client.response()
+        assert answer[0] == status and answer[1]["connection"] == "close"
     assert seen == []
 
 
@@ -9515,6 +9518,147 @@ def test_upload_client_leaving_midway_leaves_nothing(serve, box, sent):
     assert tree(box.root) == dict(before, **{"after.txt": b"ok"})
 
 
+def part_files(path):
+    """The relative paths of the hidden files uploads are written to, under ``path``."""
+    return [name for name in tree(path) if ".upload-" in name]
+
+
+def test_upload_body_streams_into_a_hidden_file_beside_its_target(serve, box):
+    # Not into memory, nor /tmp (often RAM): the rename into place moves no byte.
+    live = upload_server(serve, box.root)
+    size = 3 * 2**20
+    with RawClient(live.port) as client:
+        client.send(get("/sub/streamed.bin", method="PUT",
+                        headers=[("Content-Length", str(size))]))
+        client.send(b"s" * 2**20)
+        wait_until(lambda: [name for name in part_files(box.root)
+                            if (box.root / name).stat().st_size == 2**20])
+        [part] = part_files(box.root)
+        assert os.path.dirname(part) == "sub"
+        inode = (box.root / part).stat().st_ino
+        client.send(b"s" * (size - 2**20))
+        assert client.response()[0] == 201
+    stored = box.root / "sub" / "streamed.bin"
+    assert stored.read_bytes() == b"s" * size and stored.stat().st_ino == inode
+    assert no_temporary_files(box.root)
+
+
+def test_upload_put_makes_new_directories_only_once_the_body_is_complete(serve, box):
+    live = upload_server(serve, box.root)
+    before = tree(box.root)
+    with RawClient(live.port) as client:
+        client.send(get("/new/deeper/x.bin", method="PUT",
+                        headers=[("Content-Length", "100000")]))
+        client.send(b"n" * 50000)
+        # Meanwhile, in the deepest directory that exists: the root.
+        wait_until(lambda: [name for name in part_files(box.root)
+                            if (box.root / name).stat().st_size == 50000])
+        assert [os.path.dirname(name) for name in part_files(box.root)] == [""]
+        assert not (box.root / "new").exists()
+    wait_until(lambda: not live.connections())
+    assert tree(box.root) == before  # a client that left: no part file, no directory
+    assert put(live, "/new/deeper/x.bin", b"n" * 100000)[0] == 201
+    assert (box.root / "new" / "deeper" / "x.bin").read_bytes() == b"n" * 100000
+    assert no_temporary_files(box.root)
+
+
+@pytest.mark.parametrize("path, headers, options, status", [
+    ("/old.txt", [], {"replace": False}, 409),
+    ("/old.txt", [("If-None-Match", "*")], {}, 412),
+    ("/old.txt", [("If-None-Match", "*")], {"replace": False}, 412),
+    ("/.env", [], {}, 403),
+    ("/link_out/x.txt", [], {}, 403),
+    ("/sub", [], {}, 409),
+    ("/old.txt/x", [], {}, 409),
+    ("/new/", [], {}, 409),
+])
+def test_upload_put_refused_before_its_body_is_sent(serve, box, path, headers, options,
+                                                    status):
+    live = upload_server(serve, box.root, **options)
+    before = tree(box.root)
+    with RawClient(live.port) as client:
+        client.send(get(path, method="PUT", headers=[
+            ("Content-Length", "5000000"), ("Expect", "100-continue")] + headers))
+        answer = client.response()  # the final answer, with no 100 Continue before it
+        assert answer[0] == status and answer[1]["connection"] == "close"
+        client.send(b"x" * 100000)  # a client that sends anyway is read and dropped
+        with pytest.raises(EOFError):
+            client.fill()  # then the close: no reset
+    assert tree(box.root) == before
+
+
+def test_upload_post_refused_before_its_body_is_sent(serve, box):
+    live = upload_server(serve, box.root)
+    for path, content_type, status in (
+            ("/", "application/octet-stream", 415), ("/", "multipart/form-data", 400),
+            ("/nowhere/", "multipart/form-data; boundary=b", 404),
+            ("/old.txt", "multipart/form-data; boundary=b", 409),
+            ("/.git/", "multipart/form-data; boundary=b", 403)):
+        with RawClient(live.port) as client:
+            client.send(get(path, method="POST", headers=[
+                ("Content-Length", "5000000"), ("Expect", "100-continue"),
+                ("Content-Type", content_type)]))
+            answer = client.response()
+            assert answer[0] == status, (path, content_type)
+            if status == 415:
+                assert answer[1]["accept-post"] == "multipart/form-data"
+    assert no_temporary_files(box.root)
+
+
+def test_upload_that_fills_the_disk_gets_507_and_leaves_nothing(serve, box, monkeypatch):
+    live = upload_server(serve, box.root)
+    before = tree(box.root)
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(poex_http._PartFile, "write", full)
+    assert put(live, "/full.bin", b"f" * 1000)[0] == 507  # while the body arrives
+    monkeypatch.undo()
+
+    def no_room(self, directory):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(poex_http._PartFile, "__init__", no_room)
+    assert put(live, "/full.bin", b"f" * 1000)[0] == 507  # before it
+    assert tree(box.root) == before
+
+
+def test_a_handler_may_say_where_a_body_goes(serve, tmp_path):
+    class Keeper:
+        def receive_body(self, head):
+            if head.method != "POST":
+                return None  # the default: memory, spooled past Limits.spool_body
+            self.file = open(str(tmp_path / ("%s.body" % head.path.strip("/"))), "w+b")
+            return self.file
+
+        def __call__(self, req, resp):
+            resp.content_type = "application/json"
+            resp.content = json.dumps([req.body_file is getattr(self, "file", None),
+                                       req.content.decode()])
+            resp.done()
+    live = serve(handlers=[("", Keeper())])
+    status, _, body = fetch(live.port, "/kept", method="POST", body=b"tiny",
+                            headers=[("Content-Length", "4")])
+    assert (status, json.loads(body)) == (200, [True, "tiny"])
+    assert (tmp_path / "kept.body").read_bytes() == b"tiny"
+    status, _, body = fetch(live.port, "/other", method="PUT", body=b"tiny",
+                            headers=[("Content-Length", "4")])
+    assert json.loads(body) == [False, "tiny"]
+
+
+def test_a_failing_receive_body_gets_500_and_the_server_goes_on(serve, caplog):
+    class Broken:
+        def receive_body(self, head):
+            raise RuntimeError("broken")
+
+        def __call__(self, req, resp):
+            hello(req, resp)
+    live = serve(handlers=[("", Broken())])
+    assert fetch(live.port, "/", method="POST", body=b"x",
+                 headers=[("Content-Length", "1")])[0] == 500
+    assert fetch(live.port, "/")[0] == 200
+    assert "cannot take the body" in caplog.text
+
+
 def post_form(live, path, parts, headers=(), boundary=b"----formXyZ"):
     body = form_body(boundary, parts)
     return fetch(live.port, path, method="POST", body=body, headers=[
@@ -11307,6 +11451,35 @@ def test_auth_401_without_credentials_with_its_exact_challenge(serve):
     assert b"user name and password" in body
     check_common(headers)
     assert not reached
+
+
+def test_auth_an_upload_without_credentials_is_refused_before_its_body(serve, tmp_path,
+                                                                      access_logger):
+    reached = []
+    log_path = tmp_path / "access.log"
+    live = serve(handlers=[("", lambda req, resp: (reached.append(req), hello(req, resp)))],
+                 auth={"admin": "s3cret"}, access_log=str(log_path))
+    for expect in ([("Expect", "100-continue")], []):
+        with RawClient(live.port) as client:
+            client.send(get("/up", method="PUT", headers=[
+                ("Content-Length", str(2**20))] + expect))
+            status, headers, body = client.response()  # no 100 Continue first
+            assert (status, headers["www-authenticate"], headers["connection"]) == (
+                401, CHALLENGE, "close")
+            assert b"user name and password" in body
+    assert not reached
+    with RawClient(live.port) as client:  # with credentials: 100 Continue, then the handler
+        client.send(get("/up", method="PUT", headers=[
+            ("Content-Length", "2"), ("Expect", "100-continue"), basic("admin", "s3cret")]))
+        assert client.line() == b"HTTP/1.1 100 Continue"
+        assert client.line() == b""
+        client.send(b"ok")
+        assert client.response()[0] == 200
+    assert len(reached) == 1 and reached[0].user == "admin" and reached[0].content == b"ok"
+    wait_until(lambda: len(log_path.read_text().splitlines()) == 3)
+    assert [(fields["user"], fields["line"], fields["status"]) for fields in map(
+        parse_log, log_path.read_text().splitlines())] == [
+        ("-", "PUT /up HTTP/1.1", "401")] * 2 + [("admin", "PUT /up HTTP/1.1", "200")]
 
 
 def test_auth_401_page_has_the_servers_error_format(serve):
