@@ -4823,6 +4823,29 @@ class _Listing:
 _DOTFILE_RE = re.compile(r"(?!\A/\.well-known(?:/|\Z))/\.")
 
 
+_user_ids = None  # (effective uid, every group id) of the process, on first use
+
+
+def _may_open(stat, is_directory):
+    """May this process read the file (list and enter the directory), by its mode bits?"""
+    # The permission bits without a system call an entry: ACLs are not seen
+    # (a file they open to the server stays out of the listing).
+    global _user_ids
+    if _user_ids is None:
+        _user_ids = (os.geteuid(), frozenset(os.getgroups()) | {os.getegid()}) \
+            if hasattr(os, "geteuid") else (0, frozenset())  # Windows: no such bits
+    uid, groups = _user_ids
+    if uid == 0:
+        return True
+    mode = stat.st_mode
+    needed = 0o5 if is_directory else 0o4
+    if stat.st_uid == uid:
+        return (mode >> 6) & needed == needed
+    if stat.st_gid in groups:
+        return (mode >> 3) & needed == needed
+    return mode & needed == needed
+
+
 class _PartFile(io.FileIO):
     """A hidden file being written in its target's directory; removed on close unless kept."""
 
@@ -5059,8 +5082,10 @@ class StaticFiles:
         except OSError:
             return None  # a dangling symlink, or a race with a delete
         is_directory = S_ISDIR(stat.st_mode)
-        # What a request would be refused: a FIFO, socket or device, a name not servable.
-        if not (is_directory or S_ISREG(stat.st_mode)) or not _servable_name(entry.name):
+        # What a request would be refused: a FIFO, socket or device, a name
+        # not servable, a file the server's user may not read.
+        if not (is_directory or S_ISREG(stat.st_mode)) or not _servable_name(entry.name) \
+                or not _may_open(stat, is_directory):
             return None
         return entry.name, is_directory, stat.st_size, stat.st_mtime
 

@@ -8986,6 +8986,34 @@ def test_static_listing_leaves_out_what_cannot_be_fetched(serve, tmp_path):
     assert fetch(live.port, "/pipe")[0] == 404
 
 
+def test_static_listing_leaves_out_what_the_server_may_not_read(serve, tmp_path,
+                                                                 monkeypatch):
+    # As a user who owns none of these files: their "other" bits decide.
+    monkeypatch.setattr(poex_http, "_user_ids", (54321, frozenset({54321})))
+    for name, mode in (("open.txt", 0o644), ("private.txt", 0o640)):
+        (tmp_path / name).write_bytes(b"x")
+        os.chmod(str(tmp_path / name), mode)
+    for name, mode in (("open", 0o755), ("closed", 0o750), ("no-entry", 0o744)):
+        (tmp_path / name).mkdir()
+        os.chmod(str(tmp_path / name), mode)
+    live = serve(handlers=[("", poex_http.StaticFiles(str(tmp_path)))])
+    assert [row[1] for row in listing_rows(fetch(live.port, "/")[2])] == ["open/", "open.txt"]
+    monkeypatch.setattr(poex_http, "_user_ids", (0, frozenset()))  # root reads everything
+    assert len(listing_rows(fetch(live.port, "/")[2])) == 5
+
+
+def test_may_open_follows_the_owner_group_and_other_bits(monkeypatch):
+    monkeypatch.setattr(poex_http, "_user_ids", (1000, frozenset({100, 1000})))
+    def stat(uid, gid, mode):
+        return types.SimpleNamespace(st_uid=uid, st_gid=gid, st_mode=mode)
+    may_open = poex_http._may_open
+    assert may_open(stat(1000, 5, 0o400), False) and not may_open(stat(1000, 5, 0o044), False)
+    assert may_open(stat(7, 100, 0o040), False) and not may_open(stat(7, 100, 0o404), False)
+    assert may_open(stat(7, 8, 0o004), False) and not may_open(stat(7, 8, 0o440), False)
+    assert may_open(stat(1000, 5, 0o500), True) and not may_open(stat(1000, 5, 0o400), True)
+    assert not may_open(stat(7, 8, 0o001), True)
+
+
 def test_static_precompressed_sibling_older_than_its_original_is_not_used(serve, tmp_path):
     (tmp_path / "app.js").write_bytes(b"new js")
     (tmp_path / "app.js.gz").write_bytes(b"GZ of the old js")
