@@ -168,6 +168,8 @@ class HTTPError(Exception):
     """An HTTP failure carrying the status it should produce."""
 
     status = 500
+    message = ""
+    headers = ()  # a subclass may skip __init__
 
     def __init__(self, status=None, message="", headers=()):
         if status is not None:
@@ -317,7 +319,7 @@ class RequestHead:
 
     __slots__ = ("method", "target", "path", "query", "version", "fields",
                  "http11", "keep_alive", "content_length", "chunked",
-                 "expect_continue", "host")
+                 "expect_continue", "host", "user")
 
     def __init__(self, method, target, version, fields):
         self.method = method
@@ -330,6 +332,7 @@ class RequestHead:
         self.chunked = False
         self.expect_continue = False
         self.host = None
+        self.user = None  # set by the server once it has accepted the credentials
         self.path, _, self.query = target.partition("?")
 
     @property
@@ -2826,14 +2829,14 @@ class _HTTPConnection(_Transport):
                     body, self._body = self._body, None
                     try:
                         content = body.finish()
-                    except OSError as exc:
+                    except Exception as exc:  # OSError, or a handler's file that failed
                         self._body_lost(body, exc)
                         return
                     self._dispatch(content, event.trailers)
                 else:
                     try:
                         self._body.add(event)
-                    except OSError as exc:
+                    except Exception as exc:
                         self._body_lost(self._body, exc)
                         return
         finally:
@@ -2869,7 +2872,7 @@ class _HTTPConnection(_Transport):
         _log.error("%s: cannot store a request body: %s", self.info.ID, exc)
         body.close()
         self._body = None
-        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        if getattr(exc, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             self._reject(HTTPError(507, "No space left to store the request body."), self._head)
         else:
             self._reject(HTTPError(500, "The request body could not be stored."), self._head)
@@ -3140,6 +3143,9 @@ class _HTTPConnection(_Transport):
         with method ERROR and target / (what post_request sees).
         """
         self._linger = True
+        if self._body is not None:  # a body cut short: its file goes now, not at close
+            self._body.close()
+            self._body = None
         if exc.message is _PLAIN_HTTP_ONLY:
             _log.warning("%s: a TLS handshake on a plain HTTP port; answered 400", self.info.ID)
         if head is None:
@@ -4821,6 +4827,10 @@ class _Listing:
 
 # A dotfile in a decoded URL path; a leading /.well-known is public (RFC 8615).
 _DOTFILE_RE = re.compile(r"(?!\A/\.well-known(?:/|\Z))/\.")
+# An upload in progress (_PartFile): never served, listed, replaced or
+# deleted, whatever the dotfiles setting, or one client could read or
+# swap another's upload before it is renamed into place.
+_PART_FILE_RE = re.compile(r"/\.upload-[0-9a-f]{16}\.part(?:/|\Z)", re.IGNORECASE)
 
 
 _user_ids = None  # (effective uid, every group id) of the process, on first use
@@ -4846,6 +4856,12 @@ def _may_open(stat, is_directory):
     return mode & needed == needed
 
 
+def _any_match(head):
+    """True when the request has ``If-None-Match: *`` (in a list of its own, too)."""
+    value = head.header("If-None-Match")
+    return value is not None and "*" in [tag.strip() for tag in value.split(",")]
+
+
 class _PartFile(io.FileIO):
     """A hidden file being written in its target's directory; removed on close unless kept."""
 
@@ -4859,6 +4875,14 @@ class _PartFile(io.FileIO):
                                  | getattr(os, "O_CLOEXEC", 0), 0o666), "r+")
         self.kept = False
 
+    def write(self, data):
+        """Write all of ``data``: a nearly full disk takes part of a raw
+        write and says so only in its count, and the rest must not be lost."""
+        view = memoryview(data)
+        while view:
+            view = view[super().write(view):]
+        return len(data)
+
     def sync(self):
         """Flush to the disk: a rename must not outlive the data it names."""
         os.fsync(self.fileno())
@@ -4868,12 +4892,14 @@ class _PartFile(io.FileIO):
         self.kept = True
 
     def close(self):
-        if not self.closed and not self.kept:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-        super().close()
+        try:
+            if not self.closed and not self.kept:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+        finally:
+            super().close()
 
 
 def _write_failure(exc, path):
@@ -4941,8 +4967,8 @@ class StaticFiles:
         fs_path, stat = found
         is_directory = stat is not None and S_ISDIR(stat.st_mode)
         # No file at /file/ (its links would resolve below it), no hidden dotfile ("/." first).
-        if not is_directory and req.path.endswith("/") or self.dotfiles == "hide" and (
-                "/." in path or "%" in path) and _DOTFILE_RE.search(_display_path(path)):
+        if not is_directory and req.path.endswith("/") or (
+                "/." in path or "%" in path) and self._hidden(path):
             return resp.error(404, "No such file or directory %s" % _quote_path(req.path))
         if not is_directory:
             return self._send_file(req, resp, fs_path, stat)
@@ -5075,7 +5101,8 @@ class StaticFiles:
         """(name, is_dir, size, mtime) of a directory entry a listing shows, or None."""
         try:
             # Only what could be fetched: no hidden dotfile, no link out of the root.
-            if entry.name.startswith(".") and self.dotfiles == "hide" or (
+            if entry.name.startswith(".") and (
+                    self.dotfiles == "hide" or _PART_FILE_RE.match("/" + entry.name)) or (
                     entry.is_symlink() and not self._inside(entry.path)):
                 return None
             stat = entry.stat()
@@ -5156,7 +5183,10 @@ class StaticFiles:
                 body.close()  # removed, unless it was put in place
 
     def _hidden(self, path):
-        return self.dotfiles == "hide" and _DOTFILE_RE.search(_display_path(path)) is not None
+        """True for a path no request may reach: a hidden dotfile, an upload in progress."""
+        shown = _display_path(path)
+        return (self.dotfiles == "hide" and _DOTFILE_RE.search(shown) is not None
+                or _PART_FILE_RE.search(shown) is not None)
 
     @staticmethod
     def _refusal(code, text, path):
@@ -5178,13 +5208,13 @@ class StaticFiles:
 
     def _replaces(self, head):
         # RFC 9110 §13.1.2: If-None-Match: * makes the PUT create, never replace.
-        return self.replace and (head.header("If-None-Match") or "").strip() != "*"
+        return self.replace and not _any_match(head)
 
     @classmethod
     def _existing(cls, head, path):
         # RFC 9110: 412 when a precondition the client sent fails (§13.1.2),
         # 409 when the resource's state forbids the request (§15.5.10).
-        if (head.header("If-None-Match") or "").strip() == "*":
+        if _any_match(head):
             return cls._refusal(412, "Already exists:", path)
         return cls._refusal(409, "Already exists (replacing is off):", path)
 
@@ -5374,7 +5404,8 @@ class StaticFiles:
         name = filename.replace("\\", "/").rsplit("/", 1)[-1]
         if name in ("", ".", "..") or "\0" in name:
             raise BadRequest("Bad file name %r." % filename)
-        if self.dotfiles == "hide" and name.startswith("."):
+        if name.startswith(".") and (self.dotfiles == "hide"
+                                     or _PART_FILE_RE.match("/" + name)):
             raise PermissionError("Forbidden file name %s." % name)
         return name
 
@@ -6304,7 +6335,9 @@ class Server:
         """
         if head.method not in self.methods:
             raise HTTPError(501, "Method %s not implemented." % head.method)
-        if self.password_check is not None and self._credentials(head, conn.info) is None:
+        if self.password_check is not None:
+            head.user = self._credentials(head, conn.info)
+        if self.password_check is not None and head.user is None:
             raise HTTPError(401, _NEEDS_PASSWORD,
                             headers=[("WWW-Authenticate", self.auth_challenge)])
         receive_body = getattr(self.router.find(head.path, conn.routes), "receive_body", None)
@@ -6328,8 +6361,10 @@ class Server:
 
     def _authenticate(self, request, response):
         """Set ``request.user`` from valid credentials, or answer 401 (500 if the check raised)."""
+        head = request.head
         try:
-            request.user = self._credentials(request.head, request.connection)
+            # A request with a body was checked before its body was read: once is enough.
+            request.user = head.user or self._credentials(head, request.connection)
         except HTTPError:
             response.fail()
             return False

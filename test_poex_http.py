@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import html
 import http.client
+import io
 import json
 import logging
 import os
@@ -9651,6 +9652,86 @@ def test_upload_that_fills_the_disk_gets_507_and_leaves_nothing(serve, box, monk
     assert tree(box.root) == before
 
 
+class _TakesLittle(io.FileIO):
+    """A raw file on a nearly full disk: each write takes at most 3 bytes."""
+
+    def write(self, data):
+        return super().write(bytes(data[:3]))
+
+
+def test_upload_part_file_writes_everything_a_nearly_full_disk_takes_in_pieces(tmp_path):
+    # A raw write may take part of its data and say so only in its count.
+    class Part(poex_http._PartFile, _TakesLittle):
+        pass
+    part = Part(str(tmp_path))
+    try:
+        assert part.write(b"0123456789") == 10
+        part.write(memoryview(b"abcdefg"))
+        part.seek(0)
+        assert part.read() == b"0123456789abcdefg"
+    finally:
+        part.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_upload_in_progress_cannot_be_read_listed_swapped_or_deleted(serve, box):
+    # Even with dotfiles allowed: else a client could read another's upload
+    # or put its own bytes where that upload is renamed from.
+    live = upload_server(serve, box.root, dotfiles="allow", delete=True)
+    with RawClient(live.port) as client:
+        client.send(get("/sub/victim.txt", method="PUT", headers=[("Content-Length", "22")]))
+        client.send(b"VICTIM-DATA")
+        [part] = wait_until(lambda: part_files(box.root))
+        name = os.path.basename(part)
+        url = "/sub/" + name
+        assert name.encode() not in fetch(live.port, "/sub/")[2]
+        assert name.encode() not in fetch(live.port, "/sub/", headers=[
+            ("Accept", "application/json")])[2]
+        for variant in (url, url.upper().replace("/SUB/", "/sub/"), url.replace(".", "%2e")):
+            assert fetch(live.port, variant)[0] == 404, variant
+            assert put(live, variant, b"EVIL")[0] == 403, variant
+            assert fetch(live.port, variant, method="DELETE")[0] == 403, variant
+        assert post_form(live, "/sub/", [([_disposition(b"f", name.encode())], b"EVIL")])[0] \
+            == 403
+        client.send(b"-REST-OF-IT")
+        assert client.response()[0] == 201
+    assert (box.root / "sub" / "victim.txt").read_bytes() == b"VICTIM-DATA-REST-OF-IT"
+    assert no_temporary_files(box.root)
+
+
+def test_upload_cut_short_by_a_bad_chunk_leaves_no_part_file_while_it_lingers(serve, box):
+    live = upload_server(serve, box.root)
+    with RawClient(live.port) as client:
+        client.send(get("/sub/bad.bin", method="PUT", headers=[
+            ("Transfer-Encoding", "chunked")]) + b"5\r\nhello\r\n")
+        wait_until(lambda: part_files(box.root))
+        client.send(b"zz\r\n")  # not a chunk size
+        assert client.response()[0] == 400
+        assert part_files(box.root) == []  # the connection is still open, lingering
+
+
+def test_upload_if_none_match_star_in_a_list_still_forbids_replacing(serve, box):
+    live = upload_server(serve, box.root)
+    before = (box.root / "old.txt").read_bytes()
+    assert put(live, "/old.txt", b"new", headers=[("If-None-Match", "*"),
+                                                  ("If-None-Match", "*")])[0] == 412
+    assert (box.root / "old.txt").read_bytes() == before
+
+
+def test_a_receive_body_file_that_fails_oddly_gets_500_and_the_server_goes_on(serve, caplog):
+    class TextSink:
+        def receive_body(self, head):
+            return io.StringIO()  # its write() refuses bytes: TypeError
+
+        def __call__(self, req, resp):
+            hello(req, resp)
+    live = serve(handlers=[("", TextSink())])
+    assert fetch(live.port, "/", method="POST", body=b"x",
+                 headers=[("Content-Length", "1")])[0] == 500
+    assert fetch(live.port, "/")[0] == 200
+    assert "cannot store a request body" in caplog.text
+
+
 def test_a_handler_may_say_where_a_body_goes(serve, tmp_path):
     class Keeper:
         def receive_body(self, head):
@@ -11602,6 +11683,11 @@ def test_auth_callable_gets_the_decoded_user_and_password(serve):
     assert fetch(live.port, "/user")[0] == 401  # no credentials: not called
     assert fetch(live.port, "/user", headers=[("Authorization", NOT_UTF8)])[0] == 401
     assert calls == [("\u00e9ve", "p\u00e4ss:\u00e9ve"), ("\u00e9ve", "nope")]
+    # Once a request, though one with a body is checked before its body is read.
+    calls.clear()
+    status, _, body = fetch(live.port, "/user", method="POST", body=b"x", headers=[
+        basic("\u00e9ve", "p\u00e4ss:\u00e9ve"), ("Content-Length", "1")])
+    assert (status, json.loads(body), calls) == (200, "\u00e9ve", [("\u00e9ve", "p\u00e4ss:\u00e9ve")])
 
 
 def test_auth_callable_that_raises_gives_500_and_the_server_goes_on(serve, caplog):
