@@ -3359,6 +3359,11 @@ class Request:
         """``https`` under TLS or when a trusted proxy says so, else ``http``."""
         return self._forwarded()[1]
 
+    @property
+    def client(self):
+        """``(remote_ip, scheme)`` at once."""
+        return self._forwarded()
+
     def _forwarded(self):
         client = self._client
         if client is None:
@@ -5160,14 +5165,16 @@ class StaticFiles:
         self._workers.submit(self._run_write, req, resp, path)
 
     def _run_write(self, req, resp, path):
-        body = req.body_file
         try:
-            if req.method == "PUT":
-                self._put(req, resp, path)
-            elif req.method == "POST":
-                self._post_form(req, resp, path)
-            else:
-                self._delete(req, resp, path)
+            try:
+                if req.method == "PUT":
+                    self._put(req, resp, path)
+                elif req.method == "POST":
+                    self._post_form(req, resp, path)
+                else:
+                    self._delete(req, resp, path)
+            finally:
+                self._drop_body(req)
         except HTTPError as exc:
             for name, value in exc.headers:
                 resp.headers.set(name, value)
@@ -5178,9 +5185,16 @@ class StaticFiles:
                 _handler_raised_in_thread(resp, "StaticFiles %s" % req.method)
             else:
                 resp.error(*failure)
-        finally:
-            if body.__class__ is _PartFile:
-                body.close()  # removed, unless it was put in place
+
+    @staticmethod
+    def _drop_body(req):
+        """Remove the file an upload's body arrived in, unless it was put in place.
+
+        Before the answer goes: a client that looks next sees no part file.
+        """
+        body = req.body_file
+        if body.__class__ is _PartFile:
+            body.close()
 
     def _hidden(self, path):
         """True for a path no request may reach: a hidden dotfile, an upload in progress."""
@@ -5337,24 +5351,25 @@ class StaticFiles:
             try:
                 self._receive_form(req, directory, stored)
             except BadRequest as exc:
-                return resp.error(400, "%s\n" % exc.message)
+                raise HTTPError(400, exc.message) from None
             except PermissionError as exc:
-                return resp.error(403, "%s\n" % exc)
+                raise HTTPError(403, str(exc)) from None
             names = [name for _, name in stored]
             if not names:
-                return resp.error(400, "No file in the form.\n")
+                raise HTTPError(400, "No file in the form.")
             if not self.replace and len(set(names)) < len(names):
-                return resp.error(409, "The same file name twice (replacing is off).\n")
+                raise HTTPError(409, "The same file name twice (replacing is off).")
             placed = []
             for part, name in stored:
                 try:
                     self._place(part, os.path.join(directory, name), self.replace)
                 except (FileExistsError, IsADirectoryError) as exc:
-                    return resp.error(409, "%s exists%s.\n" % (
+                    raise HTTPError(409, "%s exists%s." % (
                         name, " as a directory" if isinstance(exc, IsADirectoryError)
-                        else " (replacing is off)"))
+                        else " (replacing is off)")) from None
                 placed.append(name)
         finally:
+            self._drop_body(req)
             for part, _ in stored:
                 part.close()  # removed unless in place: all or nothing, but for a race
         from urllib.parse import quote  # deferred: import time
@@ -5427,35 +5442,71 @@ class StaticFiles:
 # === 13. Worker threads and WSGI ===
 
 class _WorkerPool:
-    """Threads that run blocking handlers, started as work arrives."""
+    """Threads that run blocking handlers, started as work arrives.
+
+    Jobs wait in one deque.  A worker that takes a job while others wait
+    wakes one more, so a job that blocks never holds up the rest while a
+    thread is free; a worker with nothing to do sleeps until woken.  Jobs
+    submitted from a reactor turn wake a worker once, when the turn's I/O is
+    done: one wake-up for the requests of a turn, not one each, and none
+    while the loop still reads and writes.
+    """
 
     def __init__(self, size):
         import queue  # deferred: import time
         self.size = max(1, int(size))
-        self._jobs = queue.SimpleQueue()
+        self._jobs = deque()
+        self._wakeups = queue.SimpleQueue()  # a token per sleeping worker to wake
         self._threads = []
-        self._idle = 0      # threads waiting for a job
-        self._waiting = 0   # jobs no thread has taken yet
+        self._sleeping = 0  # workers that will take a token
+        self._wake_due = False  # a reactor turn will wake a worker when it ends
         self._lock = threading.Lock()
 
     def submit(self, func, *args):
+        """Run ``func(*args)`` on a worker thread."""
+        self._jobs.append((func, args))
+        self._wake()
+
+    def submit_in_turn(self, reactor, func, *args):
+        """``submit`` from ``reactor``'s thread; the workers hear of it when the turn ends."""
+        self._jobs.append((func, args))
         with self._lock:
-            self._waiting += 1
-            if self._waiting > self._idle and len(self._threads) < self.size:
+            if self._wake_due:
+                return
+            self._wake_due = True
+        reactor.call_soon(self._end_of_turn)
+
+    def _end_of_turn(self):
+        with self._lock:
+            self._wake_due = False
+        self._wake()
+
+    def _wake(self):
+        """Wake a sleeping worker, or start one while there are fewer than ``size``."""
+        with self._lock:
+            if self._sleeping:
+                self._sleeping -= 1
+                self._wakeups.put(None)
+            elif len(self._threads) < self.size:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name="poex_http-worker-%d" % (len(self._threads) + 1))
                 self._threads.append(thread)
                 thread.start()
-        self._jobs.put((func, args))
 
     def _work(self):
+        jobs = self._jobs
         while True:
-            with self._lock:
-                self._idle += 1
-            func, args = self._jobs.get()
-            with self._lock:
-                self._idle -= 1
-                self._waiting -= 1
+            try:
+                func, args = jobs.popleft()
+            except IndexError:
+                with self._lock:
+                    self._sleeping += 1
+                if jobs:  # one came after the look above: wake for it, maybe this thread
+                    self._wake()
+                self._wakeups.get()
+                continue
+            if jobs:
+                self._wake()  # this job may block: another thread for the rest
             try:
                 func(*args)
             except BaseException:  # the job reports its own errors
@@ -5489,17 +5540,24 @@ class threaded:
 
 
 class _ErrorStream:
-    """``wsgi.errors``: what the application writes goes to the log."""
+    """``wsgi.errors``: what the application writes goes to the log, a line a record.
+
+    One for all of a handler's requests (PEP 3333 allows it), so safe to
+    write from several threads at once.
+    """
 
     def __init__(self):
         import logging  # deferred (import time), as for _log
         self._logger = logging.getLogger("poex_http.wsgi")
         self._pending = ""
+        self._lock = threading.Lock()
 
     def write(self, text):
-        self._pending += text
-        while "\n" in self._pending:
-            line, self._pending = self._pending.split("\n", 1)
+        with self._lock:
+            pending = self._pending + text
+            lines = pending.split("\n")
+            self._pending = lines.pop()
+        for line in lines:
             self._logger.error("%s", line)
         return len(text)
 
@@ -5508,9 +5566,10 @@ class _ErrorStream:
             self.write(line)
 
     def flush(self):
-        if self._pending:
-            self._logger.error("%s", self._pending)
-            self._pending = ""
+        with self._lock:
+            pending, self._pending = self._pending, ""
+        if pending:
+            self._logger.error("%s", pending)
 
 
 class FileWrapper:
@@ -5543,6 +5602,51 @@ def _environ_path(path):
     return unquote_to_bytes(path).decode("latin-1")
 
 
+# Request header names -> their environ keys ("" for a name left out).
+# The names come from clients: bounded.
+_ENVIRON_KEYS = _BoundedCache(512)
+
+
+def _environ_key(name):
+    key = name.upper()
+    if "_" in key:
+        # Header names with underscores would be indistinguishable from
+        # dashes in the environ: left out, as nginx does.
+        key = ""
+    else:
+        key = key.replace("-", "_")
+        if key == "CONTENT_LENGTH":
+            key = ""  # the body's length is set apart
+        elif key != "CONTENT_TYPE":
+            key = "HTTP_" + key
+    return _ENVIRON_KEYS.put(name, key)
+
+
+# Fields applications have given start_response() that passed _check_field
+# (hot path: the same few on every response); bounded, as values vary.
+_CHECKED_FIELDS = _BoundedCache(512)
+
+
+def _wsgi_fields(headers):
+    """start_response()'s headers, checked, as a list of (name, value) str pairs."""
+    checked = _CHECKED_FIELDS
+    fields = []
+    for field in headers:
+        if field.__class__ is not tuple or field not in checked:
+            field = _check_field(*field)
+            checked.put(field, True)
+        fields.append(field)
+    return fields
+
+
+def _wsgi_status(status):
+    """(code, reason) of a WSGI status line such as ``"200 OK"``."""
+    code, _, reason = str(status).partition(" ")
+    if not (len(code) == 3 and code.isdigit()):
+        raise ValueError("WSGI status %r is not '### Reason'" % (status,))
+    return int(code), reason
+
+
 class WSGIHandler:
     """A handler hosting a WSGI (PEP 3333) application on worker threads."""
 
@@ -5552,16 +5656,29 @@ class WSGIHandler:
         self.app = app
         self.script_name = script_name.rstrip("/")
         self.pool = _WorkerPool(threads)
+        # What every request's environ holds (hot path: copied, not built).
+        self._constant_environ = {
+            "SERVER_SOFTWARE": "poex_http/%s" % __version__,
+            "wsgi.version": (1, 0),
+            "wsgi.input_terminated": True,
+            "wsgi.errors": _ErrorStream(),
+            "wsgi.multithread": True,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+        }
 
     def __call__(self, req, resp):
         environ = self.environ(req)
-        self.pool.submit(self._run, environ, req, resp)
+        reactor = resp.reactor
+        if reactor is not None and reactor.in_reactor_thread():
+            self.pool.submit_in_turn(reactor, self._run, environ, req, resp)
+        else:
+            self.pool.submit(self._run, environ, req, resp)
 
     def environ(self, req):
         """The WSGI environ for a request."""
         head = req.head
         conn = req.connection
-        server = conn.server
         path = _environ_path(head.path)
         script_name = self.script_name
         if script_name:
@@ -5572,77 +5689,65 @@ class WSGIHandler:
         host = head.host or ""
         server_name, _, server_port = host.rpartition(":") if host.rfind(":") > host.rfind("]") \
             else (host, "", "")
-        scheme = req.scheme
-        environ = {
-            "REQUEST_METHOD": head.method,
-            "SCRIPT_NAME": script_name,
-            "PATH_INFO": path,
-            "QUERY_STRING": head.query,
-            "SERVER_NAME": server_name or (conn.local_ip or "localhost"),
-            "SERVER_PORT": server_port or str(
-                conn.local_port or (443 if scheme == "https" else 80)),
-            "SERVER_PROTOCOL": head.version,
-            "SERVER_SOFTWARE": "poex_http/%s" % __version__,
-            "REMOTE_ADDR": req.remote_ip or "",
-            # CGI lets REMOTE_HOST be the address when no name is looked up.
-            "REMOTE_HOST": req.remote_ip or "",
-            "REMOTE_PORT": str(conn.remote_port or ""),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": scheme,
-            "wsgi.input": req.body_stream(),
-            "wsgi.input_terminated": True,
-            "wsgi.errors": _ErrorStream(),
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": bool(server.prefork),
-            "wsgi.run_once": False,
-            "wsgi.file_wrapper": FileWrapper,
-        }
+        remote_ip, scheme = req.client
+        environ = self._constant_environ.copy()
+        environ["REQUEST_METHOD"] = head.method
+        environ["SCRIPT_NAME"] = script_name
+        environ["PATH_INFO"] = path
+        environ["QUERY_STRING"] = head.query
+        environ["SERVER_NAME"] = server_name or conn.local_ip or "localhost"
+        environ["SERVER_PORT"] = server_port or str(
+            conn.local_port or (443 if scheme == "https" else 80))
+        environ["SERVER_PROTOCOL"] = head.version
+        # CGI lets REMOTE_HOST be the address when no name is looked up.
+        environ["REMOTE_ADDR"] = environ["REMOTE_HOST"] = remote_ip or ""
+        environ["REMOTE_PORT"] = str(conn.remote_port or "")
+        environ["wsgi.url_scheme"] = scheme
+        environ["wsgi.input"] = req.body_stream()
+        environ["wsgi.multiprocess"] = bool(conn.server.prefork)
         if head.content_length is not None or head.chunked:
             environ["CONTENT_LENGTH"] = str(req.body_length())
         if req.user is not None:  # CGI's names; PEP 3333 strings hold bytes as Latin-1
             environ["AUTH_TYPE"] = "Basic"
             environ["REMOTE_USER"] = req.user.encode("utf-8").decode("latin-1")
+        keys = _ENVIRON_KEYS
         for name, value in head.fields:
-            key = name.upper()
-            if "_" in key:
-                # Header names with underscores would be indistinguishable
-                # from dashes in the environ: drop them, as nginx does.
+            key = keys.get(name)
+            if key is None:
+                key = _environ_key(name)
+            if not key:
                 continue
-            key = key.replace("-", "_")
-            if key == "CONTENT_LENGTH":
-                continue  # the body's length, set above
-            if key != "CONTENT_TYPE":
-                key = "HTTP_" + key
-                value = environ[key] + "," + value if key in environ else value
+            if key in environ and key != "CONTENT_TYPE":
+                value = environ[key] + "," + value
             environ[key] = value
         return environ
 
     def _run(self, environ, req, resp):
-        state = {"status": None, "headers": None, "sent": False}
+        status = fields = None
+        sent = False
 
-        def start_response(status, headers, exc_info=None):
+        def start_response(new_status, headers, exc_info=None):
+            nonlocal status, fields
             if exc_info:
                 try:
-                    if state["sent"]:
+                    if sent:
                         raise exc_info[1].with_traceback(exc_info[2])
                 finally:
                     exc_info = None
-            elif state["status"] is not None:
+            elif status is not None:
                 raise AssertionError("start_response() called twice without exc_info")
-            code, _, reason = str(status).partition(" ")
-            if not (len(code) == 3 and code.isdigit()):
-                raise ValueError("WSGI status %r is not '### Reason'" % (status,))
-            state["status"] = (int(code), reason)
-            state["headers"] = Headers.wrap([_check_field(name, value) for name, value in headers])
+            status = _wsgi_status(new_status)
+            fields = Headers.wrap(_wsgi_fields(headers))
             return write
 
         def begin():
-            if state["status"] is None:
+            nonlocal sent
+            if status is None:
                 raise AssertionError("the application wrote before start_response()")
-            if not state["sent"]:
-                state["sent"] = True
-                resp.code, resp.message = state["status"]
-                resp.headers = state["headers"]
+            if not sent:
+                sent = True
+                resp.code, resp.message = status
+                resp.headers = fields
 
         def write(data):
             begin()
@@ -5652,10 +5757,10 @@ class WSGIHandler:
         result = None
         try:
             result = self.app(environ, start_response)
-            if (isinstance(result, FileWrapper) and not state["sent"]
-                    and self._send_file(result, begin, resp)):
+            if isinstance(result, FileWrapper) and not sent \
+                    and self._send_file(result, begin, resp):
                 return
-            if isinstance(result, (list, tuple)) and len(result) <= 1 and not state["sent"]:
+            if isinstance(result, (list, tuple)) and len(result) <= 1 and not sent:
                 # The common case: the whole body at once, one hand-over.
                 begin()
                 resp.content = _wsgi_bytes(result[0]) if result else b""
