@@ -5798,7 +5798,13 @@ class WSGIHandler:
         declared = resp.headers.get("Content-Length")
         if declared is not None and _is_digits(declared):
             length = min(length, int(declared))
-        resp.send_fd(os.dup(fd), offset, length)
+        if length <= _SMALL_FILE and resp.code == 200:
+            # Read here, on the worker: one hand-over, and the head and body
+            # go in one write (as send_fd does for small files).
+            resp.content = _pread(fd, length, offset)
+            resp.done()
+        else:
+            resp.send_fd(os.dup(fd), offset, length)
         return True
 
 

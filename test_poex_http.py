@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import queue
 import random
 import re
 import resource
@@ -10374,6 +10375,88 @@ def test_wsgi_file_wrapper_is_sent_with_sendfile(serve, tmp_path, monkeypatch):
     assert body == data
     assert calls and sum(calls) == len(data)
     wait_until(lambda: opened[0].closed)
+
+
+def test_wsgi_small_file_wrapper_goes_with_its_head_in_one_write(serve, tmp_path, monkeypatch):
+    # Fast path (bench workload static1k): read on the worker, no duplicated
+    # descriptor, no sendfile, one hand-over to the reactor.
+    data = os.urandom(1024)
+    path = tmp_path / "small.bin"
+    path.write_bytes(data)
+    calls = []
+    real_dup, real_sendfile = os.dup, os.sendfile
+    monkeypatch.setattr(os, "dup", lambda fd: calls.append("dup") or real_dup(fd))
+    monkeypatch.setattr(os, "sendfile", lambda *args: calls.append("sendfile")
+                        or real_sendfile(*args))
+    opened = []
+
+    def app(environ, start_response):
+        f = open(str(path), "rb")
+        opened.append(f)
+        f.seek(24)
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", "1000")])
+        return environ["wsgi.file_wrapper"](f, 65536)
+    live = wsgi_server(serve, app, validate=False)
+    with RawClient(live.port) as client:
+        client.send(get("/small") + get("/small", method="HEAD"))
+        status, headers, body = client.response()
+        assert (status, headers["content-length"], body) == (200, "1000", data[24:])
+        status, headers, body = client.response(method="HEAD")
+        assert (status, headers["content-length"], body) == (200, "1000", b"")
+    assert calls == []
+    wait_until(lambda: all(f.closed for f in opened))
+
+
+class _TurnReactor:
+    """A reactor's call_soon, run by hand: what happens when a turn ends."""
+
+    def __init__(self):
+        self.soon = []
+
+    def call_soon(self, callback, *args):
+        self.soon.append((callback, args))
+
+    def end_turn(self):
+        soon, self.soon = self.soon, []
+        for callback, args in soon:
+            callback(*args)
+
+
+def test_worker_pool_hears_of_a_turns_jobs_once_when_the_turn_ends():
+    # Fast path (bench workload poex-wsgi hello): one wake-up for the
+    # requests of a reactor turn, none while the turn still reads and writes.
+    pool = poex_http._WorkerPool(4)
+    reactor = _TurnReactor()
+    ran = queue.SimpleQueue()
+    for number in range(20):
+        pool.submit_in_turn(reactor, ran.put, number)
+    assert len(reactor.soon) == 1
+    assert ran.empty()  # no worker runs (none is even started) before the turn ends
+    reactor.end_turn()
+    assert sorted(ran.get(timeout=DEADLINE) for _ in range(20)) == list(range(20))
+    # The next turn schedules its own wake-up.
+    pool.submit_in_turn(reactor, ran.put, "next")
+    assert len(reactor.soon) == 1
+    reactor.end_turn()
+    assert ran.get(timeout=DEADLINE) == "next"
+
+
+def test_worker_pool_a_blocking_job_does_not_hold_up_the_others():
+    pool = poex_http._WorkerPool(3)
+    reactor = _TurnReactor()
+    release = threading.Event()
+    done = queue.SimpleQueue()
+    pool.submit_in_turn(reactor, release.wait, DEADLINE)
+    for number in range(5):
+        pool.submit_in_turn(reactor, done.put, number)
+    reactor.end_turn()
+    # While the first job blocks, another thread takes the rest.
+    assert sorted(done.get(timeout=DEADLINE) for _ in range(5)) == list(range(5))
+    release.set()
+    # Jobs from other threads wake a worker at once.
+    pool.submit(done.put, "from a thread")
+    assert done.get(timeout=DEADLINE) == "from a thread"
 
 
 def test_wsgi_file_wrapper_under_the_validator_still_serves_the_bytes(serve, tmp_path):
