@@ -86,10 +86,13 @@ def nginx_argv(port, docroot, prefix, workload, pem):
         listen += "        ssl_protocols TLSv1.2 TLSv1.3;"
     else:
         listen = "listen 127.0.0.1:%d backlog=1024;" % port
-    os.makedirs(os.path.join(prefix, "upload-root"))
-    with open(os.path.join(prefix, "upload-root", "upload"), "w") as f:
-        f.write("not sent\n")   # the static module refuses a POST to it with 405
-    upload = NGINX_UPLOAD.format(prefix=prefix, answer=UPLOAD_ANSWER.decode().replace("\n", "\\n"))
+    upload = ""
+    if workload.upload:   # only then: a build without the mirror module skips just this
+        os.makedirs(os.path.join(prefix, "upload-root"))
+        with open(os.path.join(prefix, "upload-root", "upload"), "w") as f:
+            f.write("not sent\n")   # the static module refuses a POST to it with 405
+        upload = NGINX_UPLOAD.format(prefix=prefix,
+                                     answer=UPLOAD_ANSWER.decode().replace("\n", "\\n"))
     conf = """\
 worker_processes 1;
 pid nginx.pid;
