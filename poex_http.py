@@ -2685,6 +2685,15 @@ class _HTTPConnection(_Transport):
         self._deadline_at(self._reading_deadline())
         self._update_events()
 
+    def read_first(self):
+        """Just accepted: read now what the client sent, not a turn of the loop later.
+
+        A client speaks first and at once, so its request (or TLS hello) is
+        usually here already; a busy server's tail is made of such turns.
+        """
+        if self._reading and not self.closed and not self.server.shutting_down:
+            self.on_readable()
+
     def __repr__(self):
         return "<_HTTPConnection %s %s>" % (self.info.ID, _STATE_NAMES[self.state])
 
@@ -6340,6 +6349,21 @@ class Server:
         self._accept(64)
 
     def _accept(self, most):
+        started = []
+        try:
+            self._accept_some(most, started)
+        finally:
+            # (Not when this worker is about to finish: its last connections
+            # are answered as it shuts down, with Connection: close.)
+            if not self._served_its_share():
+                for conn in started:
+                    if conn is not None:
+                        conn.read_first()
+
+    def _served_its_share(self):
+        return self.recycle and self._is_worker and self._accepted >= self.recycle
+
+    def _accept_some(self, most, started):
         listener = self._listener
         for _ in range(most):
             try:
@@ -6351,7 +6375,7 @@ class Server:
             except OSError as exc:
                 self._accept_failed(exc)
                 return
-            self._start_connection(sock, peer)
+            started.append(self._start_connection(sock, peer))
             if not (self._accepting or self.shutting_down):
                 break
         if self._accept_pauses:  # accept() no longer lacks descriptors
@@ -6374,7 +6398,7 @@ class Server:
 
     def _start_connection(self, sock, peer):
         self._accepted += 1
-        if self.recycle and self._is_worker and self._accepted >= self.recycle:
+        if self._served_its_share():
             # This worker has served its share: finish, and let the
             # supervisor start a fresh one.
             self.reactor.call_soon(self.shutdown)
@@ -6401,6 +6425,7 @@ class Server:
         self.call_special("on_connect", info)
         if not conn.closed:
             conn.start()
+        return conn
 
     # -- what connections call
 

@@ -10928,6 +10928,26 @@ class _FlakyListener(socket.socket):
         return super().accept()
 
 
+def test_a_request_there_at_accept_is_answered_in_the_same_turn(serve):
+    # Not a whole turn of the loop later: on a busy server, that turn is the tail.
+    turns = []
+    live = serve(handlers=[("on_connect", lambda info: turns.append(live.reactor.now)),
+                           ("", lambda req, resp: turns.append(live.reactor.now)
+                            or hello(req, resp))])
+    holding, go_on = threading.Event(), threading.Event()
+
+    def hold():  # the loop waits here
+        holding.set()
+        go_on.wait(DEADLINE)
+    live.reactor.call_soon_threadsafe(hold)
+    assert holding.wait(DEADLINE)
+    with RawClient(live.port) as client:
+        client.send(get("/"))  # connected and sent before the server accepts
+        go_on.set()
+        assert client.response()[0] == 200
+    assert len(turns) == 2 and turns[0] == turns[1]
+
+
 def test_accept_emfile_pauses_then_serves_again(serve, caplog):
     caplog.set_level(logging.WARNING, logger="poex_http")
     listener = _FlakyListener(socket.AF_INET, socket.SOCK_STREAM)
