@@ -3440,6 +3440,8 @@ _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY
                | getattr(os, "O_NONBLOCK", 0))
 # Files up to this size are read and sent with their head in one write.
 _SMALL_FILE = 65536
+# The least a file is read by at a time over TLS: four TLS records.
+_TLS_BLOCK = 65536
 
 
 _last_modified_texts = _BoundedCache(256)
@@ -3851,6 +3853,11 @@ class Response(_Answer):
             return self._send_whole(body)
         server = conn.server
         use_sendfile = HAS_SENDFILE and server.use_sendfile and not conn.tls
+        blocksize = server.blocksize
+        if conn.tls:
+            # TLS cuts what it sends into records of its own: an MTU-sized
+            # block (blocksize's purpose) only multiplies reads and sends.
+            blocksize = max(blocksize, _TLS_BLOCK)
         last = len(parts) - 1
         handed_over = False  # to the last region, which closes it
         try:
@@ -3858,7 +3865,7 @@ class Response(_Answer):
             for index, (head, offset, length) in enumerate(parts):
                 conn.send_body(self, head)
                 handed_over = index == last
-                conn.send_file(self, _FileRegion(fd, offset, length, server.blocksize,
+                conn.send_file(self, _FileRegion(fd, offset, length, blocksize,
                                                  use_sendfile, owns_fd=handed_over))
             conn.send_body(self, closing)
         except BaseException:

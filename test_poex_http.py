@@ -11455,6 +11455,33 @@ def test_tls_multipart_ranges_arrive_intact(serve, pem, files):
                                   [(a, b, BIG_FILE[a:b + 1]) for a, b in spans], size)
 
 
+def test_tls_file_blocks_are_at_least_64_kib_whatever_blocksize(serve, pem, files,
+                                                                  monkeypatch):
+    # blocksize (7,500 by default) fits blocks to an MTU; TLS makes its own
+    # records, so small blocks would only multiply reads and sends.
+    sizes = []
+    real_pread = poex_http._pread
+    monkeypatch.setattr(poex_http, "_pread", lambda fd, size, offset: sizes.append(size)
+                        or real_pread(fd, size, offset))
+    for context, blocksize, least in ((server_context(pem), 7500, 65536),
+                                      (server_context(pem), 100000, 100000),
+                                      (None, 7500, 7500)):
+        sizes.clear()
+        live = serve(handlers=[("", file_handler(files))], ssl_context=context,
+                     blocksize=blocksize, sendfile=False)
+        if context is None:
+            body = fetch(live.port, "/f/multi.bin")[2]
+        else:
+            conn = https(live.port, pem)
+            try:
+                conn.request("GET", "/f/multi.bin")
+                body = conn.getresponse().read()
+            finally:
+                conn.close()
+        assert body == (files / "multi.bin").read_bytes()
+        assert sizes and min(sizes[:-1]) == least, (blocksize, sizes[:5])
+
+
 def test_tls_large_static_file_arrives_intact(serve, pem, tmp_path):
     root = tmp_path / "static"
     root.mkdir()
