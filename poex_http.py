@@ -6805,7 +6805,9 @@ def post(alias, event, *args):
 
 # Where the command line's defaults differ from spawn()'s: it is for a person
 # at a terminal, who wants keep-alive and a port that needs no privileges.
-_CLI_DEFAULTS = {"port": 8000, "keepalive": 100}
+# keepalive: as nginx's keepalive_requests; a lower cap makes every Nth request
+# wait for a new connection (and, under TLS, a handshake): the tail.
+_CLI_DEFAULTS = {"port": 8000, "keepalive": 1000}
 
 # The groups of --help, in order, with the server options each holds (the
 # flags of the command line's own go in by name, in _argument_parser).

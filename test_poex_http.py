@@ -12234,10 +12234,15 @@ def test_cli_serves_and_sigterm_exits_0(files):
         assert fetch(port, "/sub/")[2] == b"<h1>sub</h1>\n"
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
         try:
-            for _ in range(2):  # keep-alive is on by default on the command line
+            # Keep-alive is on by default on the command line, for 1000
+            # requests a connection (as nginx): a new connection every 100
+            # would be the slowest of requests.
+            for number in range(1000):
                 conn.request("GET", "/p.txt", headers={"Range": "bytes=-5"})
                 reply = conn.getresponse()
                 assert (reply.status, reply.read()) == (206, b"vwxyz")
+                assert reply.getheader("Connection") == ("close" if number == 999 else None)
+            conn.close()
             conn.request("HEAD", "/big.bin")
             reply = conn.getresponse()
             assert (reply.status, reply.getheader("Content-Length"), reply.read()) == \

@@ -59,7 +59,7 @@ def main(argv=None):
         import ssl
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.certfile, args.keyfile)
-    server = poex_http.spawn(host=args.host, port=args.port, handlers=handlers, keepalive=100,
+    server = poex_http.spawn(host=args.host, port=args.port, handlers=handlers, keepalive=1000,
                              ssl_context=context, limits=poex_http.Limits(max_body=2 * 1024 * 1024))
     print("listening on port %d" % server.port, flush=True)
     poex_http.run()

@@ -30,7 +30,7 @@ def main(argv=None):
     handlers = [("^/$", hello)]
     if args.root:
         handlers.append(("^/static/", poex_http.StaticFiles(args.root, prefix="/static")))
-    server = poex_http.spawn(host=args.host, port=args.port, handlers=handlers, keepalive=100)
+    server = poex_http.spawn(host=args.host, port=args.port, handlers=handlers, keepalive=1000)
     print("listening on port %d" % server.port, flush=True)
     poex_http.run()
 
