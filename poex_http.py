@@ -5178,7 +5178,7 @@ class StaticFiles:
             with self._workers_lock:
                 if self._workers is None:
                     self._workers = _WorkerPool(self.upload_threads)
-        self._workers.submit(self._run_write, req, resp, path)
+        self._workers.submit_for(resp, self._run_write, req, resp, path)
 
     def _run_write(self, req, resp, path):
         try:
@@ -5483,6 +5483,14 @@ class _WorkerPool:
         self._jobs.append((func, args))
         self._wake()
 
+    def submit_for(self, response, func, *args):
+        """``submit`` work that answers ``response``: from its reactor's thread, in turn."""
+        reactor = response.reactor
+        if reactor is not None and reactor.in_reactor_thread():
+            self.submit_in_turn(reactor, func, *args)
+        else:
+            self.submit(func, *args)
+
     def submit_in_turn(self, reactor, func, *args):
         """``submit`` from ``reactor``'s thread; the workers hear of it when the turn ends."""
         self._jobs.append((func, args))
@@ -5546,7 +5554,7 @@ class threaded:
         self.pool = _WorkerPool(threads)
 
     def __call__(self, req, resp):
-        self.pool.submit(self._run, req, resp)
+        self.pool.submit_for(resp, self._run, req, resp)
 
     def _run(self, req, resp):
         try:
@@ -5684,12 +5692,7 @@ class WSGIHandler:
         }
 
     def __call__(self, req, resp):
-        environ = self.environ(req)
-        reactor = resp.reactor
-        if reactor is not None and reactor.in_reactor_thread():
-            self.pool.submit_in_turn(reactor, self._run, environ, req, resp)
-        else:
-            self.pool.submit(self._run, environ, req, resp)
+        self.pool.submit_for(resp, self._run, self.environ(req), req, resp)
 
     def environ(self, req):
         """The WSGI environ for a request."""
