@@ -238,3 +238,17 @@ def write_results(outdir, text, data):
 
 def skipped_json(skipped):
     return [dict(zip(("server", "workload", "reason"), s)) for s in skipped]
+
+
+# --- The servers bench.py starts for the TLS and upload workloads.
+
+def server_arguments(description, argv=None, tls=True):
+    """--port, --host, --root (served under /static/) and, with ``tls``, --certfile/--keyfile."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--root", default=".", help="directory served under /static/")
+    if tls:
+        parser.add_argument("--certfile", help="serve HTTPS with this certificate")
+        parser.add_argument("--keyfile", help="private key for --certfile")
+    return parser.parse_args(argv)

@@ -7,7 +7,7 @@ DOCROOT and ``POST /upload`` reads the whole body and answers with its length
 (``got 1048576``). Bodies up to 2 MiB are accepted; past ``Limits.spool_body``
 (256 KiB by default) poex_http keeps a body in a temporary file, as shipped.
 """
-import argparse
+from _common import server_arguments
 import os
 import sys
 
@@ -44,13 +44,7 @@ def upload(req, resp):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--root", help="directory to serve under /static/")
-    parser.add_argument("--certfile", help="serve HTTPS with this certificate")
-    parser.add_argument("--keyfile", help="private key for --certfile")
-    args = parser.parse_args(argv)
+    args = server_arguments(__doc__.splitlines()[0], argv)
     handlers = [("^/$", hello), ("^/upload$", upload)]
     if args.root:
         handlers.append(("^/static/", poex_http.StaticFiles(args.root, prefix="/static")))

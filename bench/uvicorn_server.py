@@ -7,7 +7,7 @@ Python that has uvicorn, httptools and uvloop installed.
 DOCROOT and sends it as one body message, ``POST /upload`` reads the whole body
 and answers with its length (``got 1048576``). No framework, no access log.
 """
-import argparse
+from _common import server_arguments
 import os
 
 HELLO = b"Hello world\n"
@@ -63,13 +63,7 @@ async def app(scope, receive, send):
 
 def main(argv=None):
     global ROOT
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--root", default=".", help="directory served under /static/")
-    parser.add_argument("--certfile", help="serve HTTPS with this certificate")
-    parser.add_argument("--keyfile", help="private key for --certfile")
-    args = parser.parse_args(argv)
+    args = server_arguments(__doc__.splitlines()[0], argv)
     ROOT = os.path.realpath(args.root)
     import uvicorn
     uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",

@@ -9,7 +9,7 @@ Its defaults, except: backlog 1024, up to 2000 connections, poll() rather than
 select() (which fails past file descriptor 1024), and its "task queue depth"
 warning silenced.
 """
-import argparse
+from _common import server_arguments
 import logging
 import os
 
@@ -51,11 +51,7 @@ def app(environ, start_response):
 
 def main(argv=None):
     global ROOT
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--root", default=".", help="directory served under /static/")
-    args = parser.parse_args(argv)
+    args = server_arguments(__doc__.splitlines()[0], argv, tls=False)
     ROOT = os.path.realpath(args.root)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     import waitress
