@@ -5457,15 +5457,23 @@ class StaticFiles:
 
 # === 13. Worker threads and WSGI ===
 
+# Jobs from a reactor turn still waiting this long after no worker took one
+# (they are busy, or blocked in a job) get another worker.
+_STALL = 0.001
+
+
 class _WorkerPool:
     """Threads that run blocking handlers, started as work arrives.
 
-    Jobs wait in one deque.  A worker that takes a job while others wait
-    wakes one more, so a job that blocks never holds up the rest while a
-    thread is free; a worker with nothing to do sleeps until woken.  Jobs
-    submitted from a reactor turn wake a worker once, when the turn's I/O is
-    done: one wake-up for the requests of a turn, not one each, and none
-    while the loop still reads and writes.
+    Jobs wait in one deque and a worker takes them one after another.  Jobs
+    submitted from a reactor turn wake one worker once, when the turn's I/O
+    is done: one wake-up for the requests of a turn, and none while the loop
+    still reads and writes.  While jobs wait, the reactor looks every
+    ``_STALL`` seconds whether any was taken; if none was (the workers are
+    blocked in theirs), it wakes another worker.  Waking one for every job
+    would cost futex calls and a round of the GIL, in the usual case for a
+    thread that finds nothing left to do.  Jobs submitted from other threads
+    wake a worker each, at once.
     """
 
     def __init__(self, size):
@@ -5476,6 +5484,8 @@ class _WorkerPool:
         self._threads = []
         self._sleeping = 0  # workers that will take a token
         self._wake_due = False  # a reactor turn will wake a worker when it ends
+        self._taken = 0  # jobs taken so far: the watch on waiting jobs compares it
+        self._watch = None  # the reactor timer of that watch, while it runs
         self._lock = threading.Lock()
 
     def submit(self, func, *args):
@@ -5498,15 +5508,29 @@ class _WorkerPool:
             if self._wake_due:
                 return
             self._wake_due = True
-        reactor.call_soon(self._end_of_turn)
+        reactor.call_soon(self._end_of_turn, reactor)
 
-    def _end_of_turn(self):
+    def _end_of_turn(self, reactor):
         with self._lock:
             self._wake_due = False
-        self._wake()
+        if self._wake() and self._watch is None:
+            self._watch = reactor.call_later(_STALL, self._look_at_waiting_jobs,
+                                             reactor, self._taken)
+
+    def _look_at_waiting_jobs(self, reactor, taken_before):
+        self._watch = None
+        if not self._jobs:
+            return
+        if self._taken == taken_before and not self._wake():
+            return  # every worker is busy: each takes the next job when it is free
+        self._watch = reactor.call_later(_STALL, self._look_at_waiting_jobs,
+                                         reactor, self._taken)
 
     def _wake(self):
-        """Wake a sleeping worker, or start one while there are fewer than ``size``."""
+        """Wake a sleeping worker, or start one while there are fewer than ``size``.
+
+        False when every worker is already at work.
+        """
         with self._lock:
             if self._sleeping:
                 self._sleeping -= 1
@@ -5516,6 +5540,9 @@ class _WorkerPool:
                                           name="poex_http-worker-%d" % (len(self._threads) + 1))
                 self._threads.append(thread)
                 thread.start()
+            else:
+                return False
+        return True
 
     def _work(self):
         jobs = self._jobs
@@ -5529,8 +5556,7 @@ class _WorkerPool:
                     self._wake()
                 self._wakeups.get()
                 continue
-            if jobs:
-                self._wake()  # this job may block: another thread for the rest
+            self._taken += 1  # under the GIL; a lost count only delays a wake-up
             try:
                 func(*args)
             except BaseException:  # the job reports its own errors
@@ -5985,9 +6011,19 @@ _KNOWN_METHODS = frozenset("GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH
                            "PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK".split())
 
 
-# Local time as Common Log Format writes it.
-_clf_time = _PerSecond(
-    lambda now: time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))).get
+# Seconds of recent log lines -> their local time as Common Log Format writes it.
+_CLF_TIMES = _BoundedCache(16)
+
+
+def _clf_time(when):
+    second = int(when)
+    text = _CLF_TIMES.get(second)
+    if text is None:
+        text = _CLF_TIMES.put(second, time.strftime("%d/%b/%Y:%H:%M:%S %z",
+                                                    time.localtime(second)))
+    return text
+
+
 # What a request puts in a log line (its target, and an address a proxy
 # reports; the method is a token) is escaped as nginx does: '"', '\',
 # controls and bytes past ASCII as \xHH; spaces too, for the address field.
@@ -6004,6 +6040,29 @@ def _log_escape(text):
     if _LOG_UNSAFE_RE.search(text) is None:
         return text  # the usual case, at half the cost of sub()
     return _LOG_UNSAFE_RE.sub(lambda match: "\\x%02X" % ord(match.group()), text)
+
+
+def _access_line(entry):
+    """An access log line (Common Log Format, or combined) from what _log_access kept."""
+    ip, peer_ip, user, head, status, sent, when, combined = entry
+    if ip is None:
+        ip = "-"
+    elif ip is not peer_ip:
+        ip = _log_escape(ip)  # from a proxy's header: the client wrote it
+    user = "-" if user is None else _log_escape(user)
+    if head.method == "ERROR":
+        request_line = "-"
+    else:
+        target = head.target
+        if _LOG_UNSAFE_RE.search(target) is not None:
+            target = _log_escape(target)
+        request_line = "%s %s %s" % (head.method, target, head.version)
+    line = '%s - %s [%s] "%s" %d %s' % (ip, user, _clf_time(when), request_line, status,
+                                         sent or "-")
+    if combined is not None:
+        referer, agent = combined
+        line += ' "%s" "%s"' % (_log_escape(referer or "-"), _log_escape(agent or "-"))
+    return line
 
 
 _ACCESS_HANDLER = "poex_http.access"  # the name of the handler the option installs
@@ -6146,7 +6205,7 @@ class Server:
             raise ValueError("access_log_format must be one of %s, not %r"
                              % (", ".join(_ACCESS_LOG_FORMATS), options["access_log_format"]))
         self._combined_log = options["access_log_format"] == "combined"
-        self._access_lines = []
+        self._access_entries = []  # of lines not yet written
         self._access_timer = None
         self.methods = _KNOWN_METHODS.union(options["methods"] or ())
         self.password_check = _password_check(options["auth"])
@@ -6579,35 +6638,18 @@ class Server:
             self._log_access(conn, response, None if head_sent else 499)
 
     def _log_access(self, conn, response, status=None):
-        # Hot path (the command line logs by default): one formatting a request.
+        # Hot path (the command line logs by default): what a line needs is
+        # kept, and the lines are made together when they are written.
         request = response.request
-        head = request.head
-        target = head.target
-        if _LOG_UNSAFE_RE.search(target) is not None:
-            target = _log_escape(target)
-        ip = request.remote_ip
-        if ip is None:
-            ip = "-"
-        elif ip is not conn.info.remote_ip:
-            ip = _log_escape(ip)  # from a proxy's header: the client wrote it
-        user = request.user
-        user = "-" if user is None else _log_escape(user)
-        if head.method == "ERROR":
-            entry = '%s - %s [%s] "-" %d %s' % (
-                ip, user, _clf_time(), status or response.code, conn.body_sent or "-")
-        else:
-            entry = '%s - %s [%s] "%s %s %s" %d %s' % (
-                ip, user, _clf_time(), head.method, target, head.version,
-                status or response.code, conn.body_sent or "-")
-        if self._combined_log:
-            entry += ' "%s" "%s"' % (_log_escape(request.header("Referer") or "-"),
-                                     _log_escape(request.header("User-Agent") or "-"))
-        lines = self._access_lines
-        lines.append(entry)
-        if len(lines) == 1:
+        combined = (request.header("Referer"), request.header("User-Agent")) \
+            if self._combined_log else None
+        entries = self._access_entries
+        entries.append((request.remote_ip, conn.info.remote_ip, request.user, request.head,
+                        status or response.code, conn.body_sent, time.time(), combined))
+        if len(entries) == 1:
             self._access_timer = self.reactor.call_later(_ACCESS_LOG_DELAY,
                                                          self._flush_access_log)
-        elif len(lines) >= _ACCESS_LOG_BATCH:
+        elif len(entries) >= _ACCESS_LOG_BATCH:
             self._flush_access_log()
 
     def _flush_access_log(self):
@@ -6615,9 +6657,9 @@ class Server:
         if self._access_timer is not None:
             self._access_timer.cancel()
             self._access_timer = None
-        lines, self._access_lines = self._access_lines, []
-        if lines:
-            self.access_log.info("%s", "\n".join(lines))
+        entries, self._access_entries = self._access_entries, []
+        if entries:
+            self.access_log.info("%s", "\n".join(map(_access_line, entries)))
 
     def new_response(self, conn, head, content, trailers):
         """The Response, with its Request, for a request that has arrived whole."""

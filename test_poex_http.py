@@ -10404,17 +10404,26 @@ def test_wsgi_small_file_wrapper_goes_with_its_head_in_one_write(serve, tmp_path
 
 
 class _TurnReactor:
-    """A reactor's call_soon, run by hand: what happens when a turn ends."""
+    """A reactor's call_soon and call_later, run by hand: a turn ends, time passes."""
 
     def __init__(self):
         self.soon = []
+        self.later = []
 
     def call_soon(self, callback, *args):
         self.soon.append((callback, args))
 
+    def call_later(self, delay, callback, *args):
+        self.later.append((callback, args))
+
     def end_turn(self):
         soon, self.soon = self.soon, []
         for callback, args in soon:
+            callback(*args)
+
+    def time_passes(self):
+        later, self.later = self.later, []
+        for callback, args in later:
             callback(*args)
 
 
@@ -10424,17 +10433,23 @@ def test_worker_pool_hears_of_a_turns_jobs_once_when_the_turn_ends():
     pool = poex_http._WorkerPool(4)
     reactor = _TurnReactor()
     ran = queue.SimpleQueue()
+
+    def job(number):
+        ran.put((number, threading.current_thread()))
     for number in range(20):
-        pool.submit_in_turn(reactor, ran.put, number)
+        pool.submit_in_turn(reactor, job, number)
     assert len(reactor.soon) == 1
     assert ran.empty()  # no worker runs (none is even started) before the turn ends
     reactor.end_turn()
-    assert sorted(ran.get(timeout=DEADLINE) for _ in range(20)) == list(range(20))
+    results = [ran.get(timeout=DEADLINE) for _ in range(20)]
+    assert sorted(number for number, _ in results) == list(range(20))
+    # Jobs of microseconds are not handed from thread to thread.
+    assert len({thread for _, thread in results}) == 1
     # The next turn schedules its own wake-up.
-    pool.submit_in_turn(reactor, ran.put, "next")
+    pool.submit_in_turn(reactor, job, "next")
     assert len(reactor.soon) == 1
     reactor.end_turn()
-    assert ran.get(timeout=DEADLINE) == "next"
+    assert ran.get(timeout=DEADLINE)[0] == "next"
 
 
 def test_worker_pool_a_blocking_job_does_not_hold_up_the_others():
@@ -10446,12 +10461,30 @@ def test_worker_pool_a_blocking_job_does_not_hold_up_the_others():
     for number in range(5):
         pool.submit_in_turn(reactor, done.put, number)
     reactor.end_turn()
-    # While the first job blocks, another thread takes the rest.
+    # The first job blocks its worker: once the watch sees no job taken
+    # for a while, another thread takes the rest.
+    wait_until(lambda: reactor.time_passes() or done.qsize() == 5)
     assert sorted(done.get(timeout=DEADLINE) for _ in range(5)) == list(range(5))
     release.set()
     # Jobs from other threads wake a worker at once.
     pool.submit(done.put, "from a thread")
     assert done.get(timeout=DEADLINE) == "from a thread"
+
+
+def test_worker_pool_stops_watching_when_every_worker_is_busy():
+    pool = poex_http._WorkerPool(1)
+    reactor = _TurnReactor()
+    release = threading.Event()
+    done = queue.SimpleQueue()
+    pool.submit_in_turn(reactor, release.wait, DEADLINE)
+    pool.submit_in_turn(reactor, done.put, "after")
+    reactor.end_turn()
+    # The one worker is blocked and no other may start: the watch ends
+    # rather than polling; the worker takes the job once it is free.
+    wait_until(lambda: reactor.time_passes() or not reactor.later)
+    assert done.empty()
+    release.set()
+    assert done.get(timeout=DEADLINE) == "after"
 
 
 def test_wsgi_file_wrapper_under_the_validator_still_serves_the_bytes(serve, tmp_path):
