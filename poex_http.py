@@ -6056,27 +6056,35 @@ def _log_escape(text):
     return _LOG_UNSAFE_RE.sub(lambda match: "\\x%02X" % ord(match.group()), text)
 
 
-def _access_line(entry):
-    """An access log line (Common Log Format, or combined) from what _log_access kept."""
-    ip, peer_ip, user, head, status, sent, when, combined = entry
-    if ip is None:
-        ip = "-"
-    elif ip is not peer_ip:
-        ip = _log_escape(ip)  # from a proxy's header: the client wrote it
-    user = "-" if user is None else _log_escape(user)
-    if head.method == "ERROR":
-        request_line = "-"
-    else:
-        target = head.target
-        if _LOG_UNSAFE_RE.search(target) is not None:
-            target = _log_escape(target)
-        request_line = "%s %s %s" % (head.method, target, head.version)
-    line = '%s - %s [%s] "%s" %d %s' % (ip, user, _clf_time(when), request_line, status,
-                                         sent or "-")
-    if combined is not None:
-        referer, agent = combined
-        line += ' "%s" "%s"' % (_log_escape(referer or "-"), _log_escape(agent or "-"))
-    return line
+def _access_lines(entries):
+    """Access log lines (Common Log Format, or combined) from what _log_access kept."""
+    # One loop for a batch, and f-strings: a third less than a call and a
+    # %-format a line.
+    times = {}
+    lines = []
+    for ip, peer_ip, user, head, status, sent, when, combined in entries:
+        if ip is not peer_ip:
+            # From a proxy's header, so the client wrote it (or a Unix peer: none).
+            ip = "-" if ip is None else _log_escape(ip)
+        user = "-" if user is None else _log_escape(user)
+        second = int(when)
+        clf_time = times.get(second)
+        if clf_time is None:
+            clf_time = times[second] = _clf_time(second)
+        method = head.method
+        if method == "ERROR":
+            request_line = "-"
+        else:
+            target = head.target
+            if _LOG_UNSAFE_RE.search(target) is not None:
+                target = _log_escape(target)
+            request_line = f"{method} {target} {head.version}"
+        line = f'{ip} - {user} [{clf_time}] "{request_line}" {status} {sent or "-"}'
+        if combined is not None:
+            referer, agent = combined
+            line += f' "{_log_escape(referer or "-")}" "{_log_escape(agent or "-")}"'
+        lines.append(line)
+    return "\n".join(lines)
 
 
 _ACCESS_HANDLER = "poex_http.access"  # the name of the handler the option installs
@@ -6673,7 +6681,7 @@ class Server:
             self._access_timer = None
         entries, self._access_entries = self._access_entries, []
         if entries:
-            self.access_log.info("%s", "\n".join(map(_access_line, entries)))
+            self.access_log.info("%s", _access_lines(entries))
 
     def new_response(self, conn, head, content, trailers):
         """The Response, with its Request, for a request that has arrived whole."""
