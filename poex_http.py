@@ -3705,9 +3705,17 @@ class Response(_Answer):
             # Hot path: the thread check of _on_reactor, inline.
             ident = conn.reactor.thread_ident
             if ident is not None and ident != _get_ident():
-                conn.reactor.call_soon_threadsafe(self._handed_over, self._done_now, ())
+                conn.reactor.call_soon_threadsafe(self._done_handed_over)
                 return
         self._done_now()
+
+    def _done_handed_over(self):
+        """``done()`` from a worker thread, on the reactor (as _handed_over, one call less)."""
+        try:
+            self._done_now()  # which sends nothing unless the connection is still ours
+        except Exception:
+            _log.exception("done() of %r failed", self)
+            self._fail_now()
 
     def _done_now(self):
         # Hot path (bench workload "hello"): the usual answer is content set
@@ -5518,15 +5526,14 @@ class _WorkerPool:
     def submit_in_turn(self, reactor, func, *args):
         """``submit`` from ``reactor``'s thread; the workers hear of it when the turn ends."""
         self._jobs.append((func, args))
-        with self._lock:
-            if self._wake_due:
-                return
+        # No lock: were two reactors to race here, the wake-up of either
+        # comes after both jobs are in the deque, and the worker takes both.
+        if not self._wake_due:
             self._wake_due = True
-        reactor.call_soon(self._end_of_turn, reactor)
+            reactor.call_soon(self._end_of_turn, reactor)
 
     def _end_of_turn(self, reactor):
-        with self._lock:
-            self._wake_due = False
+        self._wake_due = False
         if self._wake() and self._watch is None:
             self._watch = reactor.call_later(_STALL, self._look_at_waiting_jobs,
                                              reactor, self._taken)
@@ -5792,6 +5799,9 @@ class WSGIHandler:
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
         }
+        # Connection -> _connection_environ(); bounded, and dropped with the
+        # handler (hot path: a keep-alive connection's requests share it).
+        self._by_connection = _BoundedCache(1024)
 
     def __call__(self, req, resp):
         self.pool.submit_for(resp, self._run, self.environ(req), req, resp)
@@ -5811,22 +5821,16 @@ class WSGIHandler:
                 script_name = ""  # mounted elsewhere than it says: the whole path
         host = head.host or ""
         server_name, server_port = _SERVER_ADDRESSES.get(host) or _server_address(host)
-        remote_ip, scheme = req.client
-        environ = self._constant_environ.copy()
+        environ = (self._by_connection.get(conn) or self._connection_environ(req)).copy()
         environ["REQUEST_METHOD"] = head.method
         environ["SCRIPT_NAME"] = script_name
         environ["PATH_INFO"] = path
         environ["QUERY_STRING"] = head.query
         environ["SERVER_NAME"] = server_name or conn.local_ip or "localhost"
         environ["SERVER_PORT"] = server_port or str(
-            conn.local_port or (443 if scheme == "https" else 80))
+            conn.local_port or (443 if environ["wsgi.url_scheme"] == "https" else 80))
         environ["SERVER_PROTOCOL"] = head.version
-        # CGI lets REMOTE_HOST be the address when no name is looked up.
-        environ["REMOTE_ADDR"] = environ["REMOTE_HOST"] = remote_ip or ""
-        environ["REMOTE_PORT"] = str(conn.remote_port or "")
-        environ["wsgi.url_scheme"] = scheme
         environ["wsgi.input"] = req.body_stream()
-        environ["wsgi.multiprocess"] = bool(conn.server.prefork)
         if head.content_length is not None or head.chunked:
             environ["CONTENT_LENGTH"] = str(req.body_length())
         if req.user is not None:  # CGI's names; PEP 3333 strings hold bytes as Latin-1
@@ -5842,6 +5846,25 @@ class WSGIHandler:
             if key in environ and key != "CONTENT_TYPE":
                 value = environ[key] + "," + value
             environ[key] = value
+        return environ
+
+    def _connection_environ(self, req):
+        """What the environ of every request on the connection of ``req`` holds.
+
+        Kept for the connection unless its peer is a trusted proxy, whose
+        requests each tell their own client.
+        """
+        conn = req.connection
+        remote_ip, scheme = req.client
+        environ = self._constant_environ.copy()
+        # CGI lets REMOTE_HOST be the address when no name is looked up.
+        environ["REMOTE_ADDR"] = environ["REMOTE_HOST"] = remote_ip or ""
+        environ["REMOTE_PORT"] = str(conn.remote_port or "")
+        environ["wsgi.url_scheme"] = scheme
+        environ["wsgi.multiprocess"] = bool(conn.server.prefork)
+        trusted = conn.server.trusted_proxies
+        if not (trusted and trusted.trusts(conn.remote_ip)):
+            self._by_connection.put(conn, environ)
         return environ
 
     def _run(self, environ, req, resp):

@@ -11621,6 +11621,32 @@ def test_trusted_proxies_wsgi_environ(serve, trusted, expected):
     assert env["HTTP_X_FORWARDED_FOR"] == "203.0.113.9, 10.1.1.1"
 
 
+def test_wsgi_environ_of_each_request_on_a_connection_tells_its_own_client(serve):
+    # What a connection's requests share is kept for the connection, but not
+    # the client of a trusted proxy's requests: each names its own.
+    live = wsgi_server(serve, environ_app, trusted_proxies=["127.0.0.1"], keepalive=10)
+    seen = []
+    with RawClient(live.port) as proxy:
+        for client, proto in (("203.0.113.9", "https"), ("198.51.100.7", "http")):
+            proxy.send(get("/", headers=[("X-Forwarded-For", client),
+                                         ("X-Forwarded-Proto", proto)]))
+            status, _, body = proxy.response()
+            env = json.loads(body)
+            seen.append([env["REMOTE_ADDR"], env["wsgi.url_scheme"]])
+    assert seen == [["203.0.113.9", "https"], ["198.51.100.7", "http"]]
+    plain = wsgi_server(serve, environ_app, keepalive=10)
+    ports = []
+    for _ in range(2):
+        with RawClient(plain.port) as client:
+            for _ in range(2):
+                client.send(get("/", headers=[XFF]))
+                env = json.loads(client.response()[2])
+                assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("127.0.0.1", "http")
+                ports.append(env["REMOTE_PORT"])
+            assert ports[-1] == str(client.sock.getsockname()[1])
+    assert ports[0] == ports[1] != ports[2] == ports[3]
+
+
 @pytest.mark.parametrize("trusted, expected", [
     ("unix", ["10.1.1.1", "https"]),
     (["127.0.0.1"], [None, "http"]),
