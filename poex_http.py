@@ -6086,9 +6086,10 @@ def _access_lines(entries):
     times = {}
     lines = []
     for ip, peer_ip, user, head, status, sent, when, combined in entries:
-        if ip is not peer_ip:
-            # From a proxy's header, so the client wrote it (or a Unix peer: none).
-            ip = "-" if ip is None else _log_escape(ip)
+        if ip is None:
+            ip = "-"  # a Unix peer
+        elif ip is not peer_ip:
+            ip = _log_escape(ip)  # from a proxy's header: the client wrote it
         user = "-" if user is None else _log_escape(user)
         second = int(when)
         clf_time = times.get(second)
