@@ -2145,6 +2145,8 @@ class Reactor:
                 restore = self._catch_stop_signals(signals)
             while not self._stopping and self._has_work():
                 self._run_once()
+            for server in list(self._servers):
+                server.flush_access_log()  # stop(): what waited is written, not lost at exit
         finally:
             self.thread_ident = None
             if restore is not None:
@@ -6483,7 +6485,7 @@ class Server:
             if self._shutdown_timer is not None:
                 self._shutdown_timer.cancel()
             self.reactor.remove_server(self)
-            self._flush_access_log()
+            self.flush_access_log()
             _log.info("stopped: %s", self._where())
 
     # -- accepting
@@ -6694,12 +6696,12 @@ class Server:
                         status or response.code, conn.body_sent, time.time(), combined))
         if len(entries) == 1:
             self._access_timer = self.reactor.call_later(_ACCESS_LOG_DELAY,
-                                                         self._flush_access_log)
+                                                         self.flush_access_log)
         elif len(entries) >= _ACCESS_LOG_BATCH:
-            self._flush_access_log()
+            self.flush_access_log()
 
-    def _flush_access_log(self):
-        """The lines waiting, as one record (a record a request would cost microseconds)."""
+    def flush_access_log(self):
+        """Write the access log lines waiting, as one record (one a request costs microseconds)."""
         if self._access_timer is not None:
             self._access_timer.cancel()
             self._access_timer = None

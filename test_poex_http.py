@@ -11282,6 +11282,25 @@ def test_access_log_to_a_file(serve, files, tmp_path, access_logger):
     ]
 
 
+def test_access_log_lines_are_written_together_and_before_run_returns(serve, tmp_path,
+                                                                     access_logger):
+    # Lines wait for a batch (a record a request costs a busy server time);
+    # a stop() that makes run() return writes those waiting.
+    log_path = tmp_path / "access.log"
+    live = serve(handlers=[("", hello)], access_log=str(log_path), keepalive=10)
+    with RawClient(live.port) as client:
+        for _ in range(3):
+            client.send(get("/"))
+            assert client.response()[0] == 200
+        live.reactor.stop()
+        live.thread.join(DEADLINE)
+        assert not live.thread.is_alive()
+    lines = log_path.read_text().splitlines()
+    assert [parse_clf(line)[1:3] for line in lines] == [("GET / HTTP/1.1", 200)] * 3
+    live.thread = threading.Thread(target=live.reactor.run, daemon=True)
+    live.thread.start()  # for the fixture's graceful stop
+
+
 def test_access_log_records_the_bytes_actually_sent_on_abort(serve, files, tmp_path,
                                                              access_logger):
     log_path = tmp_path / "access.log"
