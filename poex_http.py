@@ -2027,6 +2027,8 @@ class Reactor:
         self._sequence = itertools.count()
         self._servers = set()
         self._stopping = False
+        self._to_flush = []  # transports whose output goes at the end of this turn
+        self._flushed = []  # the list _to_flush was, kept for the next turn
         self.thread_ident = None  # of the thread running the loop
         self._open_waker()
         self.now = time.monotonic()
@@ -2063,6 +2065,29 @@ class Reactor:
                 self._wake_send.send(b"\0")
             except OSError:
                 pass  # full or closed: the loop is awake or gone anyway
+
+    def flush_at_end_of_turn(self, transport):
+        """Call ``transport.flush_now()`` once this turn's reads and callbacks are done.
+
+        The answers of a turn then leave in one burst: a client woken by the
+        first is still awake for the rest, where answers sent one by one
+        between reads would wake it (an interrupt to another core) for each.
+        """
+        self._to_flush.append(transport)
+
+    def _flush_transports(self):
+        # Writes made while flushing (the next pipelined request answered,
+        # a drain callback) go in the same turn.
+        while self._to_flush:
+            # Two lists taking turns: nothing allocated per turn.
+            transports, self._to_flush = self._to_flush, self._flushed
+            for transport in transports:
+                try:
+                    transport.flush_now()
+                except Exception:
+                    _log.exception("error flushing %r", transport)
+            transports.clear()
+            self._flushed = transports
 
     def call_later(self, delay, callback, *args):
         """Run ``callback(*args)`` after ``delay`` seconds; returns a ``Timer``."""
@@ -2132,7 +2157,7 @@ class Reactor:
     # -- the loop
 
     def _has_work(self):
-        return bool(self._servers or self._ready
+        return bool(self._servers or self._ready or self._to_flush
                     or len(self._timers) > self._cancelled_timers)
 
     def run(self, signals=False):
@@ -2145,6 +2170,7 @@ class Reactor:
                 restore = self._catch_stop_signals(signals)
             while not self._stopping and self._has_work():
                 self._run_once()
+            self._flush_transports()  # what a turn's last callbacks wrote
             for server in list(self._servers):
                 server.flush_access_log()  # stop(): what waited is written, not lost at exit
         finally:
@@ -2161,7 +2187,7 @@ class Reactor:
         # Hot path (bench/bench.py): one select() per turn, handlers found
         # through the selector key's data, nothing allocated per turn.
         timers = self._timers
-        if self._ready:
+        if self._ready or self._to_flush:
             timeout = 0
         elif timers:
             timeout = max(0.0, timers[0].deadline - time.monotonic())
@@ -2196,6 +2222,8 @@ class Reactor:
         for _ in range(len(ready)):
             callback, args = ready.popleft()
             self._call(callback, args)
+        if self._to_flush:
+            self._flush_transports()
 
     @staticmethod
     def _call(callback, args):
@@ -2218,6 +2246,7 @@ class Reactor:
         self._selector = selectors.DefaultSelector()
         self._open_waker()
         self._ready.clear()
+        self._to_flush.clear()
         self._timers.clear()
         self._cancelled_timers = 0
 
@@ -2251,6 +2280,9 @@ def _enable_tls():
 
 
 _SEND_JOIN_LIMIT = 262144
+# Writes this large go to the kernel at once; smaller ones (answers, their
+# heads) wait for the end of the loop turn and leave with the turn's others.
+_WRITE_AT_ONCE = 65536
 # os.sendfile errors that mean "not on this file or socket": fall back to
 # read/send, provided no byte has gone out yet.
 _SENDFILE_UNSUPPORTED = frozenset(
@@ -2327,12 +2359,13 @@ class _Transport:
     _on_write_blocked, _on_write_progress, _on_drained, _on_write_error, _on_file_progress."""
 
     __slots__ = ("reactor", "sock", "_events", "_out", "_out_size", "_reading", "closed",
-                 "_want_write")
+                 "_want_write", "_flush_due")
 
     def __init__(self, reactor, sock):
         self.reactor = reactor
         self.sock = sock
         self._want_write = False  # write interest with nothing queued: a TLS handshake
+        self._flush_due = False  # output waits for the end of the loop turn
         self._events = 0
         self._out = deque()
         self._out_size = 0
@@ -2344,7 +2377,7 @@ class _Transport:
         if self.closed:
             return
         events = (_EVENT_READ if self._reading else 0) | (
-            _EVENT_WRITE if self._out or self._want_write else 0)
+            _EVENT_WRITE if self._out and not self._flush_due or self._want_write else 0)
         if events == self._events:
             return
         if not self._events:
@@ -2366,24 +2399,40 @@ class _Transport:
             self._update_events()
 
     def _write(self, data):
-        """Send bytes now if possible, queue the rest."""
+        """Send bytes, queueing what the kernel does not take.
+
+        Up to ``_WRITE_AT_ONCE`` bytes wait for the end of the loop turn
+        (Reactor.flush_at_end_of_turn), then go with the turn's other answers;
+        more go to the kernel at once, as much as it takes.
+        """
         if self.closed or not data:
             return
-        if self._out:
-            self._out.append(data)
-            self._out_size += len(data)
+        out = self._out
+        blocked = bool(out) and not self._flush_due  # on_writable sends what is queued
+        out.append(data)
+        self._out_size += len(data)
+        if blocked:
             return
-        try:
-            sent = self.sock.send(data)
-        except _WOULD_BLOCK:
-            sent = 0
-        except OSError as exc:
-            self._on_write_error(exc, "write")
+        if self._out_size < _WRITE_AT_ONCE:
+            if not self._flush_due:
+                self._flush_due = True
+                self.reactor.flush_at_end_of_turn(self)
             return
-        if sent < len(data):
-            rest = memoryview(data)[sent:]
-            self._out.append(rest)
-            self._out_size += len(rest)
+        self._flush_due = False  # the end of the turn finds nothing to do
+        if not self._flush() and not self.closed:
+            self._update_events()
+            self._on_write_blocked()
+
+    def flush_now(self):
+        """The end of the turn: send what the kernel takes, then as on_writable."""
+        if not self._flush_due:
+            return
+        self._flush_due = False
+        if self.closed or not self._out:
+            return  # closed, or sent on a writable event (a TLS handshake's interest)
+        if self._flush():
+            self._on_drained()
+        elif not self.closed:
             self._update_events()
             self._on_write_blocked()
 

@@ -2919,6 +2919,60 @@ def test_cancelling_a_timer_that_already_fired_is_harmless(reactor):
     assert out == ["first", "second", "third"]
 
 
+class _ProbeTransport(poex_http._Transport):
+    """A transport that counts what its subclass would hear."""
+
+    def __init__(self, reactor, sock):
+        super().__init__(reactor, sock)
+        self.drained = 0
+
+    def _on_drained(self):
+        self.drained += 1
+
+    def _on_write_blocked(self):
+        pass
+
+
+def _peek(sock):
+    """What has arrived on ``sock`` and not been read, without waiting."""
+    try:
+        return sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+def test_small_writes_leave_together_at_the_end_of_the_turn(reactor):
+    # Fast path (bench workloads hello, static1k): a turn's answers go out in
+    # one burst after its reads, where one sent between reads would wake the
+    # client for each; 64 KiB and more go at once.
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    transport = _ProbeTransport(reactor, ours)
+    seen = {}
+
+    def in_a_turn():
+        transport._write(b"one ")
+        transport._write(b"two ")
+        seen["during the turn"] = _peek(peer)
+        reactor.call_soon(lambda: seen.setdefault("next turn", _peek(peer)))
+    reactor.call_soon(in_a_turn)
+    run_to_completion(reactor)
+    assert seen == {"during the turn": b"", "next turn": b"one two "}
+    assert transport.drained == 1  # once, for both
+    large = bytes(65536)
+
+    def at_once():
+        transport._write(b"head ")  # waits for the end of the turn...
+        transport._write(large)  # ...but not with this behind it
+        seen["large"] = len(_peek(peer))
+    reactor.call_soon(at_once)
+    run_to_completion(reactor)
+    assert seen["large"] == len(b"one two head ") + len(large)
+    assert peer.recv(1 << 20, socket.MSG_PEEK).startswith(b"one two head \0")
+    ours.close()
+    peer.close()
+
+
 def test_call_soon_threadsafe_wakes_a_blocked_loop(reactor):
     running = threading.Event()
     woken = threading.Event()
