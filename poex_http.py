@@ -5830,6 +5830,13 @@ class _WSGICall:
         if data:
             self.response.send(_wsgi_bytes(data))
 
+    def declared_length(self):
+        """The Content-Length given to start_response, as an int (None: none, or not digits)."""
+        for name, value in self.fields:
+            if len(name) == 14 and name.lower() == "content-length":
+                return int(value) if _is_digits(value) else None
+        return None
+
 
 class WSGIHandler:
     """A handler hosting a WSGI (PEP 3333) application on worker threads."""
@@ -5931,7 +5938,7 @@ class WSGIHandler:
                 resp.done()
                 return
             if isinstance(result, FileWrapper) and not call.sent \
-                    and self._send_file(result, call.begin, resp):
+                    and self._send_file(result, call, resp):
                 return
             for data in result:
                 if data:
@@ -5950,24 +5957,41 @@ class WSGIHandler:
                     _log.exception("close() of the WSGI iterable raised")
 
     @staticmethod
-    def _send_file(wrapper, begin, resp):
+    def _send_file(wrapper, call, resp):
         """Send a wsgi.file_wrapper of a regular file with sendfile; False if not one."""
         try:
             fd = wrapper.filelike.fileno()
-            stat = os.fstat(fd)
             offset = wrapper.filelike.tell()
         except (AttributeError, OSError, ValueError):
             return False
+        if call.status is None:
+            return False  # iterated, to fail as an application that did not start
+        declared = call.declared_length()
+        if declared is not None and declared <= _SMALL_FILE and call.status[0] == 200:
+            # A small file, as the application says: read here, on the
+            # worker, and its head and body go in one write (as send_fd does
+            # for small files).  No fstat: a file shorter than it says gives
+            # what it holds, and one that cannot be read at an offset (a
+            # pipe) is iterated.
+            try:
+                data = _pread(fd, declared, offset)
+            except OSError:
+                return False
+            call.begin()
+            resp.content = data
+            resp.done()
+            return True
+        try:
+            stat = os.fstat(fd)
+        except OSError:
+            return False
         if not S_ISREG(stat.st_mode):
             return False
-        begin()
+        call.begin()
         length = max(0, stat.st_size - offset)
-        declared = resp.headers.get("Content-Length")
-        if declared is not None and _is_digits(declared):
-            length = min(length, int(declared))
+        if declared is not None:
+            length = min(length, declared)
         if length <= _SMALL_FILE and resp.code == 200:
-            # Read here, on the worker: one hand-over, and the head and body
-            # go in one write (as send_fd does for small files).
             resp.content = _pread(fd, length, offset)
             resp.done()
         else:

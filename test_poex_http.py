@@ -10457,6 +10457,39 @@ def test_wsgi_small_file_wrapper_goes_with_its_head_in_one_write(serve, tmp_path
     wait_until(lambda: all(f.closed for f in opened))
 
 
+def test_wsgi_small_file_wrapper_of_a_pipe_or_a_short_file(serve, tmp_path, monkeypatch):
+    # A small file is read as the application's Content-Length says, with no
+    # fstat: a pipe (no reading at an offset) is iterated instead, and a file
+    # shorter than it says gives what it holds, on a connection then closed.
+    stats = []
+    real_fstat = os.fstat
+    monkeypatch.setattr(os, "fstat", lambda fd: stats.append(fd) or real_fstat(fd))
+    short = tmp_path / "short.bin"
+    short.write_bytes(b"only this")
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/pipe":
+            read_end, write_end = os.pipe()
+            os.write(write_end, b"through a pipe")
+            os.close(write_end)
+            filelike = os.fdopen(read_end, "rb")
+            length = "14"
+        else:
+            filelike = open(str(short), "rb")
+            length = "100"
+        start_response("200 OK", [("Content-Length", length)])
+        return environ["wsgi.file_wrapper"](filelike)
+    live = wsgi_server(serve, app, validate=False)
+    with RawClient(live.port) as client:
+        client.send(get("/pipe"))
+        assert client.response()[::2] == (200, b"through a pipe")
+    with RawClient(live.port) as client:
+        client.send(get("/short"))
+        assert client.head()[1]["content-length"] == "100"
+        assert client.read_all() == b"only this"  # and then the close
+    assert stats == []
+
+
 class _TurnReactor:
     """A reactor's call_soon and call_later, run by hand: a turn ends, time passes."""
 
