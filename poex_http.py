@@ -2198,15 +2198,16 @@ class Reactor:
         except InterruptedError:
             events = ()
         self.now = now = time.monotonic()
-        for key, mask in events:
-            handler = key.data
+        self._handle(events)
+        if self._to_flush:
+            # One more look before the answers go: requests that came while
+            # this turn read (their clients had the first answers of the last
+            # burst) join this burst, rather than wait a whole turn for the
+            # next and make the slowest percent twice as slow as the rest.
             try:
-                if mask & selectors.EVENT_READ:
-                    handler.on_readable()
-                if mask & selectors.EVENT_WRITE:
-                    handler.on_writable()
-            except Exception:
-                _log.exception("error in I/O callback of %r", handler)
+                self._handle(self._selector.select(0))
+            except InterruptedError:
+                pass
         while timers and timers[0].deadline <= now:
             timer = heapq.heappop(timers)
             if timer.cancelled:
@@ -2224,6 +2225,18 @@ class Reactor:
             self._call(callback, args)
         if self._to_flush:
             self._flush_transports()
+
+    @staticmethod
+    def _handle(events):
+        for key, mask in events:
+            handler = key.data
+            try:
+                if mask & selectors.EVENT_READ:
+                    handler.on_readable()
+                if mask & selectors.EVENT_WRITE:
+                    handler.on_writable()
+            except Exception:
+                _log.exception("error in I/O callback of %r", handler)
 
     @staticmethod
     def _call(callback, args):

@@ -2973,6 +2973,42 @@ def test_small_writes_leave_together_at_the_end_of_the_turn(reactor):
     peer.close()
 
 
+def test_requests_that_come_while_a_turn_reads_join_its_burst(reactor):
+    # Tail (bench workload hello): a client answered early in a burst sends
+    # its next request while the loop still reads; one more look before the
+    # answers go takes it into this turn, not the next.
+    events = []
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    transport = _ProbeTransport(reactor, ours)
+    transport._on_drained = lambda: events.append("answers sent")
+    late_ours, late_peer = socket.socketpair()
+    late_ours.setblocking(False)
+
+    class Reader:
+        def __init__(self, sock, name, then=None):
+            self.sock, self.name, self.then = sock, name, then
+
+        def on_readable(self):
+            self.sock.recv(100)
+            events.append(self.name + " read")
+            reactor.unregister(self.sock)
+            if self.then:
+                self.then()
+
+    def first_request():
+        transport._write(b"answer")
+        late_peer.send(b"x")  # the next request, while this turn reads
+    reactor.register(late_ours, selectors.EVENT_READ, Reader(late_ours, "late"))
+    reactor.register(peer, selectors.EVENT_READ, Reader(peer, "first", first_request))
+    ours.send(b"x")
+    reactor.call_soon(lambda: None)  # one turn: registered sockets alone keep no loop running
+    run_to_completion(reactor)
+    assert events == ["first read", "late read", "answers sent"]
+    for sock in (ours, peer, late_ours, late_peer):
+        sock.close()
+
+
 def test_call_soon_threadsafe_wakes_a_blocked_loop(reactor):
     running = threading.Event()
     woken = threading.Event()
