@@ -2369,7 +2369,8 @@ class _FileRegion:
 
 class _Transport:
     """A non-blocking socket with an output queue; a subclass hears of progress through
-    _on_write_blocked, _on_write_progress, _on_drained, _on_write_error, _on_file_progress."""
+    _on_write_blocked, _on_write_progress, _on_drained, _on_sent_at_once, _on_write_error,
+    _on_file_progress."""
 
     __slots__ = ("reactor", "sock", "_events", "_out", "_out_size", "_reading", "closed",
                  "_want_write", "_flush_due")
@@ -2431,10 +2432,16 @@ class _Transport:
                 self._flush_due = True
                 self.reactor.flush_at_end_of_turn(self)
             return
-        self._flush_due = False  # the end of the turn finds nothing to do
-        if not self._flush() and not self.closed:
+        was_due, self._flush_due = self._flush_due, False  # the end of the turn finds nothing
+        if self._flush():
+            if was_due:
+                self._on_sent_at_once()  # what waited for the turn's end went too
+        elif not self.closed:
             self._update_events()
             self._on_write_blocked()
+
+    def _on_sent_at_once(self):
+        """Bytes that waited for the end of the turn went sooner, with a large write."""
 
     def flush_now(self):
         """The end of the turn: send what the kernel takes, then as on_writable."""
@@ -3151,6 +3158,11 @@ class _HTTPConnection(_Transport):
     def _on_write_progress(self):
         self._set_deadline(self.server.timeout)
         if self._drain_waiters and self._out_size <= self.limits.output_low_water:
+            self._wake_drain_waiters()
+
+    def _on_sent_at_once(self):
+        # No drained event comes for these bytes: who waits for a drain hears now.
+        if self._drain_waiters:
             self._wake_drain_waiters()
 
     def wait_drain(self, callback):

@@ -4213,6 +4213,29 @@ def test_send_on_reactor_reports_back_pressure_and_on_drain_fires(serve):
         client.close()
 
 
+def test_on_drain_fires_when_a_large_write_takes_what_waited_for_the_turn(serve):
+    # 40,000 bytes wait for the end of the turn (past the low watermark), a
+    # drain callback waits on them, then a large write sends it all at once.
+    fired = []
+
+    def handler(req, resp):
+        def drained():
+            fired.append(True)
+            resp.send(b"END")
+            resp.done()
+        resp.send(b"a" * 40000)
+        resp.on_drain(drained)
+        resp.send(b"b" * 40000)
+    live = serve(handlers=[("", handler)], limits=poex_http.Limits(**BP_LIMITS))
+    with RawClient(live.port) as client:
+        client.send(get("/", version="HTTP/1.0"))
+        data = client.read_all()
+    status, _, body = split_response(data)
+    assert status == "HTTP/1.1 200 OK"
+    assert body == b"a" * 40000 + b"b" * 40000 + b"END"
+    assert fired == [True]
+
+
 # internals: Response._conn
 def test_on_drain_fires_at_once_when_nothing_is_queued(serve):
     fired = []
