@@ -2184,8 +2184,9 @@ class Reactor:
         self.call_soon_threadsafe(lambda: None)
 
     def _run_once(self):
-        # Hot path (bench/bench.py): one select() per turn, handlers found
-        # through the selector key's data, nothing allocated per turn.
+        # Hot path (bench/bench.py): one select() per turn (two when answers
+        # wait: see below), handlers found through the selector key's data,
+        # nothing allocated per turn.
         timers = self._timers
         if self._ready or self._to_flush:
             timeout = 0
