@@ -10598,15 +10598,21 @@ def test_worker_pool_hears_of_a_turns_jobs_once_when_the_turn_ends():
     assert ran.get(timeout=DEADLINE)[0] == "next"
 
 
-def test_worker_pool_a_blocking_job_does_not_hold_up_the_others():
-    pool = poex_http._WorkerPool(3)
+def _pool_behind_a_blocked_job(size, *jobs):
+    """A pool of ``size`` whose turn holds a job that blocks, then ``done.put(job)`` for each."""
+    pool = poex_http._WorkerPool(size)
     reactor = _TurnReactor()
     release = threading.Event()
     done = queue.SimpleQueue()
     pool.submit_in_turn(reactor, release.wait, DEADLINE)
-    for number in range(5):
-        pool.submit_in_turn(reactor, done.put, number)
+    for job in jobs:
+        pool.submit_in_turn(reactor, done.put, job)
     reactor.end_turn()
+    return pool, reactor, release, done
+
+
+def test_worker_pool_a_blocking_job_does_not_hold_up_the_others():
+    pool, reactor, release, done = _pool_behind_a_blocked_job(3, *range(5))
     # The first job blocks its worker: once the watch sees no job taken
     # for a while, another thread takes the rest.
     wait_until(lambda: reactor.time_passes() or done.qsize() == 5)
@@ -10618,13 +10624,7 @@ def test_worker_pool_a_blocking_job_does_not_hold_up_the_others():
 
 
 def test_worker_pool_stops_watching_when_every_worker_is_busy():
-    pool = poex_http._WorkerPool(1)
-    reactor = _TurnReactor()
-    release = threading.Event()
-    done = queue.SimpleQueue()
-    pool.submit_in_turn(reactor, release.wait, DEADLINE)
-    pool.submit_in_turn(reactor, done.put, "after")
-    reactor.end_turn()
+    _, reactor, release, done = _pool_behind_a_blocked_job(1, "after")
     # The one worker is blocked and no other may start: the watch ends
     # rather than polling; the worker takes the job once it is free.
     wait_until(lambda: reactor.time_passes() or not reactor.later)
