@@ -6983,6 +6983,10 @@ class _Supervisor:
             # handlers before any signal can reach the parent's in it.
             signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
             try:
+                # A stop signal that arrived just before the block may have
+                # been handled since the loop's test: no worker it would miss.
+                if self.stopping:
+                    break
                 pid = os.fork()
                 if pid == 0:
                     self._be_worker()  # never returns

@@ -524,8 +524,19 @@ class Program:
 
     def kill(self):
         if self.proc.poll() is None:
+            # Its workers too: a test that failed must not leave them
+            # serving, orphaned, after it.
+            try:
+                children = self.children()
+            except OSError:
+                children = []
             self.proc.kill()
             self.proc.wait()
+            for child in children:
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self.proc.stdout.close()
         if self._stderr_text is None:
             self._stderr_text = self.stderr_text()
@@ -3505,7 +3516,7 @@ def test_example_hello(tmp_path):
         assert (status, body, headers["content-type"], headers["content-length"]) == (
             200, b"Hello world\n", "text/plain", "12")
         assert fetch(port, "/static/a.txt")[::2] == (200, b"static bytes\n")
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
 
 
 # --- keep-alive
@@ -5295,7 +5306,7 @@ def test_example_deferred_answers_later_and_from_a_thread():
         assert 0.05 <= float(body.split()[2]) < 5
         status, _, body = fetch(port, "/thread")
         assert (status, body) == (200, b"sum=4999950000 from worker\n")
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
 
 
 # --- streaming (Perl t/32_stream.t)
@@ -5497,7 +5508,7 @@ def test_example_sse_streams_events():
         events = [part for part in body.decode().split("\n\n") if part]
         assert [event.splitlines()[0] for event in events] == ["id: 1", "id: 2", "id: 3"]
         assert all(re.fullmatch(r"data: \d\d:\d\d:\d\d", event.splitlines()[1]) for event in events)
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
 
 
 def test_an_exception_in_stream_request_ends_the_response_and_frees_its_slot(serve, caplog):
@@ -7777,7 +7788,7 @@ def test_example_chat_over_tls(pem):
             carol.say("over TLS")
             assert json.loads(carol.message()) == {"name": "carol", "text": "over TLS"}
             chat_close(carol)
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
 
 
 # --- origins, bodies, shutdown, threads that send a lot
@@ -8294,7 +8305,7 @@ def test_example_handlers_change_at_run_time():
         assert fetch(port, "/list")[2] == b"^/add$\n^/remove$\n^/list$\n^/new$\n"
         assert fetch(port, "/remove?path=/new")[2] == b"removed /new\n"
         assert fetch(port, "/new")[0] == 404
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
 
 
 # --- special handlers
@@ -8553,7 +8564,7 @@ def test_example_specials_logs_each_event():
             r"answered HTTPd-1 GET 200", r"error 400 Bad Request",
             r"answered HTTPd-1 ERROR 400", r"disconnect HTTPd-1")]
         assert len(words) == 6
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
 
 
 def test_on_disconnect_can_read_the_local_address(serve):
@@ -9289,7 +9300,7 @@ def test_example_static(tmp_path):
         assert status == 200 and headers["content-type"] == "application/json"
         assert abs(json.loads(body)["time"] - time.time()) < 60
         assert fetch(port, "/")[::2] == (200, b"<h1>home</h1>")
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
 
 
 # --- dotfiles
@@ -12177,7 +12188,7 @@ def test_example_prefork_spreads_connections_and_survives_a_killed_worker():
             pids.add(pid)
             connection.close()
         assert first_pid not in pids
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
         assert program.proc.returncode == 0
 
 
@@ -12198,7 +12209,7 @@ def test_prefork_recycles_a_worker_after_its_connections():
         # left its loop has the default SIGTERM action back, and a stop
         # reaching it there would cut its exit short.
         wait_until(lambda: len(program.children()) == 1 and pids[3] not in program.children())
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
         # Recycling is not failing: no warning, and no pause before the next.
         assert "ended (status" not in program.stderr_text()
 
@@ -12235,8 +12246,46 @@ def test_prefork_supervisor_with_many_descriptors_keeps_the_sigchld_choice(tmp_p
         pid, ignored = body.decode().split()
         assert (status, ignored) == (200, "True")
         assert int(pid) != program.pid
-        assert program.stop() == 0
+        assert program.stop() == 0, program.stderr_text()
         wait_until(lambda: not os.path.exists("/proc/%s" % pid))  # not orphaned
+
+
+PREFORK_STOPPED_WHILE_FORKING = """
+import os, signal
+import poex_http
+
+real_sigmask = signal.pthread_sigmask
+blocks = []
+
+def sigmask(how, mask):
+    # The stop comes just before the second worker's fork holds signals
+    # back: its handler runs as soon as the block returns.
+    if how == signal.SIG_BLOCK:
+        blocks.append(how)
+        if len(blocks) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return real_sigmask(how, mask)
+
+signal.pthread_sigmask = sigmask
+server = poex_http.spawn(host="127.0.0.1", port=0, handler=lambda req, resp: resp.done(),
+                         prefork=2)
+poex_http.run()
+print("forks %d" % len(blocks), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/task"),
+                    reason="prefork needs fork() and /proc")
+def test_prefork_stop_arriving_as_a_worker_is_forked_starts_no_worker_it_misses(tmp_path):
+    script = tmp_path / "stopped_while_forking.py"
+    script.write_text(PREFORK_STOPPED_WHILE_FORKING)
+    with Program(script) as program:
+        # A worker forked after the stop would never be told to stop: the
+        # supervisor would wait for it for ever.
+        status, output, errors = program.finish()
+        assert status == 0, errors
+        assert output == b"forks 2\n"
+        assert "starting another" not in errors
 
 
 def test_prefork_with_bind_retry_raises_at_once():
