@@ -2029,6 +2029,8 @@ class Reactor:
         self._stopping = False
         self._to_flush = []  # transports whose output goes at the end of this turn
         self._flushed = []  # the list _to_flush was, kept for the next turn
+        self._at_turn_end = []  # (callback, args) once a turn's answers have gone
+        self._turn_ended = []  # the list _at_turn_end was, kept for the next turn
         self.thread_ident = None  # of the thread running the loop
         self._open_waker()
         self.now = time.monotonic()
@@ -2074,6 +2076,24 @@ class Reactor:
         between reads would wake it (an interrupt to another core) for each.
         """
         self._to_flush.append(transport)
+
+    def call_when_turn_ends(self, callback, *args):
+        """Run ``callback(*args)`` once this turn's answers have gone, before the loop waits.
+
+        For waking other threads: woken sooner, a thread on the loop's core
+        takes the core from the loop only to find the interpreter held, and
+        gives it back (two context switches) before the answers can go.
+        """
+        self._at_turn_end.append((callback, args))
+
+    def _end_turn(self):
+        # Two lists taking turns, as for _flush_transports; callbacks added
+        # meanwhile run at the end of the next turn, which does not wait.
+        callbacks, self._at_turn_end = self._at_turn_end, self._turn_ended
+        for callback, args in callbacks:
+            self._call(callback, args)
+        callbacks.clear()
+        self._turn_ended = callbacks
 
     def _flush_transports(self):
         # Writes made while flushing (the next pipelined request answered,
@@ -2157,7 +2177,7 @@ class Reactor:
     # -- the loop
 
     def _has_work(self):
-        return bool(self._servers or self._ready or self._to_flush
+        return bool(self._servers or self._ready or self._to_flush or self._at_turn_end
                     or len(self._timers) > self._cancelled_timers)
 
     def run(self, signals=False):
@@ -2171,6 +2191,7 @@ class Reactor:
             while not self._stopping and self._has_work():
                 self._run_once()
             self._flush_transports()  # what a turn's last callbacks wrote
+            self._end_turn()
             for server in list(self._servers):
                 server.flush_access_log()  # stop(): what waited is written, not lost at exit
         finally:
@@ -2188,7 +2209,7 @@ class Reactor:
         # wait: see below), handlers found through the selector key's data,
         # nothing allocated per turn.
         timers = self._timers
-        if self._ready or self._to_flush:
+        if self._ready or self._to_flush or self._at_turn_end:
             timeout = 0
         elif timers:
             timeout = max(0.0, timers[0].deadline - time.monotonic())
@@ -2226,6 +2247,8 @@ class Reactor:
             self._call(callback, args)
         if self._to_flush:
             self._flush_transports()
+        if self._at_turn_end:
+            self._end_turn()
 
     @staticmethod
     def _handle(events):
@@ -2261,6 +2284,7 @@ class Reactor:
         self._open_waker()
         self._ready.clear()
         self._to_flush.clear()
+        self._at_turn_end.clear()
         self._timers.clear()
         self._cancelled_timers = 0
 
@@ -5565,9 +5589,9 @@ class _WorkerPool:
     """Threads that run blocking handlers, started as work arrives.
 
     Jobs wait in one deque and a worker takes them one after another.  Jobs
-    submitted from a reactor turn wake one worker once, when the turn's I/O
-    is done: one wake-up for the requests of a turn, and none while the loop
-    still reads and writes.  While jobs wait, the reactor looks every
+    submitted from a reactor turn wake one worker once, when the turn's
+    answers have gone: one wake-up for the requests of a turn, and none while
+    the loop still reads and writes.  While jobs wait, the reactor looks every
     ``_STALL`` seconds whether any was taken; if none was (the workers are
     blocked in theirs), it wakes another worker.  Waking one for every job
     would cost futex calls and a round of the GIL, in the usual case for a
@@ -5607,7 +5631,7 @@ class _WorkerPool:
         # comes after both jobs are in the deque, and the worker takes both.
         if not self._wake_due:
             self._wake_due = True
-            reactor.call_soon(self._end_of_turn, reactor)
+            reactor.call_when_turn_ends(self._end_of_turn, reactor)
 
     def _end_of_turn(self, reactor):
         self._wake_due = False
@@ -6186,7 +6210,7 @@ def _access_lines(entries):
     # %-format a line.
     times = {}
     lines = []
-    for ip, peer_ip, user, head, status, sent, when, combined in entries:
+    for ip, peer_ip, user, method, target, version, status, sent, when, combined in entries:
         if ip is None:
             ip = "-"  # a Unix peer
         elif ip is not peer_ip:
@@ -6196,14 +6220,12 @@ def _access_lines(entries):
         clf_time = times.get(second)
         if clf_time is None:
             clf_time = times[second] = _clf_time(second)
-        method = head.method
         if method == "ERROR":
             request_line = "-"
         else:
-            target = head.target
             if _LOG_UNSAFE_RE.search(target) is not None:
                 target = _log_escape(target)
-            request_line = f"{method} {target} {head.version}"
+            request_line = f"{method} {target} {version}"
         line = f'{ip} - {user} [{clf_time}] "{request_line}" {status} {sent or "-"}'
         if combined is not None:
             referer, agent = combined
@@ -6791,8 +6813,10 @@ class Server:
         combined = (request.header("Referer"), request.header("User-Agent")) \
             if self._combined_log else None
         entries = self._access_entries
-        entries.append((request.remote_ip, conn.info.remote_ip, request.user, request.head,
-                        status or response.code, conn.body_sent, time.time(), combined))
+        head = request.head  # its fields are let go: a batch holds no request's heap
+        entries.append((request.remote_ip, conn.info.remote_ip, request.user, head.method,
+                        head.target, head.version, status or response.code, conn.body_sent,
+                        time.time(), combined))
         if len(entries) == 1:
             self._access_timer = self.reactor.call_later(_ACCESS_LOG_DELAY,
                                                          self.flush_access_log)

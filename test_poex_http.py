@@ -3020,6 +3020,32 @@ def test_requests_that_come_while_a_turn_reads_join_its_burst(reactor):
         sock.close()
 
 
+def test_turn_end_callbacks_run_once_the_turns_answers_have_gone(reactor):
+    # Fast path (bench workload poex-wsgi hello): worker threads are woken
+    # only after the burst, or the woken thread takes the loop's core while
+    # the loop still holds the interpreter.
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    transport = _ProbeTransport(reactor, ours)
+    seen = []
+
+    def at_turn_end(name):
+        seen.append((name, _peek(peer)))
+        if name == "first":  # added while turn-end callbacks run: the next turn's
+            reactor.call_when_turn_ends(at_turn_end, "added then")
+
+    def in_a_turn():
+        reactor.call_when_turn_ends(at_turn_end, "first")
+        transport._write(b"answer")
+        reactor.call_soon(lambda: seen.append(("callback of the next turn", b"")))
+    reactor.call_soon(in_a_turn)
+    run_to_completion(reactor)
+    assert seen == [("first", b"answer"), ("callback of the next turn", b""),
+                    ("added then", b"answer")]
+    ours.close()
+    peer.close()
+
+
 def test_call_soon_threadsafe_wakes_a_blocked_loop(reactor):
     running = threading.Event()
     woken = threading.Event()
@@ -10561,14 +10587,18 @@ def test_wsgi_small_file_wrapper_of_a_pipe_or_a_short_file(serve, tmp_path, monk
 
 
 class _TurnReactor:
-    """A reactor's call_soon and call_later, run by hand: a turn ends, time passes."""
+    """A reactor's call_soon, call_when_turn_ends and call_later, run by hand."""
 
     def __init__(self):
         self.soon = []
+        self.turn_end = []
         self.later = []
 
     def call_soon(self, callback, *args):
         self.soon.append((callback, args))
+
+    def call_when_turn_ends(self, callback, *args):
+        self.turn_end.append((callback, args))
 
     def call_later(self, delay, callback, *args):
         self.later.append((callback, args))
@@ -10576,6 +10606,9 @@ class _TurnReactor:
     def end_turn(self):
         soon, self.soon = self.soon, []
         for callback, args in soon:
+            callback(*args)
+        turn_end, self.turn_end = self.turn_end, []
+        for callback, args in turn_end:
             callback(*args)
 
     def time_passes(self):
@@ -10595,7 +10628,7 @@ def test_worker_pool_hears_of_a_turns_jobs_once_when_the_turn_ends():
         ran.put((number, threading.current_thread()))
     for number in range(20):
         pool.submit_in_turn(reactor, job, number)
-    assert len(reactor.soon) == 1
+    assert (len(reactor.turn_end), reactor.soon) == (1, [])  # once the turn's answers went
     assert ran.empty()  # no worker runs (none is even started) before the turn ends
     reactor.end_turn()
     results = [ran.get(timeout=DEADLINE) for _ in range(20)]
@@ -10604,7 +10637,7 @@ def test_worker_pool_hears_of_a_turns_jobs_once_when_the_turn_ends():
     assert len({thread for _, thread in results}) == 1
     # The next turn schedules its own wake-up.
     pool.submit_in_turn(reactor, job, "next")
-    assert len(reactor.soon) == 1
+    assert len(reactor.turn_end) == 1
     reactor.end_turn()
     assert ran.get(timeout=DEADLINE)[0] == "next"
 
