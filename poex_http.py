@@ -3745,7 +3745,7 @@ class Response(_Answer):
         self._headers_sent = True
 
     def send(self, data=b""):
-        """Send part of the body; False once ``Limits.output_high_water`` bytes wait."""
+        """Send part of the body; False once ``Limits.output_high_water`` bytes wait, or the client is gone."""
         if self._finished:
             raise RuntimeError("send() after done()")
         if isinstance(data, str):
@@ -3756,7 +3756,7 @@ class Response(_Answer):
         high_water = conn.limits.output_high_water
         if conn.reactor.in_reactor_thread():
             self._send_now(data)
-            return conn.output_pending < high_water
+            return conn.output_pending < high_water and conn.owns(self)
         with self._thread_lock():
             self._unsent += len(data)
         conn.reactor.call_soon_threadsafe(self._handed_over, self._send_from_thread, (data,))
@@ -5841,6 +5841,15 @@ def _server_address(host):
     return _SERVER_ADDRESSES.put(host, (name, port))
 
 
+def _close_iterable(iterable):
+    """PEP 3333: an application's iterable is closed once the response has ended."""
+    if hasattr(iterable, "close"):
+        try:
+            iterable.close()
+        except Exception:
+            _log.exception("close() of the WSGI iterable raised")
+
+
 class _WSGICall:
     """One request's start_response and write, and what they were given."""
 
@@ -5889,21 +5898,29 @@ class _WSGICall:
 
 
 class WSGIHandler:
-    """A handler hosting a WSGI (PEP 3333) application on worker threads."""
+    """A handler hosting a WSGI (PEP 3333) application on worker threads.
+
+    ``threads=0`` runs it on the loop's own thread instead: no hand-over,
+    for an application that never waits (no network, no database, no
+    sleep).  One that does stops every connection for as long.
+    """
 
     def __init__(self, app, threads=8, script_name=""):
         if isinstance(app, str):
             app = _import_object(app)
+        threads = int(threads)
+        if threads < 0:
+            raise ValueError("threads must be 0 (the loop's thread) or more, not %d" % threads)
         self.app = app
         self.script_name = script_name.rstrip("/")
-        self.pool = _WorkerPool(threads)
+        self.pool = _WorkerPool(threads) if threads else None
         # What every request's environ holds (hot path: copied, not built).
         self._constant_environ = {
             "SERVER_SOFTWARE": "poex_http/%s" % __version__,
             "wsgi.version": (1, 0),
             "wsgi.input_terminated": True,
             "wsgi.errors": _ErrorStream(),
-            "wsgi.multithread": True,
+            "wsgi.multithread": self.pool is not None,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
         }
@@ -5912,7 +5929,11 @@ class WSGIHandler:
         self._by_connection = _BoundedCache(1024)
 
     def __call__(self, req, resp):
-        self.pool.submit_for(resp, self._run, self.environ(req), req, resp)
+        pool = self.pool
+        if pool is None:
+            self._run(self.environ(req), req, resp)
+        else:
+            pool.submit_for(resp, self._run, self.environ(req), req, resp)
 
     def environ(self, req):
         """The WSGI environ for a request."""
@@ -5990,6 +6011,11 @@ class WSGIHandler:
             if isinstance(result, FileWrapper) and not call.sent \
                     and self._send_file(result, call, resp):
                 return
+            if self.pool is None:
+                chunks = iter(result)
+                result, iterable = None, result  # closed by _pump, when it ends
+                self._pump(chunks, iterable, call, resp)
+                return
             for data in result:
                 if data:
                     call.begin()
@@ -6000,11 +6026,29 @@ class WSGIHandler:
         except Exception:
             _handler_raised_in_thread(resp, "WSGI application %r" % (self.app,))
         finally:
-            if result is not None and hasattr(result, "close"):
-                try:
-                    result.close()
-                except Exception:
-                    _log.exception("close() of the WSGI iterable raised")
+            if result is not None:
+                _close_iterable(result)
+
+    def _pump(self, chunks, iterable, call, resp):
+        """On the loop (threads=0): send until the client is behind, go on once it caught up."""
+        try:
+            for data in chunks:
+                if data:
+                    call.begin()
+                    if not resp.send(_wsgi_bytes(data)):
+                        resp.on_drain(lambda: self._resume(chunks, iterable, call, resp))
+                        return
+            call.begin()
+            resp.done()
+        except Exception:
+            _handler_raised_in_thread(resp, "WSGI application %r" % (self.app,))
+        _close_iterable(iterable)
+
+    def _resume(self, chunks, iterable, call, resp):
+        if resp.client_gone:
+            _close_iterable(iterable)  # the client is gone: stop the application's iterable
+        else:
+            self._pump(chunks, iterable, call, resp)
 
     @staticmethod
     def _send_file(wrapper, call, resp):
@@ -7177,8 +7221,9 @@ def _argument_parser():
                               help="serve this WSGI application instead of a directory "
                                    "(e.g. myproject.wsgi:application)")
     applications.add_argument("--threads", type=int, default=8, metavar="N",
-                              help="worker threads for --wsgi (per worker process) "
-                                   "[default: 8]")
+                              help="worker threads for --wsgi (per worker process); 0 runs "
+                                   "the application on the loop's thread, for one that never "
+                                   "waits on I/O [default: 8]")
     group_of = {name: groups[title] for title, names in _CLI_GROUPS for name in names}
     for option in SERVER_OPTIONS:
         if option.flag:

@@ -10433,17 +10433,18 @@ class ClosingBody:
         self.closes.append(b"".join(self.parts))
 
 
+@pytest.mark.parametrize("threads", [4, 0], ids=["workers", "loop"])
 @pytest.mark.parametrize("parts, fail, expected", [
     ([b"alpha ", b"beta"], False, (200, b"alpha beta")),
     ([], True, (500, b"Internal Server Error\n")),   # raises before any data
 ])
-def test_wsgi_iterable_close_is_called(serve, parts, fail, expected):
+def test_wsgi_iterable_close_is_called(serve, parts, fail, expected, threads):
     closes = []
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ClosingBody(parts, closes, fail=fail)
-    live = wsgi_server(serve, app)
+    live = wsgi_server(serve, app, threads=threads)
     with RawClient(live.port) as client:
         client.send(get("/"))
         assert client.response()[::2] == expected
@@ -10451,13 +10452,14 @@ def test_wsgi_iterable_close_is_called(serve, parts, fail, expected):
     assert closes == [b"".join(parts)]
 
 
-def test_wsgi_iterable_close_is_called_when_iteration_raises_midway(serve):
+@pytest.mark.parametrize("threads", [4, 0], ids=["workers", "loop"])
+def test_wsgi_iterable_close_is_called_when_iteration_raises_midway(serve, threads):
     closes = []
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return ClosingBody([b"first"], closes, fail=True)
-    live = wsgi_server(serve, app)
+    live = wsgi_server(serve, app, threads=threads)
     with RawClient(live.port) as client:
         client.send(get("/"))
         data = client.read_all()
@@ -10488,6 +10490,106 @@ def test_wsgi_stops_an_endless_body_when_the_client_leaves(serve):
         client.send(get("/"))
         assert client.response(method="HEAD")[0] == 200  # the head only
     assert closed.wait(DEADLINE)
+
+
+def test_wsgi_with_no_threads_runs_the_application_on_the_loop(serve):
+    # Fast path (no hand-over): the application is called on the reactor's
+    # own thread, and says so in wsgi.multithread.
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((threading.get_ident(), environ["wsgi.multithread"]))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"on the loop"]
+    handler = poex_http.WSGIHandler(wsgiref.validate.validator(app), threads=0)
+    live = serve(handlers=[("", handler)], keepalive=10)
+    with RawClient(live.port) as client:
+        for _ in range(2):
+            client.send(get("/"))
+            assert client.response()[::2] == (200, b"on the loop")
+    loop_thread = live.call(threading.get_ident)
+    assert seen == [(loop_thread, False)] * 2
+    assert handler.pool is None  # no worker thread
+
+
+def test_wsgi_threads_below_zero_are_refused():
+    with pytest.raises(ValueError):
+        poex_http.WSGIHandler(environ_app, threads=-1)
+
+
+def test_wsgi_on_the_loop_asks_for_the_next_part_once_the_client_took_the_last(serve):
+    chunks, size = 200, 65536
+    high = BP_LIMITS["output_high_water"]
+    asked = []
+    closes = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", str(chunks * size))])
+        return ClosingBody([block(index, size) for index in range(chunks)], closes)
+
+    class Counting(ClosingBody):
+        def __iter__(self):
+            for index, part in enumerate(self.parts):
+                asked.append(index)
+                yield part
+
+    def counting_app(environ, start_response):
+        body = app(environ, start_response)
+        return Counting(body.parts, closes)
+    live = serve(handlers=[("", poex_http.WSGIHandler(counting_app, threads=0))],
+                 limits=poex_http.Limits(**BP_LIMITS), keepalive=10)
+
+    def pending():
+        return sum(conn.output_pending for conn in live.server.connections)
+    client = RawClient(live.port, rcvbuf=4096)
+    try:
+        client.send(get("/"))
+        samples = []
+        wait_until(lambda: samples.append(live.call(pending)) or samples[-1] > high)
+        # Held back: the loop stops asking, and the queue stays bounded.
+        end = time.monotonic() + 0.4
+        while time.monotonic() < end:
+            samples.append(live.call(pending))
+        assert len(asked) < chunks
+        assert max(samples) <= high + size, "queued %d bytes" % max(samples)
+        assert not closes
+        # The client reads everything: every byte, in order.
+        status, headers = client.head()
+        assert status == "HTTP/1.1 200 OK"
+        for index in range(chunks):
+            assert client.take(size) == block(index, size), "block %d differs" % index
+        wait_until(lambda: closes)
+        assert asked == list(range(chunks))
+        client.send(get("/"))  # the connection goes on
+        assert client.head()[0] == "HTTP/1.1 200 OK"
+    finally:
+        client.close()
+
+
+def test_wsgi_on_the_loop_stops_an_endless_body_when_the_client_leaves(serve):
+    closed = []
+
+    class Endless:
+        def __iter__(self):
+            while True:
+                yield b"data: tick\n\n" * 1000
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/endless":
+            start_response("200 OK", [("Content-Type", "text/event-stream")])
+            return Endless()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"still here"]
+    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=0))])
+    with RawClient(live.port, rcvbuf=4096) as client:
+        client.send(get("/endless"))
+        assert client.response(method="HEAD")[0] == 200  # the head only
+    wait_until(lambda: closed)
+    assert fetch(live.port, "/")[::2] == (200, b"still here")  # the loop is not stuck
+    assert closed == [True]
 
 
 def test_wsgi_file_wrapper_is_sent_with_sendfile(serve, tmp_path, monkeypatch):
@@ -10864,6 +10966,7 @@ APP_MODULE = textwrap.dedent('''\
             "remote_port": environ.get("REMOTE_PORT", ""),
             "scheme": environ["wsgi.url_scheme"],
             "multiprocess": environ["wsgi.multiprocess"],
+            "multithread": environ["wsgi.multithread"],
             "xff": environ.get("HTTP_X_FORWARDED_FOR"),
             "length": len(body),
             "sha256": hashlib.sha256(body).hexdigest(),
@@ -13110,9 +13213,11 @@ def test_cli_certfile_serves_https(tmp_path, files):
         assert cli.stop() == 0
 
 
-def test_cli_wsgi_serves_the_app(tmp_path):
+@pytest.mark.parametrize("threads", [None, "0"], ids=["workers", "loop"])
+def test_cli_wsgi_serves_the_app(tmp_path, threads):
     spec = write_app_module(tmp_path)
-    with Program.cli("--wsgi", spec, "--bind", "127.0.0.1", "--port", "0", "--quiet",
+    more = ["--threads", threads] if threads else []
+    with Program.cli("--wsgi", spec, "--bind", "127.0.0.1", "--port", "0", "--quiet", *more,
                      cwd=tmp_path) as cli:
         port = cli.serving("pidapp:app")
         status, _, body = fetch(port, "/some/path", method="POST", body=b"abc",
@@ -13123,6 +13228,7 @@ def test_cli_wsgi_serves_the_app(tmp_path):
         assert (answer["path"], answer["remote_addr"], answer["scheme"]) == (
             "/some/path", "127.0.0.1", "http")
         assert answer["multiprocess"] is False
+        assert answer["multithread"] is (threads is None)
         assert (answer["length"], answer["sha256"]) == (3, hashlib.sha256(b"abc").hexdigest())
         assert cli.stop() == 0
 
