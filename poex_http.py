@@ -5590,8 +5590,9 @@ class _WorkerPool:
 
     Jobs wait in one deque and a worker takes them one after another.  Jobs
     submitted from a reactor turn wake one worker once, when the turn's
-    answers have gone: one wake-up for the requests of a turn, and none while
-    the loop still reads and writes.  While jobs wait, the reactor looks every
+    answers have gone: one wake-up for the requests of a turn, none while
+    the loop still reads and writes, and none while a worker woken before
+    has yet to run (it takes these jobs too).  While jobs wait, the reactor looks every
     ``_STALL`` seconds whether any was taken; if none was (the workers are
     blocked in theirs), it wakes another worker.  Waking one for every job
     would cost futex calls and a round of the GIL, in the usual case for a
@@ -5606,6 +5607,7 @@ class _WorkerPool:
         self._wakeups = queue.SimpleQueue()  # a token per sleeping worker to wake
         self._threads = []
         self._sleeping = 0  # workers that will take a token
+        self._coming = 0  # workers woken or started that have not yet looked for jobs
         self._wake_due = False  # a reactor turn will wake a worker when it ends
         self._taken = 0  # jobs taken so far: the watch on waiting jobs compares it
         self._watch = None  # the reactor timer of that watch, while it runs
@@ -5635,7 +5637,7 @@ class _WorkerPool:
 
     def _end_of_turn(self, reactor):
         self._wake_due = False
-        if self._wake() and self._watch is None:
+        if self._wake(once=True) and self._watch is None:
             self._watch = reactor.call_later(_STALL, self._look_at_waiting_jobs,
                                              reactor, self._taken)
 
@@ -5643,17 +5645,20 @@ class _WorkerPool:
         self._watch = None
         if not self._jobs:
             return
-        if self._taken == taken_before and not self._wake():
+        if self._taken == taken_before and not self._wake(once=True):
             return  # every worker is busy: each takes the next job when it is free
         self._watch = reactor.call_later(_STALL, self._look_at_waiting_jobs,
                                          reactor, self._taken)
 
-    def _wake(self):
+    def _wake(self, once=False):
         """Wake a sleeping worker, or start one while there are fewer than ``size``.
 
-        False when every worker is already at work.
+        False when every worker is already at work.  ``once``: not while a
+        worker woken before has yet to look at the jobs; it takes them all.
         """
         with self._lock:
+            if once and self._coming:
+                return True
             if self._sleeping:
                 self._sleeping -= 1
                 self._wakeups.put(None)
@@ -5664,9 +5669,23 @@ class _WorkerPool:
                 thread.start()
             else:
                 return False
+            self._coming += 1
         return True
 
+    def _arrived(self):
+        with self._lock:
+            self._coming -= 1
+
     def _work(self):
+        # Linux: a worker woken while the loop runs does not take the core
+        # from it (wake-up preemption); it runs when the loop waits, which
+        # is when it could have the interpreter anyway.  Without this, each
+        # wake-up costs two context switches for nothing.
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass
+        self._arrived()
         jobs = self._jobs
         while True:
             try:
@@ -5677,6 +5696,7 @@ class _WorkerPool:
                 if jobs:  # one came after the look above: wake for it, maybe this thread
                     self._wake()
                 self._wakeups.get()
+                self._arrived()
                 continue
             self._taken += 1  # under the GIL; a lost count only delays a wake-up
             try:

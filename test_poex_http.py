@@ -10744,6 +10744,45 @@ def test_worker_pool_hears_of_a_turns_jobs_once_when_the_turn_ends():
     assert ran.get(timeout=DEADLINE)[0] == "next"
 
 
+def test_worker_pool_wakes_no_second_worker_while_the_first_is_on_its_way():
+    # Fast path (bench workload poex-wsgi hello): turns that end before the
+    # woken worker runs (it waits for the loop to pause) wake nobody else;
+    # the one on its way takes their jobs too.
+    class HeldPool(poex_http._WorkerPool):
+        def __init__(self, size):
+            super().__init__(size)
+            self.may_arrive = threading.Event()
+
+        def _arrived(self):
+            self.may_arrive.wait(DEADLINE)
+            super()._arrived()
+    pool = HeldPool(4)
+    reactor = _TurnReactor()
+    ran = queue.SimpleQueue()
+    before = threading.active_count()
+    for turn in range(3):
+        pool.submit_in_turn(reactor, lambda turn=turn: ran.put((turn, threading.current_thread())))
+        reactor.end_turn()
+    assert threading.active_count() - before == 1
+    pool.may_arrive.set()
+    results = [ran.get(timeout=DEADLINE) for _ in range(3)]
+    assert sorted(turn for turn, _ in results) == [0, 1, 2]
+    assert len({thread for _, thread in results}) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+def test_worker_threads_do_not_take_the_core_from_the_reactor(serve):
+    # Fast path (bench workload poex-wsgi hello): SCHED_BATCH, no wake-up
+    # preemption of the reactor thread, which keeps its own policy.
+    def policy(req, resp):
+        resp.content = str(os.sched_getscheduler(0))
+        resp.done()
+    live = serve(handlers=[("^/worker", poex_http.threaded(policy)), ("", policy)])
+    assert fetch(live.port, "/worker")[2] == str(os.SCHED_BATCH).encode()
+    assert fetch(live.port, "/loop")[2] == str(os.sched_getscheduler(0)).encode()
+    assert os.sched_getscheduler(0) != os.SCHED_BATCH
+
+
 def _pool_behind_a_blocked_job(size, *jobs):
     """A pool of ``size`` whose turn holds a job that blocks, then ``done.put(job)`` for each."""
     pool = poex_http._WorkerPool(size)
