@@ -12331,6 +12331,40 @@ def test_auth_option_refuses_a_realm_no_header_can_hold(realm):
         poex_http.Server(handler=hello, auth=["a:b"], auth_realm=realm, port=0)
 
 
+# --- run()
+
+FROZEN_WHILE_SERVING = """
+import gc
+import poex_http
+
+def report(req, resp):
+    resp.content = str(gc.get_freeze_count())
+    resp.done()
+    if req.path == "/last":
+        poex_http.stop()
+
+server = poex_http.spawn(host="127.0.0.1", port=0, handler=report)
+print("listening on port %d" % server.port, flush=True)
+before = gc.get_freeze_count()
+poex_http.run()
+print("frozen before %d, after %d" % (before, gc.get_freeze_count()), flush=True)
+"""
+
+
+def test_run_keeps_what_existed_out_of_the_collectors_way_while_it_serves(tmp_path):
+    # Tail (bench workload static1k): a full collection scanned every module
+    # and object of the application, and every connection waited for it.
+    script = tmp_path / "frozen.py"
+    script.write_text(FROZEN_WHILE_SERVING)
+    with Program(script) as program:
+        port = int(program.read_line(r"^listening on port (\d+)$").group(1))
+        status, _, body = fetch(port, "/")
+        assert status == 200 and int(body) > 1000  # the modules, the server...
+        fetch(port, "/last")
+        assert program.next_line() == "frozen before 0, after 0"  # and given back
+        assert program.finish()[0] == 0
+
+
 # --- prefork
 
 def _pid_on_held_connection(port, kept_alive=True):
