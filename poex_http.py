@@ -4971,9 +4971,10 @@ class _Listing:
 
 # A dotfile in a decoded URL path; a leading /.well-known is public (RFC 8615).
 _DOTFILE_RE = re.compile(r"(?!\A/\.well-known(?:/|\Z))/\.")
-# An upload in progress (_PartFile): never served, listed, replaced or
-# deleted, whatever the dotfiles setting, or one client could read or
-# swap another's upload before it is renamed into place.
+# An upload in progress under a hidden name (a _PartFile where files cannot
+# be made nameless, or for the moment before it replaces a file): never
+# served, listed, replaced or deleted, whatever the dotfiles setting, or one
+# client could read or swap another's upload before it is put in place.
 _PART_FILE_RE = re.compile(r"/\.upload-[0-9a-f]{16}\.part(?:/|\Z)", re.IGNORECASE)
 
 
@@ -5006,18 +5007,78 @@ def _any_match(head):
     return value is not None and "*" in [tag.strip() for tag in value.split(",")]
 
 
+# /proc, through which a nameless file is given a name (linkat of
+# self/fd/N, following it): opened once; -1 where there is none.
+_proc_fd = None
+
+
+def _open_nameless(directory):
+    """A new file in ``directory`` that has no name yet (O_TMPFILE), or None where it cannot be."""
+    global _proc_fd
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return None
+    if _proc_fd is None:
+        try:
+            _proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY
+                               | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            _proc_fd = -1
+    if _proc_fd < 0:
+        return None
+    try:
+        # 0o666 as the umask allows: the mode of any file the process makes.
+        return os.open(directory, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        # A file system or a kernel without it (the latter sees a directory
+        # opened for writing); anything else (EACCES, ENOSPC) is the caller's.
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
 class _PartFile(io.FileIO):
-    """A hidden file being written in its target's directory; removed on close unless kept."""
+    """A file being written in its target's directory, given its name when complete.
+
+    On Linux it has no name until then (O_TMPFILE): a server killed during
+    an upload leaves nothing behind.  Elsewhere it is a hidden file with a
+    name no client can guess, removed on close unless it was put in place.
+    """
 
     def __init__(self, directory):
-        import secrets  # deferred: import time
         self.kept = True  # nothing to remove if the open below fails
-        # Hidden (a dotfile) while incomplete; a name no client can guess.
-        self.path = os.path.join(directory, ".upload-%s.part" % secrets.token_hex(8))
-        # 0o666 as the umask allows: the mode of any file the process makes.
-        super().__init__(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL
-                                 | getattr(os, "O_CLOEXEC", 0), 0o666), "r+")
+        self.directory = directory
+        self.path = None  # while it has no name
+        fd = _open_nameless(directory)
+        if fd is None:
+            self.path = self._hidden_name()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL
+                         | getattr(os, "O_CLOEXEC", 0), 0o666)
+        super().__init__(fd, "r+")
         self.kept = False
+
+    def _hidden_name(self):
+        import secrets  # deferred: import time
+        return os.path.join(self.directory, ".upload-%s.part" % secrets.token_hex(8))
+
+    def link(self, target):
+        """Give the file the name ``target`` too; FileExistsError if it is taken."""
+        if self.path is None:
+            # A dir_fd makes os.link use linkat, which alone follows the link.
+            os.link("self/fd/%d" % self.fileno(), target, src_dir_fd=_proc_fd,
+                    follow_symlinks=True)
+        else:
+            os.link(self.path, target)
+
+    def replace(self, target):
+        """Rename the file to ``target``, over what is there (a symlink itself, never its target)."""
+        if self.path is None:
+            # A name is needed to rename from: a hidden one, for a moment.
+            path = self._hidden_name()
+            self.link(path)
+            self.path = path
+        os.replace(self.path, target)
+        self.kept = True
 
     def write(self, data):
         """Write all of ``data``: a nearly full disk takes part of a raw
@@ -5031,13 +5092,9 @@ class _PartFile(io.FileIO):
         """Flush to the disk: a rename must not outlive the data it names."""
         os.fsync(self.fileno())
 
-    def keep(self):
-        """It was renamed into place: closing must not remove it."""
-        self.kept = True
-
     def close(self):
         try:
-            if not self.closed and not self.kept:
+            if not self.closed and not self.kept and self.path is not None:
                 try:
                     os.unlink(self.path)
                 except FileNotFoundError:
@@ -5456,13 +5513,17 @@ class StaticFiles:
             existing = None
         if existing is not None and S_ISDIR(existing.st_mode):
             raise IsADirectoryError(target)
-        if replace:
-            os.replace(part.path, target)  # replaces a symlink itself, never its target
-            part.keep()
-            return existing is not None
-        # A hard link never replaces: two uploads racing for one name get one winner.
-        os.link(part.path, target)
-        return False  # the part file itself goes when it is closed
+        if existing is None or not replace:
+            # A link never replaces: two uploads racing for one name get one
+            # winner (a hidden part file itself goes when it is closed).
+            try:
+                part.link(target)
+                return False
+            except FileExistsError:
+                if not replace:
+                    raise
+        part.replace(target)
+        return True
 
     def _form_directory(self, path, content_type):
         """The real path of the directory a form is posted to; HTTPError if it may not be."""

@@ -9528,6 +9528,17 @@ def test_perl_post_form(perl_server):
 
 # --- uploads: PUT, POST multipart/form-data, DELETE
 
+@pytest.fixture(params=["nameless", "hidden"])
+def part_file_kind(request, monkeypatch):
+    """Both ways an upload is written: with no name until it is complete
+    (O_TMPFILE), or under a hidden name where that cannot be."""
+    if request.param == "hidden":
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    elif not hasattr(os, "O_TMPFILE"):
+        pytest.skip("no O_TMPFILE")
+    return request.param
+
+
 @pytest.fixture
 def box(tmp_path):
     """tmp_path/outside next to tmp_path/box, the served directory, with links in and out."""
@@ -9582,7 +9593,7 @@ def test_upload_off_by_default_and_delete_needs_its_own_switch(serve, box):
     assert (box.root / "old.txt").read_bytes() == b"old"
 
 
-def test_upload_put_creates_201_then_replaces_204(serve, box):
+def test_upload_put_creates_201_then_replaces_204(serve, box, part_file_kind):
     live = upload_server(serve, box.root)
     status, fields, body = put(live, "/new%20file.bin", b"\0first")
     assert (status, fields["location"], body) == (201, "/new%20file.bin",
@@ -9655,7 +9666,7 @@ def test_upload_into_a_directory_the_server_may_not_write_is_403(serve, box):
     assert tree(box.root / "sub") == {"kept.txt": b"kept"}
 
 
-def test_upload_put_without_replacing_409_and_if_none_match_412(serve, box):
+def test_upload_put_without_replacing_409_and_if_none_match_412(serve, box, part_file_kind):
     keep = upload_server(serve, box.root, replace=False)
     assert put(keep, "/old.txt", b"new")[0] == 409
     assert put(keep, "/old.txt", b"new", [("If-None-Match", "*")])[0] == 412
@@ -9686,7 +9697,7 @@ def test_upload_413_before_anything_is_written(serve, box):
 
 
 @pytest.mark.parametrize("sent", [50000, 600000])  # in memory; spooled to a temporary file
-def test_upload_client_leaving_midway_leaves_nothing(serve, box, sent):
+def test_upload_client_leaving_midway_leaves_nothing(serve, box, part_file_kind, sent):
     live = upload_server(serve, box.root)
     before = tree(box.root)
     with RawClient(live.port) as client:
@@ -9699,29 +9710,68 @@ def test_upload_client_leaving_midway_leaves_nothing(serve, box, sent):
     assert tree(box.root) == dict(before, **{"after.txt": b"ok"})
 
 
-def part_files(path):
-    """The relative paths of the hidden files uploads are written to, under ``path``."""
-    return [name for name in tree(path) if ".upload-" in name]
+Upload = collections.namedtuple("Upload", "directory size inode")
 
 
-def test_upload_body_streams_into_a_hidden_file_beside_its_target(serve, box):
-    # Not into memory, nor /tmp (often RAM): the rename into place moves no byte.
+def uploads_in_progress(root, pid="self"):
+    """An ``Upload`` for each file an upload is being written to under ``root``.
+
+    A file without a name yet (O_TMPFILE) is found among the descriptors of
+    process ``pid`` ("DIR/#INODE (deleted)"), a hidden one by its name.
+    """
+    root = os.path.realpath(str(root))
+    found = []
+    descriptors = "/proc/%s/fd" % pid
+    for fd in os.listdir(descriptors):
+        try:
+            target = os.readlink(os.path.join(descriptors, fd))
+            match = re.fullmatch(r"(/.*)/#\d+ \(deleted\)", target)
+            if match and (match.group(1) + "/").startswith(root + "/"):
+                stat = os.stat(os.path.join(descriptors, fd))
+                found.append(Upload(os.path.relpath(match.group(1), root).lstrip("."),
+                                    stat.st_size, stat.st_ino))
+        except OSError:
+            continue  # closed meanwhile
+    for name in tree(root):
+        if ".upload-" in name:
+            stat = os.stat(os.path.join(root, name))
+            found.append(Upload(os.path.dirname(name), stat.st_size, stat.st_ino))
+    return found
+
+
+def test_upload_body_streams_into_a_file_beside_its_target(serve, box):
+    # Not into memory, nor /tmp (often RAM): putting it in place moves no byte.
     live = upload_server(serve, box.root)
     size = 3 * 2**20
     with RawClient(live.port) as client:
         client.send(get("/sub/streamed.bin", method="PUT",
                         headers=[("Content-Length", str(size))]))
         client.send(b"s" * 2**20)
-        wait_until(lambda: [name for name in part_files(box.root)
-                            if (box.root / name).stat().st_size == 2**20])
-        [part] = part_files(box.root)
-        assert os.path.dirname(part) == "sub"
-        inode = (box.root / part).stat().st_ino
+        [upload] = wait_until(lambda: [upload for upload in uploads_in_progress(box.root)
+                                       if upload.size == 2**20])
+        assert upload.directory == "sub"
         client.send(b"s" * (size - 2**20))
         assert client.response()[0] == 201
     stored = box.root / "sub" / "streamed.bin"
-    assert stored.read_bytes() == b"s" * size and stored.stat().st_ino == inode
+    assert stored.read_bytes() == b"s" * size and stored.stat().st_ino == upload.inode
     assert no_temporary_files(box.root)
+
+
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="no O_TMPFILE")
+def test_upload_in_progress_has_no_name_a_killed_server_could_leave(box):
+    # Linux: the file is given its name when it is complete, not before.
+    with Program.cli("--root", box.root, "--upload", "--port", "0", "-b", "127.0.0.1",
+                     "--quiet") as cli:
+        port = cli.serving(box.root)
+        before = tree(box.root)
+        with RawClient(port) as client:
+            client.send(get("/sub/cut.bin", method="PUT", headers=[("Content-Length", "900000")]))
+            client.send(b"c" * 600000)
+            wait_until(lambda: [upload for upload in uploads_in_progress(box.root, cli.pid)
+                                if upload.size == 600000])
+            assert tree(box.root) == before
+            cli.kill()
+    assert tree(box.root) == before
 
 
 def test_upload_put_makes_new_directories_only_once_the_body_is_complete(serve, box):
@@ -9732,9 +9782,9 @@ def test_upload_put_makes_new_directories_only_once_the_body_is_complete(serve, 
                         headers=[("Content-Length", "100000")]))
         client.send(b"n" * 50000)
         # Meanwhile, in the deepest directory that exists: the root.
-        wait_until(lambda: [name for name in part_files(box.root)
-                            if (box.root / name).stat().st_size == 50000])
-        assert [os.path.dirname(name) for name in part_files(box.root)] == [""]
+        wait_until(lambda: [upload for upload in uploads_in_progress(box.root)
+                            if upload.size == 50000])
+        assert [upload.directory for upload in uploads_in_progress(box.root)] == [""]
         assert not (box.root / "new").exists()
     wait_until(lambda: not live.connections())
     assert tree(box.root) == before  # a client that left: no part file, no directory
@@ -9825,14 +9875,21 @@ def test_upload_part_file_writes_everything_a_nearly_full_disk_takes_in_pieces(t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_upload_in_progress_cannot_be_read_listed_swapped_or_deleted(serve, box):
-    # Even with dotfiles allowed: else a client could read another's upload
-    # or put its own bytes where that upload is renamed from.
+def hidden_part_files(path):
+    """The relative paths of the hidden files uploads are written to, under ``path``."""
+    return [name for name in tree(path) if ".upload-" in name]
+
+
+def test_upload_in_progress_cannot_be_read_listed_swapped_or_deleted(serve, box, monkeypatch):
+    # Where a file cannot be made without a name (no O_TMPFILE), it has a
+    # hidden one.  Even with dotfiles allowed, no client may read another's
+    # upload or put its own bytes where that upload is renamed from.
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)
     live = upload_server(serve, box.root, dotfiles="allow", delete=True)
     with RawClient(live.port) as client:
         client.send(get("/sub/victim.txt", method="PUT", headers=[("Content-Length", "22")]))
         client.send(b"VICTIM-DATA")
-        [part] = wait_until(lambda: part_files(box.root))
+        [part] = wait_until(lambda: hidden_part_files(box.root))
         name = os.path.basename(part)
         url = "/sub/" + name
         assert name.encode() not in fetch(live.port, "/sub/")[2]
@@ -9850,15 +9907,15 @@ def test_upload_in_progress_cannot_be_read_listed_swapped_or_deleted(serve, box)
     assert no_temporary_files(box.root)
 
 
-def test_upload_cut_short_by_a_bad_chunk_leaves_no_part_file_while_it_lingers(serve, box):
+def test_upload_cut_short_by_a_bad_chunk_leaves_no_part_file_while_it_lingers(serve, box, part_file_kind):
     live = upload_server(serve, box.root)
     with RawClient(live.port) as client:
         client.send(get("/sub/bad.bin", method="PUT", headers=[
             ("Transfer-Encoding", "chunked")]) + b"5\r\nhello\r\n")
-        wait_until(lambda: part_files(box.root))
+        wait_until(lambda: uploads_in_progress(box.root))
         client.send(b"zz\r\n")  # not a chunk size
         assert client.response()[0] == 400
-        assert part_files(box.root) == []  # the connection is still open, lingering
+        assert uploads_in_progress(box.root) == []  # the connection is still open, lingering
 
 
 def test_upload_if_none_match_star_in_a_list_still_forbids_replacing(serve, box):
@@ -9922,7 +9979,7 @@ def post_form(live, path, parts, headers=(), boundary=b"----formXyZ"):
         ("Content-Length", str(len(body)))] + list(headers))
 
 
-def test_upload_post_form_stores_each_file_part(serve, box):
+def test_upload_post_form_stores_each_file_part(serve, box, part_file_kind):
     live = upload_server(serve, box.root)
     big = seeded_bytes(3, 2 * 2**20)
     status, fields, body = post_form(live, "/sub/", [
@@ -9977,7 +10034,7 @@ def test_upload_post_form_refusals_leave_nothing(serve, box):
     assert tree(box.root) == before
 
 
-def test_upload_post_form_without_replacing(serve, box):
+def test_upload_post_form_without_replacing(serve, box, part_file_kind):
     live = upload_server(serve, box.root, replace=False)
     assert post_form(live, "/", [([_disposition(b"f", b"old.txt")], b"new")])[0] == 409
     assert post_form(live, "/", [([_disposition(b"f", b"a.txt")], b"1"),
