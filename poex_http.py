@@ -3011,6 +3011,11 @@ class _HTTPConnection(_Transport):
         """Is ``response`` the one this open connection is answering?"""
         return response is self._response and self.state == _HANDLING
 
+    def wants_body(self, response):
+        """Would more of the body of ``response`` go out (not for HEAD, 204, 304, nor past its length)?"""
+        writer = self._writer  # None until its head goes out
+        return self.owns(response) and (writer is None or not writer.body_complete)
+
     def send_head(self, response, body, complete, file=False):
         """Write the head of ``response`` and its first ``body`` bytes (all, if ``complete``)."""
         head = self._head
@@ -3699,6 +3704,13 @@ class Response(_Answer):
     def client_gone(self):
         """True once the connection can no longer carry this response."""
         return self._conn is not None and self._wire() is None
+
+    @property
+    def body_wanted(self):
+        """False once no more of the body can go out: the client is gone, or the
+        answer has none (HEAD, 204, 304), or all its Content-Length has been sent."""
+        conn = self._conn
+        return conn is None or conn.wants_body(self)
 
     # -- sending
 
@@ -5020,10 +5032,16 @@ def _open_nameless(directory):
         return None
     if _proc_fd is None:
         try:
-            _proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY
-                               | getattr(os, "O_CLOEXEC", 0))
+            proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
         except OSError:
-            _proc_fd = -1
+            proc = -1
+        else:
+            try:
+                os.stat("self/fd", dir_fd=proc)  # an empty /proc (a chroot) has none
+            except OSError:
+                os.close(proc)
+                proc = -1
+        _proc_fd = proc
     if _proc_fd < 0:
         return None
     try:
@@ -5513,16 +5531,18 @@ class StaticFiles:
             existing = None
         if existing is not None and S_ISDIR(existing.st_mode):
             raise IsADirectoryError(target)
-        if existing is None or not replace:
-            # A link never replaces: two uploads racing for one name get one
-            # winner (a hidden part file itself goes when it is closed).
-            try:
-                part.link(target)
-                return False
-            except FileExistsError:
-                if not replace:
-                    raise
-        part.replace(target)
+        if replace and (existing is not None or part.path is not None):
+            part.replace(target)  # a hidden name is renamed (some file systems have no links)
+            return existing is not None
+        # A link never replaces: two uploads racing for one name get one
+        # winner (a hidden part file itself goes when it is closed).
+        try:
+            part.link(target)
+            return False
+        except FileExistsError:
+            if not replace:
+                raise
+        part.replace(target)  # one came meanwhile
         return True
 
     def _form_directory(self, path, content_type):
@@ -5922,6 +5942,11 @@ def _server_address(host):
     return _SERVER_ADDRESSES.put(host, (name, port))
 
 
+# Parts of a body asked of an application on the loop (threads=0) before
+# the loop's other work runs again.
+_PUMP_BATCH = 64
+
+
 def _close_iterable(iterable):
     """PEP 3333: an application's iterable is closed once the response has ended."""
     if hasattr(iterable, "close"):
@@ -6102,6 +6127,8 @@ class WSGIHandler:
                     call.begin()
                     if not resp.send(_wsgi_bytes(data)):
                         return  # the client is gone: stop the application's iterable
+                    if not resp.body_wanted:
+                        break  # HEAD, or the Content-Length sent: the rest would be dropped
             call.begin()
             resp.done()
         except Exception:
@@ -6113,12 +6140,20 @@ class WSGIHandler:
     def _pump(self, chunks, iterable, call, resp):
         """On the loop (threads=0): send until the client is behind, go on once it caught up."""
         try:
-            for data in chunks:
+            for count, data in enumerate(chunks, 1):
                 if data:
                     call.begin()
-                    if not resp.send(_wsgi_bytes(data)):
+                    sent = resp.send(_wsgi_bytes(data))
+                    if not resp.body_wanted:
+                        break  # gone, HEAD, or the Content-Length sent: stop asking
+                    if not sent:
                         resp.on_drain(lambda: self._resume(chunks, iterable, call, resp))
                         return
+                if count % _PUMP_BATCH == 0:
+                    # Small parts the client takes as fast: the loop's other
+                    # connections get their turn before the next batch.
+                    resp.reactor.call_soon(self._resume, chunks, iterable, call, resp)
+                    return
             call.begin()
             resp.done()
         except Exception:
@@ -7140,6 +7175,10 @@ class _Supervisor:
                 if pid == 0:
                     self._be_worker()  # never returns
                 self.workers[pid] = time.monotonic()
+                if self.stopping:
+                    # Another thread took the signal, and its handler ran
+                    # between the fork and the line above.
+                    os.kill(pid, signal.SIGTERM)
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
 

@@ -9638,6 +9638,23 @@ def test_upload_put_makes_parents_under_the_root_only(serve, box):
     assert (box.root / "a\\..\\b.txt").read_bytes() == b"named"
 
 
+def test_upload_where_files_cannot_be_linked_still_stores_them(serve, box, monkeypatch):
+    # vfat, exFAT, some network file systems: no O_TMPFILE and no hard
+    # links; the hidden file is renamed into place.
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+
+    def no_links(*args, **kwargs):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+    monkeypatch.setattr(os, "link", no_links)
+    live = upload_server(serve, box.root)
+    assert put(live, "/fresh.txt", b"new")[0] == 201
+    assert put(live, "/fresh.txt", b"newer")[0] == 204
+    assert post_form(live, "/sub/", [([_disposition(b"f", b"form.txt")], b"form")])[0] == 201
+    assert (box.root / "fresh.txt").read_bytes() == b"newer"
+    assert (box.root / "sub" / "form.txt").read_bytes() == b"form"
+    assert no_temporary_files(box.root)
+
+
 def test_upload_put_refuses_dotfiles_directories_and_files_as_parents(serve, box):
     live = upload_server(serve, box.root)
     before = tree(box.root)
@@ -10647,6 +10664,64 @@ def test_wsgi_on_the_loop_stops_an_endless_body_when_the_client_leaves(serve):
     wait_until(lambda: closed)
     assert fetch(live.port, "/")[::2] == (200, b"still here")  # the loop is not stuck
     assert closed == [True]
+
+
+@pytest.mark.parametrize("threads", [4, 0], ids=["workers", "loop"])
+@pytest.mark.parametrize("method, headers, expected", [
+    ("HEAD", [("Content-Type", "text/event-stream")], b""),
+    ("GET", [("Content-Length", "5")], b"tick "),
+], ids=["head", "length-sent"])
+def test_wsgi_stops_asking_for_a_body_nothing_more_of_would_go_out(serve, threads, method,
+                                                                  headers, expected):
+    # An endless body the server drops (HEAD; past its Content-Length): on
+    # the loop, asked for without end, it stopped every connection.
+    closed = threading.Event()
+
+    class Endless:
+        def __iter__(self):
+            while not closed.is_set():
+                yield b"tick "
+
+        def close(self):
+            closed.set()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/other":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"answered"]
+        start_response("200 OK", headers)
+        return Endless()
+    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=threads))], keepalive=10)
+    with RawClient(live.port) as client:
+        client.send(get("/", method=method))
+        status, _, body = client.response(method=method)
+        assert (status, body) == (200, expected)
+        assert closed.wait(DEADLINE)
+        client.send(get("/other"))  # the same connection goes on
+        assert client.response()[::2] == (200, b"answered")
+    assert fetch(live.port, "/other")[::2] == (200, b"answered")
+
+
+def test_wsgi_on_the_loop_lets_other_connections_in_between_small_parts(serve):
+    # A client that takes a stream of small parts as fast as they come
+    # never holds the loop back: other requests are answered in between.
+    total = 100000
+    progress = []
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/progress":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [str(len(progress)).encode()]
+        start_response("200 OK", [("Content-Length", str(total))])
+        return (progress.append(index) or b"x" for index in range(total))
+    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=0))],
+                 limits=poex_http.Limits(output_high_water=64 * 2**20))  # no back-pressure
+    with RawClient(live.port) as stream:
+        stream.send(get("/stream"))
+        wait_until(lambda: progress)
+        seen = int(fetch(live.port, "/progress")[2])
+        assert 0 < seen < total
+        assert stream.response()[::2] == (200, b"x" * total)
 
 
 def test_wsgi_file_wrapper_is_sent_with_sendfile(serve, tmp_path, monkeypatch):
@@ -12538,6 +12613,41 @@ server = poex_http.spawn(host="127.0.0.1", port=0, handler=lambda req, resp: res
 poex_http.run()
 print("forks %d" % len(blocks), flush=True)
 """
+
+
+PREFORK_STOPPED_RIGHT_AFTER_A_FORK = """
+import os, signal
+import poex_http
+
+real_fork = os.fork
+forks = []
+
+def fork():
+    pid = real_fork()
+    if pid:
+        forks.append(pid)
+        # The stop handler runs here, before the parent records the worker:
+        # as when another thread of the program took the signal.
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    return pid
+
+os.fork = fork
+server = poex_http.spawn(host="127.0.0.1", port=0, handler=lambda req, resp: resp.done(),
+                         prefork=2)
+poex_http.run()
+print("forks %d" % len(forks), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/task"),
+                    reason="prefork needs fork() and /proc")
+def test_prefork_stop_handled_right_after_a_fork_reaches_that_worker_too(tmp_path):
+    script = tmp_path / "stopped_after_fork.py"
+    script.write_text(PREFORK_STOPPED_RIGHT_AFTER_A_FORK)
+    with Program(script) as program:
+        status, output, errors = program.finish()
+        assert status == 0, errors
+        assert output == b"forks 1\n"
 
 
 @pytest.mark.skipif(not hasattr(os, "fork") or not os.path.exists("/proc/self/task"),
