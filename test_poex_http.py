@@ -10545,25 +10545,38 @@ def test_wsgi_iterable_close_is_called_when_iteration_raises_midway(serve, threa
     wait_until(lambda: not live.server.connections)
 
 
-def test_wsgi_stops_an_endless_body_when_the_client_leaves(serve):
-    closed = threading.Event()
+class EndlessBody:
+    """A WSGI iterable that yields ``part`` until it is closed."""
 
-    class Endless:
-        def __iter__(self):
-            while not closed.is_set():
-                yield b"data: tick\n\n"
+    def __init__(self, part):
+        self.part = part
+        self.closed = threading.Event()
 
-        def close(self):
-            closed.set()
+    def __iter__(self):
+        while not self.closed.is_set():
+            yield self.part
+
+    def close(self):
+        self.closed.set()
+
+
+@pytest.mark.parametrize("threads", [1, 0], ids=["workers", "loop"])
+def test_wsgi_stops_an_endless_body_when_the_client_leaves(serve, threads):
+    bodies = []
 
     def app(environ, start_response):
-        start_response("200 OK", [("Content-Type", "text/event-stream")])
-        return Endless()
-    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=1))])
-    with RawClient(live.port) as client:
-        client.send(get("/"))
+        if environ["PATH_INFO"] == "/endless":
+            start_response("200 OK", [("Content-Type", "text/event-stream")])
+            bodies.append(EndlessBody(b"data: tick\n\n" * 1000))
+            return bodies[-1]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"still here"]
+    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=threads))])
+    with RawClient(live.port, rcvbuf=4096) as client:
+        client.send(get("/endless"))
         assert client.response(method="HEAD")[0] == 200  # the head only
-    assert closed.wait(DEADLINE)
+    assert bodies[0].closed.wait(DEADLINE)
+    assert fetch(live.port, "/")[::2] == (200, b"still here")  # the loop is not stuck
 
 
 def test_wsgi_with_no_threads_runs_the_application_on_the_loop(serve):
@@ -10640,32 +10653,6 @@ def test_wsgi_on_the_loop_asks_for_the_next_part_once_the_client_took_the_last(s
         client.close()
 
 
-def test_wsgi_on_the_loop_stops_an_endless_body_when_the_client_leaves(serve):
-    closed = []
-
-    class Endless:
-        def __iter__(self):
-            while True:
-                yield b"data: tick\n\n" * 1000
-
-        def close(self):
-            closed.append(True)
-
-    def app(environ, start_response):
-        if environ["PATH_INFO"] == "/endless":
-            start_response("200 OK", [("Content-Type", "text/event-stream")])
-            return Endless()
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"still here"]
-    live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=0))])
-    with RawClient(live.port, rcvbuf=4096) as client:
-        client.send(get("/endless"))
-        assert client.response(method="HEAD")[0] == 200  # the head only
-    wait_until(lambda: closed)
-    assert fetch(live.port, "/")[::2] == (200, b"still here")  # the loop is not stuck
-    assert closed == [True]
-
-
 @pytest.mark.parametrize("threads", [4, 0], ids=["workers", "loop"])
 @pytest.mark.parametrize("method, headers, expected", [
     ("HEAD", [("Content-Type", "text/event-stream")], b""),
@@ -10675,28 +10662,21 @@ def test_wsgi_stops_asking_for_a_body_nothing_more_of_would_go_out(serve, thread
                                                                   headers, expected):
     # An endless body the server drops (HEAD; past its Content-Length): on
     # the loop, asked for without end, it stopped every connection.
-    closed = threading.Event()
-
-    class Endless:
-        def __iter__(self):
-            while not closed.is_set():
-                yield b"tick "
-
-        def close(self):
-            closed.set()
+    bodies = []
 
     def app(environ, start_response):
         if environ["PATH_INFO"] == "/other":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"answered"]
         start_response("200 OK", headers)
-        return Endless()
+        bodies.append(EndlessBody(b"tick "))
+        return bodies[-1]
     live = serve(handlers=[("", poex_http.WSGIHandler(app, threads=threads))], keepalive=10)
     with RawClient(live.port) as client:
         client.send(get("/", method=method))
         status, _, body = client.response(method=method)
         assert (status, body) == (200, expected)
-        assert closed.wait(DEADLINE)
+        assert bodies[0].closed.wait(DEADLINE)
         client.send(get("/other"))  # the same connection goes on
         assert client.response()[::2] == (200, b"answered")
     assert fetch(live.port, "/other")[::2] == (200, b"answered")
