@@ -3012,7 +3012,7 @@ class _HTTPConnection(_Transport):
         return response is self._response and self.state == _HANDLING
 
     def wants_body(self, response):
-        """Would more of the body of ``response`` go out (not for HEAD, 204, 304, nor past its length)?"""
+        """Would more of the body of ``response`` go out?  Not for HEAD, 204, 304, nor past its length."""
         writer = self._writer  # None until its head goes out
         return self.owns(response) and (writer is None or not writer.body_complete)
 
@@ -3757,7 +3757,7 @@ class Response(_Answer):
         self._headers_sent = True
 
     def send(self, data=b""):
-        """Send part of the body; False once ``Limits.output_high_water`` bytes wait, or the client is gone."""
+        """Send part of the body; False once ``Limits.output_high_water`` bytes wait or the client left."""
         if self._finished:
             raise RuntimeError("send() after done()")
         if isinstance(data, str):
@@ -5089,7 +5089,7 @@ class _PartFile(io.FileIO):
             os.link(self.path, target)
 
     def replace(self, target):
-        """Rename the file to ``target``, over what is there (a symlink itself, never its target)."""
+        """Rename the file to ``target``, over what is there (a symlink, never its target)."""
         if self.path is None:
             # A name is needed to rename from: a hidden one, for a moment.
             path = self._hidden_name()
@@ -5673,12 +5673,12 @@ class _WorkerPool:
     submitted from a reactor turn wake one worker once, when the turn's
     answers have gone: one wake-up for the requests of a turn, none while
     the loop still reads and writes, and none while a worker woken before
-    has yet to run (it takes these jobs too).  While jobs wait, the reactor looks every
-    ``_STALL`` seconds whether any was taken; if none was (the workers are
-    blocked in theirs), it wakes another worker.  Waking one for every job
-    would cost futex calls and a round of the GIL, in the usual case for a
-    thread that finds nothing left to do.  Jobs submitted from other threads
-    wake a worker each, at once.
+    has yet to run (it takes these jobs too).  While jobs wait, the reactor
+    looks every ``_STALL`` seconds whether any was taken; if none was (the
+    workers are blocked in theirs), it wakes another worker.  Waking one for
+    every job would cost futex calls and a round of the GIL, in the usual
+    case for a thread that finds nothing left to do.  Jobs submitted from
+    other threads wake a worker each, at once.
     """
 
     def __init__(self, size):
