@@ -13155,6 +13155,8 @@ def test_cli_help_is_grouped_with_defaults_shown_one_way():
     assert status == 0
     text = out.decode()
     headings = re.findall(r"^(\S[^:\n]*):$", text, re.M)
+    if sys.version_info < (3, 10):
+        headings[:1] = [{"optional arguments": "options"}.get(headings[0], headings[0])]
     assert headings == ["options", "where it listens", "what it serves", "limits", "logging",
                         "applications", "examples"]
     parser = poex_http._argument_parser()
